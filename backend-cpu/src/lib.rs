@@ -1,0 +1,232 @@
+//! # xkern-cpu: the CPU backend of xkern
+//!
+//! Every op of the contract on host memory, multi-threaded with rayon. This file is the
+//! dispatch layer only; kernels live in one module per op family (`matmul`, `attention`,
+//! `reduce`) and buffers in `storage`.
+//!
+//! ```
+//! use xkern_core::{DType, Tensor};
+//! use xkern_cpu::CpuBackend;
+//! let dev = CpuBackend::new();
+//! let a = Tensor::randn(&dev, &[4, 3], DType::F32, 0)?;
+//! let c = a.matmul(&a.t()?)?;
+//! assert_eq!(c.shape(), &[4, 4]);
+//! # Ok::<(), xkern_core::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod attention;
+mod matmul;
+mod reduce;
+mod storage;
+
+pub use storage::CpuStorage;
+
+use std::sync::{Arc, OnceLock};
+use xkern_core::{
+    AttentionSpec, Backend, CastSpec, DType, DeviceInfo, Error, HostData, HostSlice, Layout,
+    MatmulSpec, NormSpec, ReduceSpec, Result,
+};
+
+/// The CPU device: a handle to a thread pool (rayon's global pool by default).
+///
+/// All CPU devices share host memory, so tensors of any two `CpuBackend` values may be
+/// combined; the pool only decides where the work runs.
+#[derive(Clone, Debug)]
+pub struct CpuBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Option<rayon::ThreadPool>,
+    info: OnceLock<DeviceInfo>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// The CPU device on rayon's global thread pool (one thread per core unless
+    /// `RAYON_NUM_THREADS` says otherwise).
+    pub fn new() -> Self {
+        CpuBackend {
+            inner: Arc::new(Inner {
+                pool: None,
+                info: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// A CPU device with its own pool of `threads` workers (results are bitwise the same
+    /// for any thread count).
+    pub fn with_threads(threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("xkern-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Backend {
+                backend: "cpu",
+                message: format!("cannot start {threads} threads: {e}"),
+            })?;
+        Ok(CpuBackend {
+            inner: Arc::new(Inner {
+                pool: Some(pool),
+                info: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.inner
+            .pool
+            .as_ref()
+            .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    /// Runs `f` on this device's pool.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.inner.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+}
+
+/// The CPU's model name, as the OS reports it.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The SIMD features later kernels dispatch on.
+fn cpu_features() -> Vec<String> {
+    let mut f = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let known = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            (
+                "avx512bf16",
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+            ),
+        ];
+        f.extend(
+            known
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(n, _)| n.to_string()),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            f.push("neon".to_string());
+        }
+    }
+    f
+}
+
+impl Backend for CpuBackend {
+    type Storage = CpuStorage;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn info(&self) -> DeviceInfo {
+        self.inner
+            .info
+            .get_or_init(|| {
+                let mut info = DeviceInfo::new("cpu", cpu_model(), DType::ALL.to_vec());
+                info.threads = Some(self.threads());
+                info.features = cpu_features();
+                info
+            })
+            .clone()
+    }
+
+    fn same_device(&self, _other: &Self) -> bool {
+        true
+    }
+
+    fn upload(&self, data: HostSlice<'_>) -> Result<CpuStorage> {
+        CpuStorage::upload(data)
+    }
+
+    fn zeros(&self, dtype: DType, len: usize) -> Result<CpuStorage> {
+        CpuStorage::zeros(dtype, len)
+    }
+
+    fn download(
+        &self,
+        src: &CpuStorage,
+        _dtype: DType,
+        offset: usize,
+        len: usize,
+    ) -> Result<HostData> {
+        src.download(offset, len)
+    }
+
+    fn copy_strided(&self, src: &CpuStorage, _dtype: DType, layout: &Layout) -> Result<CpuStorage> {
+        src.copy_strided(layout)
+    }
+
+    fn cast(&self, spec: &CastSpec, src: &CpuStorage) -> Result<CpuStorage> {
+        let values = src.f32_range(spec.offset, spec.len)?.into_owned();
+        CpuStorage::from_f32(spec.to, values)
+    }
+
+    fn matmul(
+        &self,
+        spec: &MatmulSpec,
+        a: &CpuStorage,
+        b: &CpuStorage,
+        bias: Option<&CpuStorage>,
+    ) -> Result<CpuStorage> {
+        self.run(|| matmul::matmul(spec, a, b, bias))
+    }
+
+    fn attention(
+        &self,
+        spec: &AttentionSpec,
+        q: &CpuStorage,
+        k: &CpuStorage,
+        v: &CpuStorage,
+    ) -> Result<CpuStorage> {
+        self.run(|| attention::attention(spec, q, k, v))
+    }
+
+    fn reduce(&self, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
+        self.run(|| reduce::reduce(spec, x))
+    }
+
+    fn normalize(
+        &self,
+        spec: &NormSpec,
+        x: &CpuStorage,
+        weight: Option<&CpuStorage>,
+    ) -> Result<CpuStorage> {
+        self.run(|| reduce::normalize(spec, x, weight))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        // Every op has finished when it returns.
+        Ok(())
+    }
+}

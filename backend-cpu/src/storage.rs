@@ -1,0 +1,255 @@
+//! Host-memory storage of the CPU backend and the conversions every kernel uses: reading
+//! any float dtype as f32 (contiguous ranges and strided matrices), and writing f32
+//! results back rounded once to the output dtype.
+//!
+//! Allocations are fallible (`try_reserve_exact`), so a request the allocator cannot
+//! satisfy is `Error::OutOfMemory`, not an abort.
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use std::borrow::Cow;
+use xkern_core::{DType, Error, HostData, HostSlice, Layout, Result};
+
+/// A CPU tensor buffer: one typed vector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CpuStorage {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f16 elements.
+    F16(Vec<f16>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
+    /// u32 elements.
+    U32(Vec<u32>),
+}
+
+/// A vector of `len` copies of `value`, or `OutOfMemory`.
+pub(crate) fn try_vec<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+        device: "cpu".into(),
+        bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    })?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// An element type a kernel can read as f32.
+pub(crate) trait Scalar: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+}
+
+impl Scalar for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+impl Scalar for f16 {
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+impl Scalar for bf16 {
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+impl Scalar for u32 {
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+
+/// Copies `rows × cols` elements at `offset + r·row_stride + c·col_stride` into `dst`
+/// (row-major), converted to f32.
+fn gather<T: Scalar>(
+    src: &[T],
+    offset: usize,
+    row_stride: usize,
+    col_stride: usize,
+    cols: usize,
+    dst: &mut [f32],
+) {
+    if cols == 0 {
+        return;
+    }
+    for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
+        let base = offset + r * row_stride;
+        if col_stride == 1 {
+            for (d, s) in row.iter_mut().zip(&src[base..base + cols]) {
+                *d = s.to_f32();
+            }
+        } else {
+            for (c, d) in row.iter_mut().enumerate() {
+                *d = src[base + c * col_stride].to_f32();
+            }
+        }
+    }
+}
+
+impl CpuStorage {
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
+            CpuStorage::U32(v) => v.len(),
+        }
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn upload(data: HostSlice<'_>) -> Result<CpuStorage> {
+        fn copy<T: Copy + Default>(s: &[T]) -> Result<Vec<T>> {
+            let mut v = try_vec(0, T::default())?;
+            v.try_reserve_exact(s.len())
+                .map_err(|_| Error::OutOfMemory {
+                    device: "cpu".into(),
+                    bytes: (s.len() * 4) as u64,
+                })?;
+            v.extend_from_slice(s);
+            Ok(v)
+        }
+        Ok(match data {
+            HostSlice::F32(s) => CpuStorage::F32(copy(s)?),
+            HostSlice::F16(s) => CpuStorage::F16(copy(s)?),
+            HostSlice::BF16(s) => CpuStorage::BF16(copy(s)?),
+            HostSlice::U32(s) => CpuStorage::U32(copy(s)?),
+        })
+    }
+
+    pub(crate) fn zeros(dtype: DType, len: usize) -> Result<CpuStorage> {
+        Ok(match dtype {
+            DType::F32 => CpuStorage::F32(try_vec(len, 0.0)?),
+            DType::F16 => CpuStorage::F16(try_vec(len, f16::ZERO)?),
+            DType::BF16 => CpuStorage::BF16(try_vec(len, bf16::ZERO)?),
+            DType::U32 => CpuStorage::U32(try_vec(len, 0)?),
+        })
+    }
+
+    /// Checks that `offset..offset + len` lies inside the buffer.
+    fn range(&self, offset: usize, len: usize) -> Result<std::ops::Range<usize>> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(offset..end),
+            _ => Err(Error::Backend {
+                backend: "cpu",
+                message: format!(
+                    "range {offset}+{len} outside a storage of {} elements",
+                    self.len()
+                ),
+            }),
+        }
+    }
+
+    pub(crate) fn download(&self, offset: usize, len: usize) -> Result<HostData> {
+        let r = self.range(offset, len)?;
+        Ok(match self {
+            CpuStorage::F32(v) => HostData::F32(v[r].to_vec()),
+            CpuStorage::F16(v) => HostData::F16(v[r].to_vec()),
+            CpuStorage::BF16(v) => HostData::BF16(v[r].to_vec()),
+            CpuStorage::U32(v) => HostData::U32(v[r].to_vec()),
+        })
+    }
+
+    /// `len` contiguous elements from `offset` as f32: borrowed for f32 storage,
+    /// converted (with F16C where the `half` crate finds it) otherwise.
+    pub(crate) fn f32_range(&self, offset: usize, len: usize) -> Result<Cow<'_, [f32]>> {
+        let r = self.range(offset, len)?;
+        Ok(match self {
+            CpuStorage::F32(v) => Cow::Borrowed(&v[r]),
+            CpuStorage::F16(v) => {
+                let mut out = try_vec(len, 0.0f32)?;
+                v[r].convert_to_f32_slice(&mut out);
+                Cow::Owned(out)
+            }
+            CpuStorage::BF16(v) => {
+                let mut out = try_vec(len, 0.0f32)?;
+                v[r].convert_to_f32_slice(&mut out);
+                Cow::Owned(out)
+            }
+            CpuStorage::U32(v) => Cow::Owned(v[r].iter().map(|&x| x as f32).collect()),
+        })
+    }
+
+    /// Reads a strided `rows × cols` matrix into `dst` (row-major f32). The caller (a
+    /// validated spec) guarantees the view lies inside the storage.
+    pub(crate) fn gather_f32(
+        &self,
+        offset: usize,
+        row_stride: usize,
+        col_stride: usize,
+        cols: usize,
+        dst: &mut [f32],
+    ) {
+        match self {
+            CpuStorage::F32(v) => gather(v, offset, row_stride, col_stride, cols, dst),
+            CpuStorage::F16(v) => gather(v, offset, row_stride, col_stride, cols, dst),
+            CpuStorage::BF16(v) => gather(v, offset, row_stride, col_stride, cols, dst),
+            CpuStorage::U32(v) => gather(v, offset, row_stride, col_stride, cols, dst),
+        }
+    }
+
+    /// Rounds f32 results once to `dtype` (nearest even). U32 output is never produced
+    /// from floats; it is rejected.
+    pub(crate) fn from_f32(dtype: DType, values: Vec<f32>) -> Result<CpuStorage> {
+        Ok(match dtype {
+            DType::F32 => CpuStorage::F32(values),
+            DType::F16 => {
+                let mut out = try_vec(values.len(), f16::ZERO)?;
+                out.convert_from_f32_slice(&values);
+                CpuStorage::F16(out)
+            }
+            DType::BF16 => {
+                let mut out = try_vec(values.len(), bf16::ZERO)?;
+                out.convert_from_f32_slice(&values);
+                CpuStorage::BF16(out)
+            }
+            DType::U32 => {
+                return Err(Error::Backend {
+                    backend: "cpu",
+                    message: "f32 results cannot be stored as u32".into(),
+                });
+            }
+        })
+    }
+
+    /// Gathers a strided view into a new contiguous storage.
+    pub(crate) fn copy_strided(&self, layout: &Layout) -> Result<CpuStorage> {
+        if layout.storage_span() > self.len() {
+            return Err(Error::Backend {
+                backend: "cpu",
+                message: "strided view outside its storage".into(),
+            });
+        }
+        fn pick<T: Copy + Default>(v: &[T], layout: &Layout) -> Result<Vec<T>> {
+            let mut out = try_vec(0, T::default())?;
+            out.try_reserve_exact(layout.numel())
+                .map_err(|_| Error::OutOfMemory {
+                    device: "cpu".into(),
+                    bytes: (layout.numel() * 4) as u64,
+                })?;
+            out.extend(layout.offsets().map(|o| v[o]));
+            Ok(out)
+        }
+        Ok(match self {
+            CpuStorage::F32(v) => CpuStorage::F32(pick(v, layout)?),
+            CpuStorage::F16(v) => CpuStorage::F16(pick(v, layout)?),
+            CpuStorage::BF16(v) => CpuStorage::BF16(pick(v, layout)?),
+            CpuStorage::U32(v) => CpuStorage::U32(pick(v, layout)?),
+        })
+    }
+}
