@@ -154,6 +154,15 @@ impl Device {
         }
     }
 
+    /// Every device of this build that can run here, one per backend (and per simulated
+    /// generation): what "all backends" means for benchmarks and portable workloads.
+    pub fn available() -> Vec<Device> {
+        ["cpu", "wgpu", "neuron-sim:trn1", "neuron-sim:trn2"]
+            .into_iter()
+            .filter_map(|n| Device::parse(n).ok())
+            .collect()
+    }
+
     /// What the device is: backend, model, dtypes, peak figures where known.
     pub fn info(&self) -> DeviceInfo {
         Backend::info(self)

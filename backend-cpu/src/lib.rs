@@ -18,7 +18,9 @@
 
 mod attention;
 mod matmul;
+mod probe;
 mod reduce;
+mod simd;
 mod storage;
 
 pub use storage::CpuStorage;
@@ -154,8 +156,22 @@ impl Backend for CpuBackend {
             .info
             .get_or_init(|| {
                 let mut info = DeviceInfo::new("cpu", cpu_model(), DType::ALL.to_vec());
-                info.threads = Some(self.threads());
+                let threads = self.threads();
+                info.threads = Some(threads);
                 info.features = cpu_features();
+                let key = format!("{}|{}|{threads}", info.device, info.features.join(","));
+                if let Some(p) = self.run(|| probe::peaks(&key)) {
+                    info.peak_gflops_f32 = Some(p.gflops_f32);
+                    // AVX-512 BF16 (`vdpbf16ps`) does two multiply-adds per f32 lane per
+                    // instruction at the FMA rate; without it bf16 runs at the f32 rate.
+                    let bf16_factor = if info.features.iter().any(|f| f == "avx512bf16") {
+                        2.0
+                    } else {
+                        1.0
+                    };
+                    info.peak_gflops_16 = Some(p.gflops_f32 * bf16_factor);
+                    info.bandwidth_gbs = Some(p.bandwidth_gbs);
+                }
                 info
             })
             .clone()

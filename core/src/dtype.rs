@@ -220,7 +220,7 @@ impl HostData {
     /// Rebuilds a buffer of `dtype` from little-endian bytes (length must be a multiple of
     /// the element size; returns `None` otherwise).
     pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Option<HostData> {
-        if bytes.len() % dtype.size_in_bytes() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size_in_bytes()) {
             return None;
         }
         Some(match dtype {

@@ -47,6 +47,23 @@ impl Tolerance {
         }
     }
 
+    /// `‖got − expected‖₂ / ‖expected‖₂` over the positions where `expected` is finite
+    /// (0 when both are zero there). Special values are not compared; see [`Tolerance::check`].
+    pub fn rel_frobenius(got: &[f64], expected: &[f64]) -> f64 {
+        let (mut diff2, mut ref2) = (0.0f64, 0.0f64);
+        for (&g, &e) in got.iter().zip(expected) {
+            if e.is_finite() {
+                diff2 += (g - e) * (g - e);
+                ref2 += e * e;
+            }
+        }
+        if diff2 == 0.0 {
+            0.0
+        } else {
+            diff2.sqrt() / ref2.sqrt().max(f64::MIN_POSITIVE)
+        }
+    }
+
     /// Compares `got` to `expected` element-wise (same order); `Err` says why not.
     pub fn check(&self, got: &[f64], expected: &[f64]) -> Result<(), String> {
         if got.len() != expected.len() {

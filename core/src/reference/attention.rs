@@ -11,45 +11,59 @@ pub fn attention(
     causal: bool,
     scale: f64,
 ) -> HostTensor {
-    let (b, hq, sq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-    let (hkv, skv, dv) = (k.shape[1], k.shape[2], v.shape[3]);
-    let group = hq / hkv;
-    let mut out = vec![0.0; b * hq * sq * dv];
-    let mut scores = vec![0.0; skv];
+    let (b, hq, sq, dv) = (q.shape[0], q.shape[1], q.shape[2], v.shape[3]);
+    let mut out = Vec::with_capacity(b * hq * sq * dv);
     for bi in 0..b {
         for h in 0..hq {
-            let kh = h / group;
             for i in 0..sq {
-                let visible = if causal {
-                    (i + 1 + skv).saturating_sub(sq).min(skv)
-                } else {
-                    skv
-                };
-                if visible == 0 {
-                    continue;
-                }
-                let qrow = &q.data[((bi * hq + h) * sq + i) * d..][..d];
-                let mut m = f64::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate().take(visible) {
-                    let krow = &k.data[((bi * hkv + kh) * skv + j) * d..][..d];
-                    *s = scale * qrow.iter().zip(krow).map(|(x, y)| x * y).sum::<f64>();
-                    m = nan_max(m, *s);
-                }
-                let mut l = 0.0;
-                let o = &mut out[((bi * hq + h) * sq + i) * dv..][..dv];
-                for (j, &s) in scores.iter().enumerate().take(visible) {
-                    let p = (s - m).exp();
-                    l += p;
-                    let vrow = &v.data[((bi * hkv + kh) * skv + j) * dv..][..dv];
-                    for (acc, x) in o.iter_mut().zip(vrow) {
-                        *acc += p * x;
-                    }
-                }
-                for acc in o.iter_mut() {
-                    *acc /= l;
-                }
+                out.extend(attention_row(q, k, v, causal, scale, bi, h, i));
             }
         }
     }
     HostTensor::new(&[b, hq, sq, dv], out)
+}
+
+/// One output row `(b, h, i)` of [`attention`] (for spot checks of large problems).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_row(
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    causal: bool,
+    scale: f64,
+    b: usize,
+    h: usize,
+    i: usize,
+) -> Vec<f64> {
+    let (hq, sq, d) = (q.shape[1], q.shape[2], q.shape[3]);
+    let (hkv, skv, dv) = (k.shape[1], k.shape[2], v.shape[3]);
+    let kh = h / (hq / hkv);
+    let visible = if causal {
+        (i + 1 + skv).saturating_sub(sq).min(skv)
+    } else {
+        skv
+    };
+    let mut o = vec![0.0; dv];
+    if visible == 0 {
+        return o;
+    }
+    let qrow = &q.data[((b * hq + h) * sq + i) * d..][..d];
+    let scores: Vec<f64> = (0..visible)
+        .map(|j| {
+            let krow = &k.data[((b * hkv + kh) * skv + j) * d..][..d];
+            scale * qrow.iter().zip(krow).map(|(x, y)| x * y).sum::<f64>()
+        })
+        .collect();
+    let m = scores.iter().fold(f64::NEG_INFINITY, |m, &s| nan_max(m, s));
+    let mut l = 0.0;
+    for (j, &s) in scores.iter().enumerate() {
+        let p = (s - m).exp();
+        l += p;
+        let vrow = &v.data[((b * hkv + kh) * skv + j) * dv..][..dv];
+        for (acc, x) in o.iter_mut().zip(vrow) {
+            *acc += p * x;
+        }
+    }
+    o.iter_mut().for_each(|x| *x /= l);
+    o
 }

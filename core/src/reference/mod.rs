@@ -7,7 +7,7 @@ mod attention;
 mod matmul;
 mod reduce;
 
-pub use attention::attention;
+pub use attention::{attention, attention_row};
 pub use matmul::matmul;
 pub use reduce::{log_softmax, reduce, rms_norm, softmax};
 

@@ -1,0 +1,89 @@
+//! Thin wrappers over `std::arch`, one function per ISA, selected at run time.
+//!
+//! Today this holds the FMA throughput loop of the peak probe; the GEMM micro-kernels and
+//! vectorised exp join it as the kernels are tuned.
+
+/// Runs `iters` iterations of `ACC` independent FMA chains of the widest vector the CPU
+/// has, and returns the number of floating-point operations performed (2 per lane per
+/// FMA). `ACC = 12` chains cover 2 FMA pipes × 4–6 cycles of latency on current x86
+/// cores, so the loop is throughput-bound.
+pub(crate) fn fma_loop(iters: u64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked on the line above).
+            let sink = unsafe { x86::fma_avx512(iters) };
+            std::hint::black_box(sink);
+            return (iters * 12 * 16 * 2) as f64;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked on the line above).
+            let sink = unsafe { x86::fma_avx2(iters) };
+            std::hint::black_box(sink);
+            return (iters * 12 * 8 * 2) as f64;
+        }
+    }
+    let sink = fma_portable(iters);
+    std::hint::black_box(sink);
+    (iters * 12 * 2) as f64
+}
+
+/// Scalar fallback: 12 independent `mul_add` chains.
+fn fma_portable(iters: u64) -> f32 {
+    let mut acc = [0.0f32; 12];
+    let (a, b) = (
+        std::hint::black_box(0.999_999f32),
+        std::hint::black_box(1e-7f32),
+    );
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = x.mul_add(a, b);
+        }
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// 12 independent 16-lane FMA chains.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn fma_avx512(iters: u64) -> f32 {
+        let a = _mm512_set1_ps(std::hint::black_box(0.999_999));
+        let b = _mm512_set1_ps(std::hint::black_box(1e-7));
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut total = _mm512_setzero_ps();
+        for x in acc {
+            total = _mm512_add_ps(total, x);
+        }
+        _mm512_reduce_add_ps(total)
+    }
+
+    /// 12 independent 8-lane FMA chains.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn fma_avx2(iters: u64) -> f32 {
+        let a = _mm256_set1_ps(std::hint::black_box(0.999_999));
+        let b = _mm256_set1_ps(std::hint::black_box(1e-7));
+        let mut acc = [_mm256_setzero_ps(); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut total = _mm256_setzero_ps();
+        for x in acc {
+            total = _mm256_add_ps(total, x);
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds 8 f32, the 32 bytes an unaligned 256-bit store writes.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), total) };
+        lanes.iter().sum()
+    }
+}

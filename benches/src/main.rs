@@ -1,0 +1,235 @@
+//! `xkern-bench`: runs one suite of cases on every chosen backend and prints one table
+//! (optionally JSON lines and an HTML report). See benches/README.md.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use xkern::Device;
+use xkern_bench::measure::{Budget, Contestant, interleaved};
+use xkern_bench::report::{PeerResult, Row, table};
+use xkern_bench::{cases, html, workload};
+
+/// Cross-backend benchmark of xkern's ops.
+#[derive(Parser, Debug)]
+#[command(name = "xkern-bench", version, about)]
+struct Cli {
+    /// Backends to run, comma-separated: cpu, cpu:<threads>, wgpu, neuron-sim[:trn1|:trn2].
+    /// Default: every backend compiled in and available here.
+    #[arg(long, value_delimiter = ',')]
+    backend: Vec<String>,
+    /// Built-in suite: quick (small sizes, under two minutes), standard (the reference
+    /// cases), full (standard plus larger and extra cases).
+    #[arg(long, default_value = "quick")]
+    suite: String,
+    /// A cases file (JSON array of {id, op, dtype, params}) to run instead of a suite.
+    #[arg(long)]
+    cases: Option<PathBuf>,
+    /// Only cases whose id contains this substring.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Write one JSON object per row (JSON lines) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report with charts to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Seconds of repetitions per case (after warm-up), at least --min-reps.
+    #[arg(long, default_value_t = 0.5)]
+    budget: f64,
+    /// Minimum timed repetitions per case.
+    #[arg(long, default_value_t = 3)]
+    min_reps: usize,
+    /// Skip the peer libraries (gemm, matrixmultiply) on CPU matmul cases.
+    #[arg(long)]
+    no_peers: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// List the cases and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("xkern-bench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the benchmark; `Ok(false)` when a case failed its accuracy check or could not run.
+fn run() -> anyhow::Result<bool> {
+    let cli = Cli::parse();
+    // matrixmultiply reads its thread count once, from the environment: give it the CPU
+    // device's count (what rayon will use, or the `cpu:<n>` asked for).
+    let threads = peer_threads(&cli.backend);
+    // SAFETY: nothing else runs yet: this program has not spawned any thread.
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let when = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+
+    let mut all = match &cli.cases {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            cases::parse(&text, &path.display().to_string())?
+        }
+        None => cases::suite(&cli.suite)?,
+    };
+    if let Some(f) = &cli.filter {
+        all.retain(|c| c.id.contains(f.as_str()));
+    }
+    if all.is_empty() {
+        bail!("no case matches");
+    }
+    if cli.list {
+        for c in &all {
+            println!("{}\t{}\t{}", c.id, c.workload.op(), c.dtype);
+        }
+        return Ok(true);
+    }
+    let devices = if cli.backend.is_empty() {
+        Device::available()
+    } else {
+        cli.backend
+            .iter()
+            .map(|b| Device::parse(b).with_context(|| format!("backend {b}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if devices.is_empty() {
+        bail!("no backend is compiled in and available");
+    }
+
+    let progress = if cli.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new((all.len() * devices.len()) as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")?
+                .progress_chars("=> "),
+        );
+        pb
+    };
+    let budget = Budget {
+        time: Duration::from_secs_f64(cli.budget),
+        min_reps: cli.min_reps.max(1),
+        max_reps: 10_000,
+    };
+    let mut rows = Vec::new();
+    let mut infos = Vec::new();
+    let mut all_ok = true;
+    for dev in &devices {
+        progress.set_message(format!("probing {}", dev.name()));
+        let info = dev.info();
+        for case in &all {
+            progress.set_message(format!("{} on {}", case.id, info.backend));
+            match run_case(case, dev, &info, budget, !cli.no_peers) {
+                Ok(row) => {
+                    all_ok &= row.within_tolerance;
+                    rows.push(row);
+                }
+                Err(e) => {
+                    all_ok = false;
+                    progress.println(format!("{} on {}: {e:#}", case.id, info.backend));
+                }
+            }
+            progress.inc(1);
+        }
+        infos.push(info);
+    }
+    progress.finish_and_clear();
+
+    for i in &infos {
+        let fig = |v: Option<f64>, unit: &str| {
+            v.map_or("unknown".to_string(), |x| format!("{x:.0} {unit}"))
+        };
+        println!(
+            "{}: {} ({} threads; f32 peak {}, 16-bit peak {}, bandwidth {})",
+            i.backend,
+            i.device,
+            i.threads.map_or("–".into(), |t| t.to_string()),
+            fig(i.peak_gflops_f32, "GFLOP/s"),
+            fig(i.peak_gflops_16, "GFLOP/s"),
+            fig(i.bandwidth_gbs, "GB/s")
+        );
+    }
+    println!();
+    print!("{}", table(&rows));
+    if let Some(path) = &cli.json {
+        let mut text = String::new();
+        for r in &rows {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} rows to {}", rows.len(), path.display());
+    }
+    if let Some(path) = &cli.html {
+        std::fs::write(path, html::page(&rows, &infos, &command, &when)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if !all_ok {
+        eprintln!("some cases failed to run or exceeded their tolerance (see above)");
+    }
+    Ok(all_ok)
+}
+
+/// Threads of the CPU device the run will use: `cpu:<n>` if asked for, else rayon's
+/// default (`RAYON_NUM_THREADS`, else the available parallelism).
+fn peer_threads(backends: &[String]) -> usize {
+    let asked = backends
+        .iter()
+        .find_map(|b| b.trim().strip_prefix("cpu:").and_then(|n| n.parse().ok()));
+    let rayon = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n: &usize| n > 0);
+    asked
+        .or(rayon)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Times one case on one device, interleaved with its peers, and checks the output.
+fn run_case(
+    case: &cases::Case,
+    dev: &Device,
+    info: &xkern::DeviceInfo,
+    budget: Budget,
+    peers: bool,
+) -> anyhow::Result<Row> {
+    let mut p = workload::prepare(case, dev, peers)?;
+    let mut last = None;
+    let stats = {
+        let run = &mut p.run;
+        let mut xk = || -> anyhow::Result<()> {
+            last = Some(run()?);
+            Ok(())
+        };
+        let mut contestants: Vec<Contestant<'_>> = vec![&mut xk];
+        for peer in p.peers.iter_mut() {
+            contestants.push(&mut *peer.run);
+        }
+        interleaved(&mut contestants, budget)?
+    };
+    let out = last.context("the op never ran")?;
+    let accuracy = (p.check)(&out)?;
+    let xkern = stats[0];
+    let peer_results = p
+        .peers
+        .iter()
+        .zip(&stats[1..])
+        .map(|(peer, s)| PeerResult {
+            name: peer.name.to_string(),
+            median_s: s.median_s,
+            ratio: s.median_s / xkern.median_s.max(1e-12),
+        })
+        .collect();
+    Ok(Row::new(case, info, xkern, &p, accuracy, peer_results))
+}

@@ -1,0 +1,110 @@
+//! Timing: warm-up, then interleaved repetitions (A B A B …) of every contestant until a
+//! time budget and a minimum count are both reached; medians reported.
+//!
+//! Interleaving puts xkern and its peers under the same machine conditions (the machines
+//! here are shared and noisy), so their ratio is meaningful even when absolute times drift.
+
+use std::time::{Duration, Instant};
+
+/// Summary of one contestant's repetitions, in seconds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Median time.
+    pub median_s: f64,
+    /// Fastest repetition.
+    pub min_s: f64,
+    /// Slowest repetition.
+    pub max_s: f64,
+    /// Number of timed repetitions.
+    pub reps: usize,
+}
+
+impl Stats {
+    fn of(mut times: Vec<f64>) -> Stats {
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        if n == 0 {
+            return Stats::default();
+        }
+        let median = if n % 2 == 1 {
+            times[n / 2]
+        } else {
+            0.5 * (times[n / 2 - 1] + times[n / 2])
+        };
+        Stats {
+            median_s: median,
+            min_s: times[0],
+            max_s: times[n - 1],
+            reps: n,
+        }
+    }
+}
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Keep repeating until this much time has passed...
+    pub time: Duration,
+    /// ...and at least this many rounds ran.
+    pub min_reps: usize,
+    /// Never more rounds than this.
+    pub max_reps: usize,
+}
+
+/// A timed closure.
+pub type Contestant<'a> = &'a mut dyn FnMut() -> anyhow::Result<()>;
+
+/// Runs each contestant once to warm up, then rounds of one timed run each.
+pub fn interleaved(
+    contestants: &mut [Contestant<'_>],
+    budget: Budget,
+) -> anyhow::Result<Vec<Stats>> {
+    for c in contestants.iter_mut() {
+        c()?;
+    }
+    let mut times = vec![Vec::new(); contestants.len()];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < budget.max_reps && (rounds < budget.min_reps || start.elapsed() < budget.time) {
+        for (c, t) in contestants.iter_mut().zip(times.iter_mut()) {
+            let t0 = Instant::now();
+            c()?;
+            t.push(t0.elapsed().as_secs_f64());
+        }
+        rounds += 1;
+    }
+    Ok(times.into_iter().map(Stats::of).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_counts() {
+        let s = Stats::of(vec![3.0, 1.0, 2.0]);
+        assert_eq!((s.median_s, s.min_s, s.max_s, s.reps), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Stats::of(vec![1.0, 2.0, 3.0, 4.0]).median_s, 2.5);
+    }
+
+    #[test]
+    fn runs_at_least_min_reps_interleaved() {
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut a = || -> anyhow::Result<()> {
+            log.borrow_mut().push('a');
+            Ok(())
+        };
+        let mut b = || -> anyhow::Result<()> {
+            log.borrow_mut().push('b');
+            Ok(())
+        };
+        let budget = Budget {
+            time: Duration::ZERO,
+            min_reps: 3,
+            max_reps: 10,
+        };
+        let stats = interleaved(&mut [&mut a, &mut b], budget).unwrap();
+        assert_eq!(stats[0].reps, 3);
+        assert_eq!(log.borrow().iter().collect::<String>(), "abababab");
+    }
+}

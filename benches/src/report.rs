@@ -1,0 +1,245 @@
+//! One result row per (case, backend): what the table prints and `--json` writes (one JSON
+//! object per line; fields documented in benches/README.md).
+
+use crate::measure::Stats;
+use serde::Serialize;
+use xkern::DeviceInfo;
+
+/// A peer's time on the same case, measured interleaved with xkern's.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerResult {
+    /// The peer.
+    pub name: String,
+    /// Its median time.
+    pub median_s: f64,
+    /// Its median over xkern's (> 1: xkern is faster).
+    pub ratio: f64,
+}
+
+/// One measured case on one backend.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Case id.
+    pub id: String,
+    /// Backend name (`cpu`, ...).
+    pub backend: String,
+    /// The device (CPU model, adapter, simulated core).
+    pub device: String,
+    /// Op of the case.
+    pub op: String,
+    /// Element type.
+    pub dtype: String,
+    /// Median wall time, seconds.
+    pub median_s: f64,
+    /// Fastest repetition.
+    pub min_s: f64,
+    /// Slowest repetition.
+    pub max_s: f64,
+    /// Timed repetitions.
+    pub reps: usize,
+    /// Useful FLOP per second, in GFLOP/s.
+    pub gflops: Option<f64>,
+    /// Minimum bytes moved per second, in GB/s.
+    pub gbps: Option<f64>,
+    /// Roofline time over measured time, percent (None when the device has no figures).
+    pub roof_pct: Option<f64>,
+    /// Which roof bounds the case: `compute` or `memory`.
+    pub roof_bound: Option<String>,
+    /// Relative Frobenius error against the f64 reference.
+    pub rel_err: f64,
+    /// Whether the dtype's tolerance holds.
+    pub within_tolerance: bool,
+    /// Why the tolerance fails, when it does.
+    pub error_detail: Option<String>,
+    /// Which elements were compared.
+    pub compared: String,
+    /// The fastest peer, if any ran.
+    pub peer: Option<String>,
+    /// That peer's median over xkern's.
+    pub peer_ratio: Option<f64>,
+    /// Every peer measured.
+    pub peers: Vec<PeerResult>,
+    /// Simulated device time (neuron-sim rows).
+    pub sim_time_s: Option<f64>,
+    /// Simulated model FLOP utilisation (neuron-sim rows).
+    pub mfu: Option<f64>,
+    /// Simulated busiest engine (neuron-sim rows).
+    pub busiest_engine: Option<String>,
+    /// FLOP of one run.
+    pub flops: f64,
+    /// Bytes of one run.
+    pub bytes: f64,
+}
+
+impl Row {
+    /// Builds a row from the measurements and the device's figures.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        case: &crate::cases::Case,
+        info: &DeviceInfo,
+        stats: Stats,
+        prepared: &crate::workload::Prepared,
+        accuracy: crate::workload::Accuracy,
+        peers: Vec<PeerResult>,
+    ) -> Row {
+        let t = stats.median_s.max(1e-12);
+        let peak = if prepared.low_precision {
+            info.peak_gflops_16.or(info.peak_gflops_f32)
+        } else {
+            info.peak_gflops_f32
+        };
+        let compute_s = peak.map(|p| prepared.flops / (p * 1e9));
+        let memory_s = info.bandwidth_gbs.map(|b| prepared.bytes / (b * 1e9));
+        let (roof_s, bound) = match (compute_s, memory_s) {
+            (Some(c), Some(m)) if c >= m => (Some(c), Some("compute")),
+            (Some(_), Some(m)) => (Some(m), Some("memory")),
+            (Some(c), None) => (Some(c), Some("compute")),
+            (None, Some(m)) => (Some(m), Some("memory")),
+            (None, None) => (None, None),
+        };
+        let best = peers
+            .iter()
+            .min_by(|a, b| a.median_s.total_cmp(&b.median_s));
+        Row {
+            id: case.id.clone(),
+            backend: info.backend.clone(),
+            device: info.device.clone(),
+            op: case.workload.op().to_string(),
+            dtype: case.dtype.clone(),
+            median_s: stats.median_s,
+            min_s: stats.min_s,
+            max_s: stats.max_s,
+            reps: stats.reps,
+            gflops: Some(prepared.flops / t / 1e9),
+            gbps: Some(prepared.bytes / t / 1e9),
+            roof_pct: roof_s.map(|r| 100.0 * r / t),
+            roof_bound: bound.map(str::to_string),
+            rel_err: accuracy.rel_err,
+            within_tolerance: accuracy.ok,
+            error_detail: accuracy.detail,
+            compared: accuracy.compared,
+            peer: best.map(|p| p.name.clone()),
+            peer_ratio: best.map(|p| p.ratio),
+            peers,
+            sim_time_s: None,
+            mfu: None,
+            busiest_engine: None,
+            flops: prepared.flops,
+            bytes: prepared.bytes,
+        }
+    }
+
+    /// Whether throughput is best read in GB/s.
+    pub fn bandwidth_bound(&self) -> bool {
+        self.op == "reduce"
+    }
+}
+
+fn ms(s: f64) -> String {
+    if s >= 0.1 {
+        format!("{:.1}", s * 1e3)
+    } else {
+        format!("{:.3}", s * 1e3)
+    }
+}
+
+/// The text table.
+pub fn table(rows: &[Row]) -> String {
+    let peer_names: Vec<String> = {
+        let mut v: Vec<String> = rows
+            .iter()
+            .flat_map(|r| r.peers.iter().map(|p| p.name.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut header = vec![
+        "case".to_string(),
+        "backend".into(),
+        "dtype".into(),
+        "median ms".into(),
+        "min–max ms".into(),
+        "reps".into(),
+        "throughput".into(),
+        "roof %".into(),
+        "rel err".into(),
+    ];
+    header.extend(peer_names.iter().map(|p| format!("vs {p}")));
+    header.push("".into());
+    let mut lines = vec![header];
+    for r in rows {
+        let throughput = if r.bandwidth_bound() {
+            format!("{:.1} GB/s", r.gbps.unwrap_or(0.0))
+        } else {
+            format!("{:.1} GFLOP/s", r.gflops.unwrap_or(0.0))
+        };
+        let mut line = vec![
+            r.id.clone(),
+            r.backend.clone(),
+            r.dtype.clone(),
+            ms(r.median_s),
+            format!("{}–{}", ms(r.min_s), ms(r.max_s)),
+            r.reps.to_string(),
+            throughput,
+            r.roof_pct.map_or("–".into(), |p| {
+                format!(
+                    "{p:.0}% {}",
+                    if r.roof_bound.as_deref() == Some("memory") {
+                        "mem"
+                    } else {
+                        "fma"
+                    }
+                )
+            }),
+            format!("{:.1e}", r.rel_err),
+        ];
+        for name in &peer_names {
+            line.push(
+                r.peers
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .map_or("–".into(), |p| format!("{:.2}×", p.ratio)),
+            );
+        }
+        line.push(if r.within_tolerance {
+            String::new()
+        } else {
+            "TOLERANCE EXCEEDED".into()
+        });
+        lines.push(line);
+    }
+    let widths: Vec<usize> = (0..lines[0].len())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let cells: Vec<String> = l
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (s, w))| {
+                if c < 3 {
+                    format!("{s:<w$}")
+                } else {
+                    format!("{s:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            out.push('\n');
+        }
+    }
+    out.push_str("vs <peer>: the peer's median time over xkern's, measured interleaved in this run (> 1: xkern is faster).\n");
+    out.push_str("roof %: the device's roofline time for the case (FMA peak or memory bandwidth, whichever binds) over the measured median.\n");
+    out
+}
