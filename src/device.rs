@@ -131,7 +131,7 @@ impl Device {
     #[cfg(feature = "cpu")]
     fn cpu_with(threads: Option<usize>) -> Result<Device> {
         Ok(Device::Cpu(match threads {
-            None => xkern_cpu::CpuBackend::new(),
+            None => xkern_cpu::CpuBackend::from_env()?,
             Some(t) => xkern_cpu::CpuBackend::with_threads(t)?,
         }))
     }

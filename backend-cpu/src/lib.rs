@@ -23,6 +23,7 @@ mod reduce;
 mod simd;
 mod storage;
 
+pub use simd::Isa;
 pub use storage::CpuStorage;
 
 use std::sync::{Arc, OnceLock};
@@ -43,6 +44,7 @@ pub struct CpuBackend {
 #[derive(Debug)]
 struct Inner {
     pool: Option<rayon::ThreadPool>,
+    isa: Isa,
     info: OnceLock<DeviceInfo>,
 }
 
@@ -54,33 +56,68 @@ impl Default for CpuBackend {
 
 impl CpuBackend {
     /// The CPU device on rayon's global thread pool (one thread per core unless
-    /// `RAYON_NUM_THREADS` says otherwise).
+    /// `RAYON_NUM_THREADS` says otherwise), with the best micro-kernels of this CPU, or
+    /// those `XKERN_CPU_ISA` names when it names a valid one ([`CpuBackend::from_env`]
+    /// reports a bad value instead).
     pub fn new() -> Self {
+        let isa = Isa::from_env().ok().flatten().unwrap_or_else(Isa::best);
         CpuBackend {
             inner: Arc::new(Inner {
                 pool: None,
+                isa,
                 info: OnceLock::new(),
             }),
         }
     }
 
+    /// Like [`CpuBackend::new`], but an `XKERN_CPU_ISA` that is unknown or not supported
+    /// by this CPU is an error.
+    pub fn from_env() -> Result<Self> {
+        let isa = Isa::from_env()?.unwrap_or_else(Isa::best);
+        CpuBackend::with_options(None, isa)
+    }
+
     /// A CPU device with its own pool of `threads` workers (results are bitwise the same
     /// for any thread count).
     pub fn with_threads(threads: usize) -> Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(|i| format!("xkern-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Backend {
-                backend: "cpu",
-                message: format!("cannot start {threads} threads: {e}"),
-            })?;
+        let isa = Isa::from_env()?.unwrap_or_else(Isa::best);
+        CpuBackend::with_options(Some(threads), isa)
+    }
+
+    /// A CPU device forced to the micro-kernels of `isa` (an error if this CPU lacks it),
+    /// on its own pool of `threads` workers or, for `None`, on rayon's global pool.
+    pub fn with_options(threads: Option<usize>, isa: Isa) -> Result<Self> {
+        if !isa.is_available() {
+            return Err(Error::BackendUnavailable {
+                name: "cpu".into(),
+                reason: format!("this CPU cannot run the {} kernels", isa.name()),
+            });
+        }
+        let pool = match threads {
+            None => None,
+            Some(t) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t.max(1))
+                    .thread_name(|i| format!("xkern-cpu-{i}"))
+                    .build()
+                    .map_err(|e| Error::Backend {
+                        backend: "cpu",
+                        message: format!("cannot start {t} threads: {e}"),
+                    })?,
+            ),
+        };
         Ok(CpuBackend {
             inner: Arc::new(Inner {
-                pool: Some(pool),
+                pool,
+                isa,
                 info: OnceLock::new(),
             }),
         })
+    }
+
+    /// The instruction set of the matmul micro-kernels.
+    pub fn isa(&self) -> Isa {
+        self.inner.isa
     }
 
     /// Number of worker threads.
@@ -172,6 +209,7 @@ impl Backend for CpuBackend {
                     info.peak_gflops_16 = Some(p.gflops_f32 * bf16_factor);
                     info.bandwidth_gbs = Some(p.bandwidth_gbs);
                 }
+                info.features.push(format!("kernels={}", self.isa().name()));
                 info
             })
             .clone()
@@ -215,7 +253,7 @@ impl Backend for CpuBackend {
         b: &CpuStorage,
         bias: Option<&CpuStorage>,
     ) -> Result<CpuStorage> {
-        self.run(|| matmul::matmul(spec, a, b, bias))
+        self.run(|| matmul::matmul(self.isa(), spec, a, b, bias))
     }
 
     fn attention(

@@ -1,4 +1,23 @@
-//! The shared conformance suite on the CPU backend: one test per case.
+//! The shared conformance suite on the CPU backend, once per instruction set this machine
+//! can run (`avx512/...`, `avx2/...`, `generic/...`): one test per case and ISA.
+use xkern_core::Backend;
+use xkern_core::conformance::{Ctx, main_many};
+use xkern_cpu::{CpuBackend, Isa};
+
 fn main() {
-    xkern_core::conformance::main(xkern_cpu::CpuBackend::new())
+    let contexts = Isa::available()
+        .into_iter()
+        .map(|isa| {
+            let dev = CpuBackend::with_options(None, isa).expect("an available ISA");
+            (
+                isa.name().to_string(),
+                Ctx {
+                    dtypes: dev.info().dtypes,
+                    dev,
+                    other: None,
+                },
+            )
+        })
+        .collect();
+    main_many(contexts)
 }

@@ -87,3 +87,83 @@ mod x86 {
         lanes.iter().sum()
     }
 }
+
+/// The instruction set the matmul micro-kernels use, chosen once per device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// x86-64 AVX-512F: 12 × 32 micro-kernel.
+    Avx512,
+    /// x86-64 AVX2 + FMA: 6 × 16 micro-kernel.
+    Avx2,
+    /// Portable Rust: 4 × 16 micro-kernel, vectorised by the compiler.
+    Generic,
+}
+
+impl Isa {
+    /// The name used by `XKERN_CPU_ISA` and in `info()`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Generic => "generic",
+        }
+    }
+
+    /// Parses a name as printed by [`Isa::name`].
+    pub fn parse(name: &str) -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Generic]
+            .into_iter()
+            .find(|i| i.name() == name.trim().to_ascii_lowercase())
+    }
+
+    /// Whether this CPU can run the ISA's kernels.
+    pub fn is_available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            Isa::Generic => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every ISA this CPU can run, best first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Generic]
+            .into_iter()
+            .filter(|i| i.is_available())
+            .collect()
+    }
+
+    /// The best ISA of this CPU.
+    pub fn best() -> Isa {
+        Isa::available().first().copied().unwrap_or(Isa::Generic)
+    }
+
+    /// The ISA `XKERN_CPU_ISA` asks for (`None` when unset or empty); an unknown name or
+    /// one this CPU lacks is an error.
+    pub fn from_env() -> xkern_core::Result<Option<Isa>> {
+        let Ok(value) = std::env::var("XKERN_CPU_ISA") else {
+            return Ok(None);
+        };
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        let isa = Isa::parse(&value).ok_or_else(|| xkern_core::Error::BackendUnavailable {
+            name: "cpu".into(),
+            reason: format!("XKERN_CPU_ISA={value:?} is not one of avx512, avx2, generic"),
+        })?;
+        if !isa.is_available() {
+            return Err(xkern_core::Error::BackendUnavailable {
+                name: "cpu".into(),
+                reason: format!("XKERN_CPU_ISA={value} asks for an instruction set this CPU lacks"),
+            });
+        }
+        Ok(Some(isa))
+    }
+}

@@ -110,17 +110,29 @@ pub fn main<B: Backend>(dev: B) -> ! {
 
 /// [`main`] with a fully specified context (e.g. with a second device).
 pub fn main_with<B: Backend>(ctx: Ctx<B>) -> ! {
+    main_many(vec![(String::new(), ctx)])
+}
+
+/// Runs the whole suite once per context, test names prefixed with the context's label
+/// (`avx2/matmul/...`): one backend configured several ways (e.g. each instruction set).
+pub fn main_many<B: Backend>(contexts: Vec<(String, Ctx<B>)>) -> ! {
     let args = libtest_mimic::Arguments::from_args();
-    let ctx = Arc::new(ctx);
-    let trials = cases::<B>(ctx.other.is_some())
-        .into_iter()
-        .map(|case| {
+    let mut trials = Vec::new();
+    for (label, ctx) in contexts {
+        let ctx = Arc::new(ctx);
+        let prefix = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{label}/")
+        };
+        for case in cases::<B>(ctx.other.is_some()) {
             let ctx = Arc::clone(&ctx);
-            libtest_mimic::Trial::test(case.name, move || {
-                (case.run)(&ctx).map_err(|Fail(m)| m.into())
-            })
-        })
-        .collect();
+            trials.push(libtest_mimic::Trial::test(
+                format!("{prefix}{}", case.name),
+                move || (case.run)(&ctx).map_err(|Fail(m)| m.into()),
+            ));
+        }
+    }
     libtest_mimic::run(&args, trials).exit()
 }
 

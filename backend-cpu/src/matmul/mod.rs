@@ -1,0 +1,618 @@
+//! CPU matmul: a BLIS-style packed GEMM written once over a per-ISA micro-kernel.
+//!
+//! Loop nest (Goto & van de Geijn, "Anatomy of high-performance matrix multiplication",
+//! TOMS 2008; Van Zee & van de Geijn, "BLIS", TOMS 2015), for each matrix of the batch:
+//!
+//! ```text
+//! for pc in 0..K step KC:                       K split so packed panels stay in cache
+//!     pack B[pc.., :]  -> KC × N in NR-wide column panels   (shared by all threads)
+//!     pack A[:, pc..]  -> M × KC in MR-tall row panels      (shared by all threads)
+//!     parallel over tasks (MC rows × NCB columns of C):
+//!         for ir in MR panels of the task:      A micro-panel (MR × KC) stays in L1
+//!             for jr in NR panels of the task:  B block (KC × NCB) stays in L2
+//!                 micro-kernel: C[ir, jr] (=|+=) A_panel · B_panel
+//!                 after the last pc: bias and activation on the tile, still in L1
+//! ```
+//!
+//! Packing reads each operand through its strides (transposed views, permuted batches and
+//! broadcast batch axes need no copy) and converts f16/bf16 to f32, so the kernels only
+//! ever see f32 panels. Block sizes: KC = 256 keeps the B block `KC × NCB = 256 × 512`
+//! floats (512 KiB) in Zen 4's 1 MiB L2 and the A micro-panel (12 × 256 floats, 12 KiB)
+//! in its 32 KiB L1; MC = 192 rows per task gives ≥ 4 tasks per thread on the reference
+//! shapes. Small batched problems run one matrix per task instead (parallel over the
+//! batch), and matrix-vector products (M = 1 or N = 1) take a streaming path at memory
+//! bandwidth.
+
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx512;
+mod kernel_generic;
+
+use crate::simd::Isa;
+use crate::storage::{CpuStorage, Scalar, try_vec};
+use rayon::prelude::*;
+use xkern_core::{MatmulSpec, Result};
+
+/// A register-tiled micro-kernel: `C[MR × NR] (=|+=) Σ_p A[:, p] · B[p, :]`.
+pub(crate) trait MicroKernel {
+    /// Rows of the C tile (A values broadcast per k-step).
+    const MR: usize;
+    /// Columns of the C tile (B vectors loaded per k-step).
+    const NR: usize;
+
+    /// Runs `kc` k-steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed B
+    /// micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
+    /// `ldc`; `accumulate` adds to C instead of overwriting it.
+    ///
+    /// # Safety
+    /// `a` and `b` point to `kc·MR` and `kc·NR` readable floats, `c` to a writable
+    /// `MR × NR` tile (rows `ldc` apart) that no other thread touches, and the CPU has the
+    /// kernel's instruction set.
+    unsafe fn run(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    );
+}
+
+/// Cache blocking: depth of a packed panel, rows and columns of C per parallel task.
+#[derive(Clone, Copy, Debug)]
+struct Blocking {
+    kc: usize,
+    mc: usize,
+    ncb: usize,
+}
+
+/// The block sizes (see the module doc), or those of `XKERN_GEMM_BLOCKING=kc,mc,ncb` for
+/// tuning experiments (mc rounded to a multiple of 12, ncb to a multiple of 32).
+fn blocking() -> Blocking {
+    static B: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
+    *B.get_or_init(|| {
+        let default = Blocking {
+            kc: 256,
+            mc: 192,
+            ncb: 512,
+        };
+        let Ok(v) = std::env::var("XKERN_GEMM_BLOCKING") else {
+            return default;
+        };
+        let f: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        match f[..] {
+            [kc, mc, ncb] if kc > 0 && mc > 0 && ncb > 0 => Blocking {
+                kc,
+                mc: mc.div_ceil(12) * 12,
+                ncb: ncb.div_ceil(32) * 32,
+            },
+            _ => default,
+        }
+    })
+}
+/// Below this many multiply-adds per matrix, batched problems run one matrix per task.
+const SMALL: usize = 1 << 21;
+
+/// One operand matrix of one batch entry: `x[offset + r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<T: Scalar> View<'_, T> {
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[self.offset + r * self.rs + c * self.cs].to_f32()
+    }
+}
+
+/// Packs rows `0..m` × columns `p0..p0+kc` of A into MR-tall panels, zero-padding rows past
+/// `m`: `dst[panel·MR·kc + p·MR + i] = A[panel·MR + i, p0 + p]`.
+fn pack_a<T: Scalar>(
+    a: View<'_, T>,
+    m: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+    parallel: bool,
+) {
+    let pack_panel = |(panel, out): (usize, &mut [f32])| {
+        for i in 0..mr {
+            let r = panel * mr + i;
+            if r >= m {
+                for p in 0..kc {
+                    out[p * mr + i] = 0.0;
+                }
+                continue;
+            }
+            for p in 0..kc {
+                out[p * mr + i] = a.at(r, p0 + p);
+            }
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(mr * kc).enumerate().for_each(pack_panel);
+    } else {
+        dst.chunks_mut(mr * kc).enumerate().for_each(pack_panel);
+    }
+}
+
+/// Packs rows `p0..p0+kc` × columns `0..n` of B into NR-wide panels, zero-padding columns
+/// past `n`: `dst[panel·NR·kc + p·NR + j] = B[p0 + p, panel·NR + j]`.
+fn pack_b<T: Scalar>(
+    b: View<'_, T>,
+    n: usize,
+    p0: usize,
+    kc: usize,
+    nr: usize,
+    dst: &mut [f32],
+    parallel: bool,
+) {
+    let pack_panel = |(panel, out): (usize, &mut [f32])| {
+        let j0 = panel * nr;
+        let w = nr.min(n - j0);
+        for p in 0..kc {
+            let row = &mut out[p * nr..(p + 1) * nr];
+            if b.cs == 1 {
+                let start = b.offset + (p0 + p) * b.rs + j0;
+                for (o, s) in row[..w].iter_mut().zip(&b.data[start..start + w]) {
+                    *o = s.to_f32();
+                }
+            } else {
+                for (j, o) in row[..w].iter_mut().enumerate() {
+                    *o = b.at(p0 + p, j0 + j);
+                }
+            }
+            row[w..].fill(0.0);
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(nr * kc).enumerate().for_each(pack_panel);
+    } else {
+        dst.chunks_mut(nr * kc).enumerate().for_each(pack_panel);
+    }
+}
+
+/// A packing buffer whose start is 64-byte aligned, so every vector load of a packed panel
+/// stays within one cache line (a heap `Vec<f32>` is only 16-byte aligned; measured: the
+/// misaligned panels cost ~10% at 2048³).
+#[derive(Default)]
+struct PackBuf {
+    data: Vec<f32>,
+}
+
+impl PackBuf {
+    /// A 64-byte-aligned slice of `len` floats, growing the buffer if needed.
+    fn get(&mut self, len: usize) -> Result<&mut [f32]> {
+        const ALIGN: usize = 64 / std::mem::size_of::<f32>();
+        if self.data.len() < len + ALIGN {
+            self.data = try_vec(len + ALIGN, 0.0f32)?;
+        }
+        let skip = self.data.as_ptr().align_offset(64).min(ALIGN);
+        Ok(&mut self.data[skip..skip + len])
+    }
+}
+
+thread_local! {
+    /// Packing buffers of the calling thread, kept between calls: allocating and zeroing
+    /// them per call cost ~10% at 512³.
+    static PACK_BUFS: std::cell::RefCell<(PackBuf, PackBuf)> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's packing buffers (fresh ones if they are already in use
+/// further up the stack, which a nested call could do).
+fn with_pack_bufs<R>(f: impl FnOnce(&mut PackBuf, &mut PackBuf) -> R) -> R {
+    PACK_BUFS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            f(a, b)
+        }
+        Err(_) => f(&mut PackBuf::default(), &mut PackBuf::default()),
+    })
+}
+
+/// The fused epilogue, applied to a finished row segment of C.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    activation: Option<xkern_core::Activation>,
+}
+
+impl Epilogue<'_> {
+    fn apply(&self, row: &mut [f32], j0: usize) {
+        if let Some(bias) = self.bias {
+            for (x, &b) in row.iter_mut().zip(&bias[j0..]) {
+                *x += b;
+            }
+        }
+        if let Some(act) = self.activation {
+            for x in row.iter_mut() {
+                *x = act.apply_f32(*x);
+            }
+        }
+    }
+}
+
+/// A raw pointer to C that tasks share; each task writes a disjoint set of tiles.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+// SAFETY: tasks write disjoint tiles of C (see `macro_tile`), and C outlives the parallel
+// region that uses the pointer.
+unsafe impl Send for CPtr {}
+// SAFETY: as above.
+unsafe impl Sync for CPtr {}
+
+/// Runs the micro-kernels over rows `i0..i1` × columns `j0..j1` of C (`ldc = n`) for one
+/// packed depth block. `last` applies the epilogue to each finished tile.
+#[allow(clippy::too_many_arguments)]
+fn macro_tile<K: MicroKernel>(
+    (i0, i1, j0, j1): (usize, usize, usize, usize),
+    kc: usize,
+    a_pack: &[f32],
+    b_pack: &[f32],
+    c: CPtr,
+    n: usize,
+    accumulate: bool,
+    last: Option<Epilogue<'_>>,
+) {
+    let (mr, nr) = (K::MR, K::NR);
+    let mut edge = vec![0.0f32; mr * nr];
+    for ir in (i0..i1).step_by(mr) {
+        let a = &a_pack[ir / mr * mr * kc..][..mr * kc];
+        let rows = mr.min(i1 - ir);
+        for jr in (j0..j1).step_by(nr) {
+            let b = &b_pack[jr / nr * nr * kc..][..nr * kc];
+            let cols = nr.min(j1 - jr);
+            // SAFETY: (ir, jr) lies inside C (ir < m, jr < n); full tiles are in bounds
+            // because rows == MR and cols == NR; tiles of different tasks are disjoint.
+            let tile = unsafe { c.0.add(ir * n + jr) };
+            if rows == mr && cols == nr {
+                // SAFETY: panels hold kc·MR and kc·NR floats; the tile is in bounds and
+                // ours alone; the kernel's ISA was detected when it was chosen.
+                unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), tile, n, accumulate) };
+            } else {
+                // Ragged edge: run the kernel on a scratch tile and copy the valid part.
+                for i in 0..rows {
+                    for j in 0..cols {
+                        // SAFETY: (ir + i, jr + j) is inside C.
+                        edge[i * nr + j] = if accumulate {
+                            unsafe { *tile.add(i * n + j) }
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                // SAFETY: scratch holds MR × NR floats with row stride NR.
+                unsafe {
+                    K::run(
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        edge.as_mut_ptr(),
+                        nr,
+                        accumulate,
+                    )
+                };
+                for i in 0..rows {
+                    for j in 0..cols {
+                        // SAFETY: (ir + i, jr + j) is inside C.
+                        unsafe { *tile.add(i * n + j) = edge[i * nr + j] };
+                    }
+                }
+            }
+            if let Some(epi) = last {
+                for i in 0..rows {
+                    // SAFETY: the row segment lies inside this task's tile of C.
+                    let row = unsafe { std::slice::from_raw_parts_mut(tile.add(i * n), cols) };
+                    epi.apply(row, jr);
+                }
+            }
+        }
+    }
+}
+
+/// Splits C into rectangular tasks `(i0, i1, j0, j1)`: no larger than `mc × ncb` (the
+/// cache blocks), aligned to whole micro-tiles, and — when the matrix allows — at least
+/// eight per thread, so that rayon's work stealing evens out the load (a 512 × 512 matrix
+/// as three 192-row tasks on two threads idled a third of the time).
+fn partition(
+    m: usize,
+    n: usize,
+    mr: usize,
+    nr: usize,
+    b: Blocking,
+    threads: usize,
+) -> Vec<(usize, usize, usize, usize)> {
+    let (tiles_m, tiles_n) = (m.div_ceil(mr), n.div_ceil(nr));
+    let (mut mb, mut nb) = (m.div_ceil(b.mc), n.div_ceil(b.ncb));
+    let want = 8 * threads;
+    while mb * nb < want {
+        if tiles_m / mb >= 2 {
+            mb += 1;
+        } else if tiles_n / nb >= 2 {
+            nb += 1;
+        } else {
+            break;
+        }
+    }
+    let (rows, cols) = (tiles_m.div_ceil(mb) * mr, tiles_n.div_ceil(nb) * nr);
+    (0..m)
+        .step_by(rows)
+        .flat_map(|i| {
+            (0..n)
+                .step_by(cols)
+                .map(move |j| (i, (i + rows).min(m), j, (j + cols).min(n)))
+        })
+        .collect()
+}
+
+/// `C = epilogue(A · B)` for one matrix; `c` is `m × n` row-major. `parallel` spreads the
+/// packing and the tiles over the current rayon pool.
+#[allow(clippy::too_many_arguments)]
+fn gemm<K: MicroKernel, T: Scalar>(
+    a: View<'_, T>,
+    b: View<'_, T>,
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    epi: Epilogue<'_>,
+    parallel: bool,
+    a_pack: &mut PackBuf,
+    b_pack: &mut PackBuf,
+) -> Result<()> {
+    let (mr, nr) = (K::MR, K::NR);
+    let Blocking {
+        kc: kc_max,
+        mc,
+        ncb,
+    } = blocking();
+    if k == 0 {
+        c.fill(0.0);
+        for row in c.chunks_exact_mut(n) {
+            epi.apply(row, 0);
+        }
+        return Ok(());
+    }
+    let a_len = m.div_ceil(mr) * mr * kc_max.min(k);
+    let b_len = n.div_ceil(nr) * nr * kc_max.min(k);
+    let (a_pack, b_pack) = (a_pack.get(a_len)?, b_pack.get(b_len)?);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let tasks = partition(
+        m,
+        n,
+        mr,
+        nr,
+        Blocking {
+            kc: kc_max,
+            mc,
+            ncb,
+        },
+        threads,
+    );
+    let cp = CPtr(c.as_mut_ptr());
+    for p0 in (0..k).step_by(kc_max) {
+        let kc = kc_max.min(k - p0);
+        let (ap, bp) = (
+            &mut a_pack[..m.div_ceil(mr) * mr * kc],
+            &mut b_pack[..n.div_ceil(nr) * nr * kc],
+        );
+        pack_a(a, m, p0, kc, mr, ap, parallel);
+        pack_b(b, n, p0, kc, nr, bp, parallel);
+        let last = (p0 + kc == k).then_some(epi);
+        let (ap, bp) = (&*ap, &*bp);
+        let run =
+            |t: &(usize, usize, usize, usize)| macro_tile::<K>(*t, kc, ap, bp, cp, n, p0 > 0, last);
+        if parallel {
+            tasks.par_iter().for_each(run);
+        } else {
+            tasks.iter().for_each(run);
+        }
+    }
+    Ok(())
+}
+
+/// Matrix-vector products (M = 1 or N = 1) stream the matrix once, at memory bandwidth;
+/// packing would only add traffic. Returns `false` when the layout has no streaming path
+/// (the packed GEMM then handles it).
+fn gemv<T: Scalar>(
+    a: View<'_, T>,
+    b: View<'_, T>,
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) -> bool {
+    const CHUNK: usize = 256;
+    // The matrix whose rows (`rows_contiguous`) or columns stream, and the vector.
+    let (mat, vec, rows_contiguous) = match () {
+        _ if m == 1 && b.cs == 1 => (b, a, false),
+        _ if m == 1 && b.rs == 1 => (
+            View {
+                data: b.data,
+                offset: b.offset,
+                rs: b.cs,
+                cs: 1,
+            },
+            a,
+            true,
+        ),
+        _ if n == 1 && a.cs == 1 => (a, b, true),
+        _ => return false,
+    };
+    let v: Vec<f32> = (0..k)
+        .map(|p| if m == 1 { vec.at(0, p) } else { vec.at(p, 0) })
+        .collect();
+    if rows_contiguous {
+        // c[i] = Σ_p mat[i, p] · v[p]: one dot product per output, 8 partial sums each.
+        c.par_chunks_mut(16).enumerate().for_each(|(ci, out)| {
+            for (ii, x) in out.iter_mut().enumerate() {
+                let row = &mat.data[mat.offset + (ci * 16 + ii) * mat.rs..][..k];
+                let mut acc = [0.0f32; 8];
+                for (r8, v8) in row.chunks(8).zip(v.chunks(8)) {
+                    for ((s, r), w) in acc.iter_mut().zip(r8).zip(v8) {
+                        *s += r.to_f32() * w;
+                    }
+                }
+                *x = acc.iter().sum();
+            }
+        });
+    } else {
+        // c[j] = Σ_p v[p] · mat[p, j]: rows streamed, threads split the columns.
+        c.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, out)| {
+            out.fill(0.0);
+            let j0 = ci * CHUNK;
+            for (p, &vp) in v.iter().enumerate() {
+                let row = &mat.data[mat.offset + p * mat.rs + j0..][..out.len()];
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o += vp * x.to_f32();
+                }
+            }
+        });
+    }
+    true
+}
+
+fn matmul_typed<K: MicroKernel, T: Scalar>(
+    spec: &MatmulSpec,
+    a: &[T],
+    b: &[T],
+    out: &mut [f32],
+    epi: Epilogue<'_>,
+) -> Result<()> {
+    let (m, k, n, batch) = (spec.m, spec.k, spec.n, spec.batch());
+    let view = |data, off, v: &xkern_core::MatrixView| View {
+        data,
+        offset: off,
+        rs: v.row_stride,
+        cs: v.col_stride,
+    };
+    let av = |bi| view(a, spec.a_offset(bi), &spec.a);
+    let bv = |bi| view(b, spec.b_offset(bi), &spec.b);
+    if (m == 1 || n == 1) && k > 0 {
+        let mut streamed = true;
+        for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
+            streamed &= gemv(av(bi), bv(bi), c, (m, k, n));
+            if !streamed {
+                break;
+            }
+            for row in c.chunks_exact_mut(n) {
+                epi.apply(row, 0);
+            }
+        }
+        if streamed {
+            return Ok(());
+        }
+    }
+    if batch > 1 && m * n * k <= SMALL {
+        // Many small matrices: one matrix per task, each with its own packing buffers.
+        return out
+            .par_chunks_mut(m * n)
+            .enumerate()
+            .try_for_each(|(bi, c)| {
+                with_pack_bufs(|ap, bp| {
+                    gemm::<K, T>(av(bi), bv(bi), c, (m, k, n), epi, false, ap, bp)
+                })
+            });
+    }
+    with_pack_bufs(|ap, bp| {
+        for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
+            gemm::<K, T>(av(bi), bv(bi), c, (m, k, n), epi, true, ap, bp)?;
+        }
+        Ok(())
+    })
+}
+
+fn matmul_isa<K: MicroKernel>(
+    spec: &MatmulSpec,
+    a: &CpuStorage,
+    b: &CpuStorage,
+    out: &mut [f32],
+    epi: Epilogue<'_>,
+) -> Result<()> {
+    match (a, b) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => matmul_typed::<K, _>(spec, a, b, out, epi),
+        (CpuStorage::F16(a), CpuStorage::F16(b)) => matmul_typed::<K, _>(spec, a, b, out, epi),
+        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => matmul_typed::<K, _>(spec, a, b, out, epi),
+        _ => Err(xkern_core::Error::Backend {
+            backend: "cpu",
+            message: "matmul operands of different or integer dtypes".into(),
+        }),
+    }
+}
+
+pub(crate) fn matmul(
+    isa: Isa,
+    spec: &MatmulSpec,
+    a: &CpuStorage,
+    b: &CpuStorage,
+    bias: Option<&CpuStorage>,
+) -> Result<CpuStorage> {
+    let (m, n, batch) = (spec.m, spec.n, spec.batch());
+    let mut out = try_vec(batch * m * n, 0.0f32)?;
+    if out.is_empty() {
+        return CpuStorage::from_f32(spec.dtype, out);
+    }
+    let bias_row = match (bias, &spec.bias) {
+        (Some(s), Some(view)) => {
+            let mut v = try_vec(n, 0.0f32)?;
+            s.gather_f32(view.offset, view.stride, 0, 1, &mut v);
+            Some(v)
+        }
+        _ => None,
+    };
+    let epi = Epilogue {
+        bias: bias_row.as_deref(),
+        activation: spec.activation,
+    };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => matmul_isa::<kernel_avx512::Avx512>(spec, a, b, &mut out, epi)?,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => matmul_isa::<kernel_avx2::Avx2>(spec, a, b, &mut out, epi)?,
+        _ => matmul_isa::<kernel_generic::Generic>(spec, a, b, &mut out, epi)?,
+    }
+    CpuStorage::from_f32(spec.dtype, out)
+}
+
+#[cfg(test)]
+mod kernel_speed {
+    use super::*;
+
+    /// Kernel-only throughput with panels in L1 (a tuning aid, not a test of speed:
+    /// `cargo test --release -p xkern-cpu kernel_in_l1 -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "prints a measurement; run by hand in release mode"]
+    fn kernel_in_l1() {
+        fn run<K: MicroKernel>(name: &str) {
+            let kc = 256;
+            let a = vec![1.0f32; K::MR * kc];
+            let b = vec![1.0f32; K::NR * kc];
+            let mut c = vec![0.0f32; K::MR * K::NR];
+            let iters = 20_000;
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                // SAFETY: panels and tile sized for the kernel; ISA checked below.
+                unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), K::NR, true) };
+            }
+            let flops = 2.0 * (K::MR * K::NR * kc * iters) as f64;
+            println!(
+                "{name}: {:.1} GFLOP/s on one thread",
+                flops / t.elapsed().as_secs_f64() / 1e9
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx512.is_available() {
+            run::<kernel_avx512::Avx512>("avx512 12x32");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_available() {
+            run::<kernel_avx2::Avx2>("avx2 6x16");
+        }
+        run::<kernel_generic::Generic>("generic 4x16");
+    }
+}

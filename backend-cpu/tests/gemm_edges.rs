@@ -1,0 +1,146 @@
+//! The packed GEMM around its block edges, for every instruction set this machine runs:
+//! shapes at MR±1, NR±1, KC±1 and the task block sizes, every transposition, every float
+//! dtype, the fused epilogue on ragged tiles, the matrix-vector paths and the batched
+//! small-matrix path. Checked against the f64 reference with the dtype's tolerance.
+
+use xkern_core::reference::{self, HostTensor};
+use xkern_core::{Activation, DType, Tensor, Tolerance};
+use xkern_cpu::{CpuBackend, Isa};
+
+/// (MR, NR) of each ISA's micro-kernel; KC and the task blocks are shared.
+fn tile(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (12, 32),
+        Isa::Avx2 => (6, 16),
+        Isa::Generic => (4, 16),
+    }
+}
+const KC: usize = 256;
+const MC: usize = 192;
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    dev: &CpuBackend,
+    batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+    a_t: bool,
+    b_t: bool,
+    dtype: DType,
+    epilogue: bool,
+) {
+    let seed = (m * 7919 + k * 104_729 + n * 13 + batch.len()) as u64;
+    let stored = |r: usize, c: usize, t: bool| {
+        let mut s = batch.to_vec();
+        s.extend(if t { [c, r] } else { [r, c] });
+        s
+    };
+    let view = |x: Tensor<CpuBackend>, t: bool| if t { x.t().unwrap() } else { x };
+    let a = view(
+        Tensor::randn(dev, &stored(m, k, a_t), dtype, seed).unwrap(),
+        a_t,
+    );
+    let b = view(
+        Tensor::randn(dev, &stored(k, n, b_t), dtype, seed + 1).unwrap(),
+        b_t,
+    );
+    let bias = epilogue.then(|| Tensor::randn(dev, &[n], dtype, seed + 2).unwrap());
+    let act = epilogue.then_some(Activation::Gelu);
+    let got = a.matmul_fused(&b, bias.as_ref(), act).unwrap();
+    let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
+    let bias_host = bias.as_ref().map(|t| t.to_f64_vec().unwrap());
+    let want = reference::matmul(&host(&a), &host(&b), bias_host.as_deref(), act);
+    assert_eq!(got.shape(), want.shape.as_slice());
+    if let Err(e) = Tolerance::for_dtype(dtype).check(&got.to_f64_vec().unwrap(), &want.data) {
+        panic!(
+            "{:?} batch {batch:?} m={m} k={k} n={n} a_t={a_t} b_t={b_t} {dtype} epilogue={epilogue}: {e}",
+            dev.isa()
+        );
+    }
+}
+
+fn each_isa(f: impl Fn(&CpuBackend, usize, usize)) {
+    for isa in Isa::available() {
+        let dev = CpuBackend::with_options(Some(2), isa).unwrap();
+        let (mr, nr) = tile(isa);
+        f(&dev, mr, nr);
+    }
+}
+
+#[test]
+fn rows_around_the_micro_tile_and_task_block() {
+    each_isa(|dev, mr, nr| {
+        for m in [mr - 1, mr, mr + 1, 2 * mr + 1, MC - 1, MC + 1] {
+            check(dev, &[], m, 37, nr + 1, false, false, DType::F32, false);
+        }
+    });
+}
+
+#[test]
+fn columns_around_the_micro_tile() {
+    each_isa(|dev, mr, nr| {
+        for n in [nr - 1, nr, nr + 1, 2 * nr + 3, 513] {
+            check(dev, &[], mr + 1, 29, n, false, false, DType::F32, false);
+        }
+    });
+}
+
+#[test]
+fn depths_around_the_packed_panel() {
+    each_isa(|dev, mr, nr| {
+        for k in [1, 2, KC - 1, KC, KC + 1, 2 * KC + 1] {
+            check(dev, &[], mr + 1, k, nr + 1, false, false, DType::F32, false);
+        }
+    });
+}
+
+#[test]
+fn every_transposition_and_dtype_with_ragged_epilogue() {
+    each_isa(|dev, mr, nr| {
+        for dtype in DType::FLOATS {
+            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                check(dev, &[], 2 * mr + 1, KC + 3, nr + 5, a_t, b_t, dtype, true);
+            }
+        }
+    });
+}
+
+#[test]
+fn matrix_vector_paths() {
+    each_isa(|dev, _, _| {
+        for dtype in DType::FLOATS {
+            for (a_t, b_t) in [(false, false), (false, true), (true, false), (true, true)] {
+                check(dev, &[], 1, 1000, 333, a_t, b_t, dtype, true);
+                check(dev, &[], 333, 1000, 1, a_t, b_t, dtype, true);
+            }
+            check(dev, &[3], 1, 129, 70, false, true, dtype, false);
+        }
+    });
+}
+
+#[test]
+fn batched_small_and_broadcast() {
+    each_isa(|dev, mr, nr| {
+        check(dev, &[5], mr + 1, 7, nr - 1, false, false, DType::F32, true);
+        check(dev, &[32], 128, 64, 128, false, false, DType::BF16, false);
+        // Broadcast B over a batch of large-ish matrices (the parallel path per matrix).
+        let a = Tensor::randn(dev, &[3, 130, 300], DType::F32, 1).unwrap();
+        let b = Tensor::randn(dev, &[300, 70], DType::F32, 2).unwrap();
+        let got = a.matmul(&b).unwrap();
+        let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
+        let want = reference::matmul(&host(&a), &host(&b), None, None);
+        Tolerance::for_dtype(DType::F32)
+            .check(&got.to_f64_vec().unwrap(), &want.data)
+            .unwrap();
+    });
+}
+
+#[test]
+fn forced_isa_must_exist() {
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Generic] {
+        let r = CpuBackend::with_options(None, isa);
+        assert_eq!(r.is_ok(), isa.is_available(), "{isa:?}");
+    }
+    assert!(Isa::parse("AVX2") == Some(Isa::Avx2) && Isa::parse("sse").is_none());
+}
