@@ -1,6 +1,6 @@
 //! The timing model: every cost formula of NEURON.md, each in one function here.
 //!
-//! Engine costs are in that engine's cycles; the scheduler ([`crate::engines`]) turns
+//! Engine costs are in that engine's cycles; the scheduler (`engines.rs`) turns
 //! cycles into nanoseconds with the engine's clock and places the instruction at
 //! max(engine free, inputs ready). Sources: the NKI performance guide and ISA reference
 //! (per-instruction cycle formulas, fixed access costs, v3 fast modes), the NKI DMA guide

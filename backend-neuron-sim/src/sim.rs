@@ -236,7 +236,7 @@ impl Simulator {
         dtype: DType,
         values: &[f32],
     ) -> Result<HbmTensor> {
-        if values.len() != rows * cols {
+        if rows.checked_mul(cols) != Some(values.len()) {
             return Err(SimError::HostData {
                 what: "hbm_from_f32",
                 detail: format!("{} values for a [{rows}, {cols}] tensor", values.len()),

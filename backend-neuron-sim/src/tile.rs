@@ -104,12 +104,12 @@ impl Tile {
 
     /// The partitions `[start, start + count)` of this tile (relative to its first).
     pub fn partition_slice(&self, start: usize, count: usize) -> Result<Tile> {
-        if count == 0 || start + count > self.parts {
+        if count == 0 || start.saturating_add(count) > self.parts {
             return Err(self.oob(
                 "Tile::partition_slice",
                 format!(
                     "partitions {start}..{} of a tile of {} partitions",
-                    start + count,
+                    start.saturating_add(count),
                     self.parts
                 ),
             ));
@@ -124,12 +124,12 @@ impl Tile {
     /// Elements `[start, start + count)` of the innermost free axis (all outer indices kept).
     pub fn cols(&self, start: usize, count: usize) -> Result<Tile> {
         let [_, [is, isz]] = self.free;
-        if count == 0 || start + count > isz {
+        if count == 0 || start.saturating_add(count) > isz {
             return Err(self.oob(
                 "Tile::cols",
                 format!(
                     "columns {start}..{} of an inner free axis of {isz}",
-                    start + count
+                    start.saturating_add(count)
                 ),
             ));
         }

@@ -57,8 +57,9 @@ fn back_to_back_bf16_matmuls_reach_the_peak() {
     for (cfg, want) in [(NeuronConfig::trn1(), 91.75), (NeuronConfig::trn2(), 78.6)] {
         let (got, peak) = back_to_back(cfg, DType::BF16, 2000);
         assert!((peak - want).abs() / want < 0.001, "peak {peak} vs {want}");
+        println!("bf16: {got:.3} TFLOPS of {want}");
         assert!(
-            got <= want && got > want * 0.98,
+            got <= peak && got > want * 0.98,
             "{got} TFLOPS vs peak {want}"
         );
     }
@@ -71,6 +72,7 @@ fn fp32_matmuls_run_at_a_quarter_of_the_peak() {
         (NeuronConfig::trn2(), 78.6 / 4.0),
     ] {
         let (got, _) = back_to_back(cfg, DType::F32, 1000);
+        println!("fp32: {got:.3} TFLOPS of {want}");
         assert!(got <= want && got > want * 0.98, "{got} TFLOPS vs {want}");
     }
 }

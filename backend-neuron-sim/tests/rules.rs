@@ -340,3 +340,20 @@ fn shapes_must_agree() {
         "tensor_copy: destination has shape [128, 32], expected [128, 64]"
     );
 }
+
+#[test]
+fn absurd_views_and_patterns_are_errors_not_panics() {
+    let mut s = sim();
+    let t = s.sbuf(128, 64, DType::F32).unwrap();
+    assert!(t.cols(usize::MAX, 2).is_err());
+    assert!(t.partition_slice(usize::MAX, 2).is_err());
+    assert!(t.block(1).is_err());
+    assert!(t.split(3).is_err());
+    let h = s.hbm_tensor(4, 4, DType::F32).unwrap();
+    assert!(h.block(usize::MAX, 2, 0, 1).is_err());
+    assert!(h.pattern(usize::MAX, [1, 2], &[[1, 2]]).is_err());
+    assert!(h.pattern(0, [usize::MAX, 2], &[[1, 1]]).is_err());
+    assert!(s.hbm_tensor(usize::MAX, 2, DType::F32).is_err());
+    assert!(s.hbm_from_f32(usize::MAX, 2, DType::F32, &[]).is_err());
+    assert!(s.sbuf(128, usize::MAX, DType::F32).is_err());
+}

@@ -2,7 +2,7 @@
 //! through fp32 when the dtypes differ. PSUM is not a DMA endpoint, and HBM to HBM is
 //! not modelled (the tutorial kernels and xkern's kernels never need it).
 //!
-//! Cost: see [`crate::cost::dma_engine_ns`] and the DMA part of [`crate::engines`].
+//! Cost: see [`crate::cost::dma_engine_ns`] and the DMA part of `engines.rs`.
 
 use crate::error::{Result, SimError};
 use crate::memory::{AccessPattern, MemKind};

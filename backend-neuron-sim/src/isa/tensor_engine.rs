@@ -195,7 +195,7 @@ impl Simulator {
 
     fn check_bank(&self, instr: &'static str, operand: &'static str, dst: &Tile) -> Result<()> {
         let (lo, hi) = dst.byte_range();
-        let bank = self.cfg.psum_bank_bytes;
+        let bank = self.cfg.psum_bank_bytes.max(1);
         if lo / bank != (hi - 1) / bank {
             return Err(SimError::PsumBankCrossing {
                 instr,

@@ -54,14 +54,18 @@ impl HbmTensor {
         col0: usize,
         ncols: usize,
     ) -> Result<AccessPattern> {
-        if row0 + nrows > self.rows || col0 + ncols > self.cols {
+        if nrows == 0
+            || ncols == 0
+            || row0.saturating_add(nrows) > self.rows
+            || col0.saturating_add(ncols) > self.cols
+        {
             return Err(SimError::OutOfBounds {
                 instr: "HbmTensor::block",
                 operand: "block",
                 detail: format!(
                     "rows {row0}..{} and columns {col0}..{} of a [{}, {}] tensor",
-                    row0 + nrows,
-                    col0 + ncols,
+                    row0.saturating_add(nrows),
+                    col0.saturating_add(ncols),
                     self.rows,
                     self.cols
                 ),
