@@ -32,11 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t0.elapsed().as_secs_f64()
         );
         print!("{}", prof.summary());
-        if i == 3 {
-            if let Some(path) = &trace {
-                sim.write_chrome_trace(path)?;
-                println!("trace written to {path}");
-            }
+        if i == 3
+            && let Some(path) = &trace
+        {
+            sim.write_chrome_trace(path)?;
+            println!("trace written to {path}");
         }
     }
     Ok(())

@@ -126,10 +126,10 @@ impl BusyList {
             i += 1;
         }
         self.intervals.insert(i, (t, t + dur));
-        if self.intervals.len() > Self::KEEP {
-            if let Some((_, e)) = self.intervals.pop_front() {
-                self.floor = self.floor.max(e);
-            }
+        if self.intervals.len() > Self::KEEP
+            && let Some((_, e)) = self.intervals.pop_front()
+        {
+            self.floor = self.floor.max(e);
         }
         t
     }

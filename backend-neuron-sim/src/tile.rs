@@ -157,7 +157,7 @@ impl Tile {
     /// Views a contiguous 1-D free axis as `[blocks, len / blocks]` (outer, inner).
     pub fn split(&self, blocks: usize) -> Result<Tile> {
         let n = self.free_size();
-        if !self.is_contiguous() || blocks == 0 || n % blocks != 0 {
+        if !self.is_contiguous() || blocks == 0 || !n.is_multiple_of(blocks) {
             return Err(self.oob(
                 "Tile::split",
                 format!(

@@ -136,15 +136,14 @@ impl Simulator {
         self.check_bank(MM, "result", dst)?;
         let (lo, hi) = dst.byte_range();
         let parts = dst.part_start..dst.part_start + dst.parts;
-        if accumulate {
-            if let Some((p, off)) = self.psum_init.first_unwritten(parts.clone(), lo, hi) {
-                return Err(SimError::UninitialisedAccumulate {
-                    instr: MM,
-                    operand: "result",
-                    partition: p,
-                    offset: off,
-                });
-            }
+        if accumulate && let Some((p, off)) = self.psum_init.first_unwritten(parts.clone(), lo, hi)
+        {
+            return Err(SimError::UninitialisedAccumulate {
+                instr: MM,
+                operand: "result",
+                partition: p,
+                offset: off,
+            });
         }
         if self.functional() {
             let st = self.read_f32(stationary);
