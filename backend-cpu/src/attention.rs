@@ -1,138 +1,467 @@
-//! CPU attention: tiled flash attention with an online softmax, memory O(tile) per task.
+//! CPU attention: flash attention on the GEMM micro-kernels, memory O(tile) per task.
 //!
-//! Work is split into tasks of `Q_TILE` query rows of one (batch, head); rayon spreads
-//! them over threads. A task gathers its query tile as f32 and walks the visible keys in
-//! tiles of `KV_TILE`: scores `S = scale · Q·Kᵀ`, the causal mask (bottom-right aligned)
-//! on the tiles that cross the diagonal, then the online softmax update of Milakov &
-//! Gimelshein ("Online normalizer calculation for softmax", 2018) as used by FlashAttention
-//! (Dao et al., 2022): running max `m`, running sum `l`, and the output accumulator
-//! rescaled by `exp(m_old − m_new)`. Key tiles entirely above the diagonal are never
-//! visited. A row that sees no key ends with `l = 0` and is written as zeros. The max is
+//! Algorithm (Dao et al., "FlashAttention", 2022; online softmax of Milakov & Gimelshein,
+//! 2018), per (batch, key/value head):
+//!
+//! 1. Kᵀ and V are packed once into the micro-kernel's B-panel layout (converting f16/bf16
+//!    to f32 and reading any strides in place), shared by every query head of the group
+//!    (GQA/MQA by index mapping, never by copying K/V per head).
+//! 2. Each task owns `BQ` query rows of one head: Q is packed once as A panels, then for
+//!    each tile of `BK` visible keys: `S = Q·Kᵀ` by the micro-kernel, the scale, the causal
+//!    mask on the tiles that cross the diagonal (tiles above it are never visited), the
+//!    online-softmax update (running max `m`, sum `l`, output rescaled by `exp(m_old −
+//!    m_new)`) with the vectorised exp of `reduce::rows`, and `O += P·V` by the
+//!    micro-kernel. A tile where some row sees only part of the keys accumulates `P·V`
+//!    row by row over exactly the visible keys, so a masked key never contributes (not even
+//!    a NaN or ∞ of its value).
+//! 3. Decode-shaped problems (all queries in one tile, many keys) also split the keys into
+//!    fixed ranges of `DECODE_SPLIT`, computed in parallel and merged in order; the split
+//!    depends only on the shape, so results are the same for any thread count.
+//!
+//! Decode-shaped problems whose query rows per kv head (group × Sq) are at most
+//! `DECODE_ROWS` skip the packing: their cost is reading K and V once, so `decode` streams
+//! each key and value row once per kv head for all its query rows, in key blocks with the
+//! same online softmax, split over fixed key ranges as above.
+//!
+//! A row that sees no key ends with `l = 0` and is written as zeros; the max is
 //! NaN-propagating, so a NaN score poisons exactly the rows that see it.
 
-use crate::storage::{CpuStorage, try_vec};
+use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b};
+use crate::reduce::rows::RowKernels;
+use crate::simd::exp::exp;
+use crate::simd::{Isa, nan_max};
+use crate::storage::{CpuStorage, Scalar, try_vec};
 use rayon::prelude::*;
-use xkern_core::{AttentionSpec, Result};
+use xkern_core::{AttentionSpec, Error, Result};
 
-const Q_TILE: usize = 32;
-const KV_TILE: usize = 64;
+/// Query rows per task: a multiple of every micro-kernel's MR (12, 6, 4).
+const BQ: usize = 48;
+/// Keys per tile: a multiple of every micro-kernel's NR (32, 16).
+const BK: usize = 128;
+/// Keys per split of a decode-shaped problem.
+const DECODE_SPLIT: usize = 1024;
+/// Query rows per kv head up to which attention streams K/V instead of packing them.
+const DECODE_ROWS: usize = 8;
+/// Keys per block of the streaming decode path.
+const DECODE_BLOCK: usize = 64;
 
-/// `max` that propagates NaN (`f32::max` ignores it).
-pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
-    if a > b || a.is_nan() { a } else { b }
+/// Kᵀ and V of one (batch, kv head) in B-panel layout.
+struct KvPack {
+    /// Kᵀ (`D × Skv`) in NR-wide panels of all `D` rows.
+    kt: Vec<f32>,
+    /// V (`Skv × Dv`) in chunks of `BK` keys, each chunk in NR-wide panels.
+    v: Vec<f32>,
+}
+
+/// The running softmax state of one task's rows.
+struct Partial {
+    m: Vec<f32>,
+    l: Vec<f32>,
+    o: Vec<f32>,
 }
 
 pub(crate) fn attention(
+    isa: Isa,
     spec: &AttentionSpec,
     q: &CpuStorage,
     k: &CpuStorage,
     v: &CpuStorage,
 ) -> Result<CpuStorage> {
-    let (sq, dv) = (spec.q_seq, spec.v_head_dim);
-    let mut out = try_vec(spec.batch * spec.q_heads * sq * dv, 0.0f32)?;
-    if out.is_empty() {
-        return CpuStorage::from_f32(spec.dtype, out);
+    use crate::matmul::kernel_generic::Generic;
+    let rk = RowKernels::for_isa(isa);
+    macro_rules! typed {
+        // typed!(Kernel) expands to the match over the operand dtypes below, with the
+        // f32 output of `run::<Kernel, T>` for the matching element type T.
+        ($kern:ty) => {
+            match (q, k, v) {
+                (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                    run::<$kern, f32>(spec, q, k, v, rk)
+                }
+                (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
+                    run::<$kern, _>(spec, q, k, v, rk)
+                }
+                (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
+                    run::<$kern, _>(spec, q, k, v, rk)
+                }
+                _ => Err(Error::Backend {
+                    backend: "cpu",
+                    message: "attention operands of different dtypes".into(),
+                }),
+            }
+        };
     }
-    out.par_chunks_mut(sq * dv)
-        .enumerate()
-        .for_each(|(bh, head_out)| {
-            let (b, h) = (bh / spec.q_heads, bh % spec.q_heads);
-            head_out
-                .par_chunks_mut(Q_TILE * dv)
-                .enumerate()
-                .for_each(|(t, o_tile)| {
-                    query_tile(spec, q, k, v, b, h, t * Q_TILE, o_tile);
-                });
-        });
+    let out = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => typed!(crate::matmul::kernel_avx512::Avx512)?,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => typed!(crate::matmul::kernel_avx2::Avx2)?,
+        _ => typed!(Generic)?,
+    };
     CpuStorage::from_f32(spec.dtype, out)
 }
 
-/// Computes the output rows `i0..i0 + o.len()/dv` of head `(b, h)` into `o`.
-#[allow(clippy::too_many_arguments)]
-fn query_tile(
+fn run<K: MicroKernel, T: Scalar>(
     spec: &AttentionSpec,
-    q: &CpuStorage,
-    k: &CpuStorage,
-    v: &CpuStorage,
-    b: usize,
-    h: usize,
-    i0: usize,
-    o: &mut [f32],
-) {
-    let (d, dv) = (spec.head_dim, spec.v_head_dim);
-    let rows = o.len().checked_div(dv).unwrap_or(0);
-    let kh = spec.kv_head(h);
-    let mut q_t = vec![0.0f32; rows * d];
-    q.gather_f32(
-        spec.q.row(b, h, i0),
-        spec.q.strides[2],
-        spec.q.strides[3],
-        d,
-        &mut q_t,
-    );
-    let mut k_t = vec![0.0f32; KV_TILE * d];
-    let mut v_t = vec![0.0f32; KV_TILE * dv];
-    let mut s = vec![0.0f32; KV_TILE];
-    let mut m = vec![f32::NEG_INFINITY; rows];
-    let mut l = vec![0.0f32; rows];
-    // Keys beyond what the last row of the tile sees are never visited.
-    let kv_end = spec.visible_keys(i0 + rows - 1);
-    for j0 in (0..kv_end).step_by(KV_TILE) {
-        let cols = KV_TILE.min(kv_end - j0);
-        k.gather_f32(
-            spec.k.row(b, kh, j0),
-            spec.k.strides[2],
-            spec.k.strides[3],
-            d,
-            &mut k_t[..cols * d],
-        );
-        v.gather_f32(
-            spec.v.row(b, kh, j0),
-            spec.v.strides[2],
-            spec.v.strides[3],
-            dv,
-            &mut v_t[..cols * dv],
-        );
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    rk: RowKernels,
+) -> Result<Vec<f32>> {
+    let (sq, dv) = (spec.q_seq, spec.v_head_dim);
+    let mut out = try_vec(spec.batch * spec.q_heads * sq * dv, 0.0f32)?;
+    if out.is_empty() || spec.kv_seq == 0 {
+        return Ok(out);
+    }
+    let splits = if sq <= BQ && spec.kv_seq > 2 * DECODE_SPLIT {
+        spec.kv_seq.div_ceil(DECODE_SPLIT)
+    } else {
+        1
+    };
+    let group = spec.q_heads / spec.kv_heads;
+    if group * sq <= DECODE_ROWS {
+        out.par_chunks_mut(group * sq * dv)
+            .enumerate()
+            .for_each(|(bkv, group_out)| {
+                let states: Vec<Partial> = (0..splits)
+                    .into_par_iter()
+                    .map(|s| {
+                        let hi = if splits == 1 {
+                            spec.kv_seq
+                        } else {
+                            ((s + 1) * DECODE_SPLIT).min(spec.kv_seq)
+                        };
+                        decode(spec, q, k, v, rk, bkv, (s * DECODE_SPLIT, hi))
+                    })
+                    .collect();
+                finish(merge(states), dv, group_out);
+            });
+        return Ok(out);
+    }
+    // One parallel item per (batch, kv head): its query heads' outputs are contiguous.
+    // K/V are packed inside it, so only the items in flight hold packed copies.
+    out.par_chunks_mut(group * sq * dv)
+        .enumerate()
+        .try_for_each(|(bkv, group_out)| -> Result<()> {
+            let kv = pack_kv::<K, T>(spec, k, v, bkv)?;
+            let (b, kvh) = (bkv / spec.kv_heads, bkv % spec.kv_heads);
+            group_out
+                .par_chunks_mut(sq * dv)
+                .enumerate()
+                .for_each(|(g, head_out)| {
+                    let h = kvh * group + g;
+                    head_out
+                        .par_chunks_mut(BQ * dv)
+                        .enumerate()
+                        .for_each(|(t, o_tile)| {
+                            let (i0, rows) = (t * BQ, o_tile.len() / dv);
+                            let states: Vec<Partial> = (0..splits)
+                                .into_par_iter()
+                                .map(|s| {
+                                    let hi = if splits == 1 {
+                                        spec.kv_seq
+                                    } else {
+                                        ((s + 1) * DECODE_SPLIT).min(spec.kv_seq)
+                                    };
+                                    tile::<K, T>(
+                                        spec,
+                                        q,
+                                        &kv,
+                                        rk,
+                                        (b, h, i0, rows),
+                                        (s * DECODE_SPLIT, hi),
+                                    )
+                                })
+                                .collect();
+                            finish(merge(states), dv, o_tile);
+                        });
+                });
+            Ok(())
+        })?;
+    Ok(out)
+}
+
+/// Packs Kᵀ and V of (batch, kv head) `bh`.
+fn pack_kv<K: MicroKernel, T: Scalar>(
+    spec: &AttentionSpec,
+    k: &[T],
+    v: &[T],
+    bh: usize,
+) -> Result<KvPack> {
+    let (b, h) = (bh / spec.kv_heads, bh % spec.kv_heads);
+    let (skv, d, dv, nr) = (spec.kv_seq, spec.head_dim, spec.v_head_dim, K::NR);
+    // Kᵀ[p, j] = K[j, p]: the key axis becomes the columns of B.
+    let kt_view = View {
+        data: k,
+        offset: spec.k.row(b, h, 0),
+        rs: spec.k.strides[3],
+        cs: spec.k.strides[2],
+    };
+    let mut kt = try_vec(skv.div_ceil(nr) * nr * d, 0.0f32)?;
+    pack_b(kt_view, skv, 0, d, nr, &mut kt, false);
+    let v_view = View {
+        data: v,
+        offset: spec.v.row(b, h, 0),
+        rs: spec.v.strides[2],
+        cs: spec.v.strides[3],
+    };
+    let dvp = dv.div_ceil(nr) * nr;
+    let mut vp = try_vec(skv.div_ceil(BK) * dvp * BK, 0.0f32)?;
+    for (c, chunk) in vp.chunks_mut(dvp * BK).enumerate() {
+        let len = BK.min(skv - c * BK);
+        pack_b(v_view, dv, c * BK, len, nr, &mut chunk[..dvp * len], false);
+    }
+    Ok(KvPack { kt, v: vp })
+}
+
+/// The softmax state of rows `i0..i0 + rows` of head (b, h) over keys `lo..hi`.
+fn tile<K: MicroKernel, T: Scalar>(
+    spec: &AttentionSpec,
+    q: &[T],
+    kv: &KvPack,
+    rk: RowKernels,
+    (b, h, i0, rows): (usize, usize, usize, usize),
+    (lo, hi): (usize, usize),
+) -> Partial {
+    let (d, dv, mr, nr) = (spec.head_dim, spec.v_head_dim, K::MR, K::NR);
+    let dvp = dv.div_ceil(nr) * nr;
+    let mut st = Partial {
+        m: vec![f32::NEG_INFINITY; rows],
+        l: vec![0.0; rows],
+        o: vec![0.0; rows * dv],
+    };
+    let q_view = View {
+        data: q,
+        offset: spec.q.row(b, h, i0),
+        rs: spec.q.strides[2],
+        cs: spec.q.strides[3],
+    };
+    let mut qa = vec![0.0f32; rows.div_ceil(mr) * mr * d];
+    pack_a(q_view, rows, 0, d, mr, &mut qa, false);
+    let mut s = vec![0.0f32; BQ * BK];
+    let mut pa = vec![0.0f32; BQ.div_ceil(mr) * mr * BK];
+    // Keys beyond what the tile's last row sees are never visited.
+    let end = hi.min(spec.visible_keys(i0 + rows - 1));
+    for j0 in (lo..end).step_by(BK) {
+        let bk = BK.min(end - j0);
+        let chunk_len = BK.min(spec.kv_seq - j0);
+        let kt = Packed {
+            a: &qa,
+            a_stride: mr * d,
+            b: &kv.kt[j0 / nr * nr * d..],
+            b_stride: nr * d,
+            kc: d,
+        };
+        // SAFETY: `s` holds `rows ≤ BQ` rows of BK floats, owned by this task.
+        unsafe { macro_tile::<K>((0, rows, 0, bk), kt, CPtr(s.as_mut_ptr()), BK, false, None) };
+        let mut partial_tile = false;
         for r in 0..rows {
-            let visible = spec.visible_keys(i0 + r).saturating_sub(j0).min(cols);
-            if visible == 0 {
+            let visible = spec.visible_keys(i0 + r).saturating_sub(j0).min(bk);
+            partial_tile |= visible < bk;
+            let row = &mut s[r * BK..r * BK + bk];
+            for x in &mut row[..visible] {
+                *x *= spec.scale;
+            }
+            row[visible..].fill(f32::NEG_INFINITY);
+            // SAFETY (both kernel calls): `rk` was built for an ISA detected on this CPU.
+            let m_new = nan_max(st.m[r], unsafe { (rk.extreme)(&row[..visible], 1.0) });
+            if m_new == f32::NEG_INFINITY {
+                // No key seen yet: nothing to add, and exp(−∞ − (−∞)) would be NaN.
+                row.fill(0.0);
                 continue;
             }
-            let q_row = &q_t[r * d..(r + 1) * d];
-            let mut tile_max = f32::NEG_INFINITY;
-            for (j, sj) in s.iter_mut().enumerate().take(visible) {
-                let k_row = &k_t[j * d..(j + 1) * d];
-                *sj = spec.scale * q_row.iter().zip(k_row).map(|(x, y)| x * y).sum::<f32>();
-                tile_max = nan_max(tile_max, *sj);
-            }
-            let m_new = nan_max(m[r], tile_max);
-            // exp(−∞ − m) = 0 and exp(NaN) = NaN keep both edge cases right.
-            let correction = (m[r] - m_new).exp();
-            let o_row = &mut o[r * dv..(r + 1) * dv];
+            let correction = exp(st.m[r] - m_new);
+            let sum = unsafe { (rk.exp_shift)(row, m_new) };
+            st.l[r] = st.l[r] * correction + sum;
             if correction != 1.0 {
-                for x in o_row.iter_mut() {
-                    *x *= correction;
+                st.o[r * dv..(r + 1) * dv]
+                    .iter_mut()
+                    .for_each(|x| *x *= correction);
+            }
+            st.m[r] = m_new;
+        }
+        let v_chunk = &kv.v[j0 / BK * dvp * BK..];
+        // Keys every row of the tile sees go through the micro-kernel; on a tile that
+        // crosses the diagonal, each row adds its remaining visible keys one by one, so a
+        // masked key never contributes (not even a NaN or ∞ in its value).
+        let shared = if partial_tile {
+            spec.visible_keys(i0).saturating_sub(j0).min(bk)
+        } else {
+            bk
+        };
+        if shared > 0 {
+            let p_view = View {
+                data: &s[..],
+                offset: 0,
+                rs: BK,
+                cs: 1,
+            };
+            let pa = &mut pa[..rows.div_ceil(mr) * mr * shared];
+            pack_a(p_view, rows, 0, shared, mr, pa, false);
+            let pv = Packed {
+                a: pa,
+                a_stride: mr * shared,
+                b: v_chunk,
+                b_stride: nr * chunk_len,
+                kc: shared,
+            };
+            // SAFETY: `st.o` holds `rows` rows of `dv` floats, owned by this task.
+            unsafe {
+                macro_tile::<K>(
+                    (0, rows, 0, dv),
+                    pv,
+                    CPtr(st.o.as_mut_ptr()),
+                    dv,
+                    true,
+                    None,
+                )
+            };
+        }
+        if partial_tile {
+            for r in 0..rows {
+                let visible = spec.visible_keys(i0 + r).saturating_sub(j0).min(bk);
+                for j in shared..visible {
+                    let p = s[r * BK + j];
+                    for (c, o) in st.o[r * dv..(r + 1) * dv].iter_mut().enumerate() {
+                        *o += p * v_chunk[c / nr * nr * chunk_len + j * nr + c % nr];
+                    }
                 }
             }
-            let mut sum = 0.0f32;
-            for (j, &sj) in s.iter().enumerate().take(visible) {
-                let p = (sj - m_new).exp();
-                sum += p;
-                for (x, &vv) in o_row.iter_mut().zip(&v_t[j * dv..(j + 1) * dv]) {
-                    *x += p * vv;
-                }
-            }
-            l[r] = l[r] * correction + sum;
-            m[r] = m_new;
         }
     }
-    for (r, o_row) in o.chunks_exact_mut(dv.max(1)).enumerate().take(rows) {
-        if l[r] == 0.0 {
+    st
+}
+
+/// The softmax state of all query rows of (batch, kv head) `bkv` (rows ordered head by
+/// head, as in the output) over keys `lo..hi`, streaming each key and value row once.
+fn decode<T: Scalar>(
+    spec: &AttentionSpec,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    rk: RowKernels,
+    bkv: usize,
+    (lo, hi): (usize, usize),
+) -> Partial {
+    let (b, kvh) = (bkv / spec.kv_heads, bkv % spec.kv_heads);
+    let (sq, d, dv, group) = (
+        spec.q_seq,
+        spec.head_dim,
+        spec.v_head_dim,
+        spec.q_heads / spec.kv_heads,
+    );
+    let rows = group * sq;
+    let mut qs = vec![0.0f32; rows * d];
+    for (r, qr) in qs.chunks_exact_mut(d).enumerate() {
+        let (h, i) = (kvh * group + r / sq, r % sq);
+        gather_row(q, spec.q.row(b, h, i), spec.q.strides[3], qr);
+    }
+    let mut st = Partial {
+        m: vec![f32::NEG_INFINITY; rows],
+        l: vec![0.0; rows],
+        o: vec![0.0; rows * dv],
+    };
+    let (mut kr, mut vr) = (vec![0.0f32; d], vec![0.0f32; DECODE_BLOCK * dv]);
+    let mut s = vec![f32::NEG_INFINITY; rows * DECODE_BLOCK];
+    for j0 in (lo..hi).step_by(DECODE_BLOCK) {
+        let bk = DECODE_BLOCK.min(hi - j0);
+        for j in 0..bk {
+            gather_row(k, spec.k.row(b, kvh, j0 + j), spec.k.strides[3], &mut kr);
+            gather_row(
+                v,
+                spec.v.row(b, kvh, j0 + j),
+                spec.v.strides[3],
+                &mut vr[j * dv..(j + 1) * dv],
+            );
+            for (r, qr) in qs.chunks_exact(d).enumerate() {
+                let visible = spec.visible_keys(r % sq);
+                s[r * DECODE_BLOCK + j] = if j0 + j < visible {
+                    let mut acc = [0.0f32; 8];
+                    for (q8, k8) in qr.chunks(8).zip(kr.chunks(8)) {
+                        for ((a, x), y) in acc.iter_mut().zip(q8).zip(k8) {
+                            *a += x * y;
+                        }
+                    }
+                    spec.scale * acc.iter().sum::<f32>()
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+        }
+        for r in 0..rows {
+            let row = &mut s[r * DECODE_BLOCK..r * DECODE_BLOCK + bk];
+            // SAFETY (both kernel calls): `rk` was built for an ISA detected on this CPU.
+            let m_new = nan_max(st.m[r], unsafe { (rk.extreme)(row, 1.0) });
+            if m_new == f32::NEG_INFINITY {
+                continue;
+            }
+            let correction = exp(st.m[r] - m_new);
+            let sum = unsafe { (rk.exp_shift)(row, m_new) };
+            st.l[r] = st.l[r] * correction + sum;
+            let o = &mut st.o[r * dv..(r + 1) * dv];
+            if correction != 1.0 {
+                o.iter_mut().for_each(|x| *x *= correction);
+            }
+            st.m[r] = m_new;
+            let visible = spec.visible_keys(r % sq).saturating_sub(j0).min(bk);
+            for (j, &p) in row.iter().enumerate().take(visible) {
+                for (x, &y) in o.iter_mut().zip(&vr[j * dv..(j + 1) * dv]) {
+                    *x += p * y;
+                }
+            }
+        }
+    }
+    st
+}
+
+/// Reads `dst.len()` elements `base + c·stride` as f32 (a plain converting copy when the
+/// row is contiguous, which the compiler vectorises).
+fn gather_row<T: Scalar>(src: &[T], base: usize, stride: usize, dst: &mut [f32]) {
+    if stride == 1 {
+        let n = dst.len();
+        for (x, s) in dst.iter_mut().zip(&src[base..base + n]) {
+            *x = s.to_f32();
+        }
+    } else {
+        for (c, x) in dst.iter_mut().enumerate() {
+            *x = src[base + c * stride].to_f32();
+        }
+    }
+}
+
+/// Merges the states of consecutive key ranges, in order.
+fn merge(mut states: Vec<Partial>) -> Partial {
+    let mut acc = states.remove(0);
+    for s in states {
+        let dv = acc.o.len() / acc.m.len().max(1);
+        for r in 0..acc.m.len() {
+            let m = nan_max(acc.m[r], s.m[r]);
+            if m == f32::NEG_INFINITY {
+                continue;
+            }
+            let (ca, cs) = (exp(acc.m[r] - m), exp(s.m[r] - m));
+            acc.l[r] = acc.l[r] * ca + s.l[r] * cs;
+            for (x, y) in acc.o[r * dv..(r + 1) * dv]
+                .iter_mut()
+                .zip(&s.o[r * dv..(r + 1) * dv])
+            {
+                *x = *x * ca + y * cs;
+            }
+            acc.m[r] = m;
+        }
+    }
+    acc
+}
+
+/// Divides by the softmax sum (zeros for a row that saw no key) into the output rows.
+fn finish(st: Partial, dv: usize, out: &mut [f32]) {
+    for (r, o_row) in out.chunks_exact_mut(dv).enumerate() {
+        let src = &st.o[r * dv..(r + 1) * dv];
+        if st.l[r] == 0.0 {
             o_row.fill(0.0);
         } else {
-            let inv = 1.0 / l[r];
-            for x in o_row.iter_mut() {
-                *x *= inv;
+            let inv = 1.0 / st.l[r];
+            for (o, &x) in o_row.iter_mut().zip(src) {
+                *o = x * inv;
             }
         }
     }

@@ -263,11 +263,11 @@ impl Backend for CpuBackend {
         k: &CpuStorage,
         v: &CpuStorage,
     ) -> Result<CpuStorage> {
-        self.run(|| attention::attention(spec, q, k, v))
+        self.run(|| attention::attention(self.isa(), spec, q, k, v))
     }
 
     fn reduce(&self, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
-        self.run(|| reduce::reduce(spec, x))
+        self.run(|| reduce::reduce(self.isa(), spec, x))
     }
 
     fn normalize(
@@ -276,7 +276,7 @@ impl Backend for CpuBackend {
         x: &CpuStorage,
         weight: Option<&CpuStorage>,
     ) -> Result<CpuStorage> {
-        self.run(|| reduce::normalize(spec, x, weight))
+        self.run(|| reduce::normalize(self.isa(), spec, x, weight))
     }
 
     fn synchronize(&self) -> Result<()> {

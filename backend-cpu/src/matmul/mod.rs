@@ -24,10 +24,10 @@
 //! bandwidth.
 
 #[cfg(target_arch = "x86_64")]
-mod kernel_avx2;
+pub(crate) mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
-mod kernel_avx512;
-mod kernel_generic;
+pub(crate) mod kernel_avx512;
+pub(crate) mod kernel_generic;
 
 use crate::simd::Isa;
 use crate::storage::{CpuStorage, Scalar, try_vec};
@@ -96,11 +96,11 @@ const SMALL: usize = 1 << 21;
 
 /// One operand matrix of one batch entry: `x[offset + r·rs + c·cs]`.
 #[derive(Clone, Copy)]
-struct View<'a, T> {
-    data: &'a [T],
-    offset: usize,
-    rs: usize,
-    cs: usize,
+pub(crate) struct View<'a, T> {
+    pub data: &'a [T],
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
 }
 
 impl<T: Scalar> View<'_, T> {
@@ -111,7 +111,7 @@ impl<T: Scalar> View<'_, T> {
 
 /// Packs rows `0..m` × columns `p0..p0+kc` of A into MR-tall panels, zero-padding rows past
 /// `m`: `dst[panel·MR·kc + p·MR + i] = A[panel·MR + i, p0 + p]`.
-fn pack_a<T: Scalar>(
+pub(crate) fn pack_a<T: Scalar>(
     a: View<'_, T>,
     m: usize,
     p0: usize,
@@ -143,7 +143,7 @@ fn pack_a<T: Scalar>(
 
 /// Packs rows `p0..p0+kc` × columns `0..n` of B into NR-wide panels, zero-padding columns
 /// past `n`: `dst[panel·NR·kc + p·NR + j] = B[p0 + p, panel·NR + j]`.
-fn pack_b<T: Scalar>(
+pub(crate) fn pack_b<T: Scalar>(
     b: View<'_, T>,
     n: usize,
     p0: usize,
@@ -217,7 +217,7 @@ fn with_pack_bufs<R>(f: impl FnOnce(&mut PackBuf, &mut PackBuf) -> R) -> R {
 
 /// The fused epilogue, applied to a finished row segment of C.
 #[derive(Clone, Copy)]
-struct Epilogue<'a> {
+pub(crate) struct Epilogue<'a> {
     bias: Option<&'a [f32]>,
     activation: Option<xkern_core::Activation>,
 }
@@ -239,48 +239,62 @@ impl Epilogue<'_> {
 
 /// A raw pointer to C that tasks share; each task writes a disjoint set of tiles.
 #[derive(Clone, Copy)]
-struct CPtr(*mut f32);
+pub(crate) struct CPtr(pub *mut f32);
 // SAFETY: tasks write disjoint tiles of C (see `macro_tile`), and C outlives the parallel
 // region that uses the pointer.
 unsafe impl Send for CPtr {}
 // SAFETY: as above.
 unsafe impl Sync for CPtr {}
 
-/// Runs the micro-kernels over rows `i0..i1` × columns `j0..j1` of C (`ldc = n`) for one
-/// packed depth block. `last` applies the epilogue to each finished tile.
-#[allow(clippy::too_many_arguments)]
-fn macro_tile<K: MicroKernel>(
+/// Packed operands of one depth block: A in MR-tall panels `a_stride` floats apart, B in
+/// NR-wide panels `b_stride` floats apart (normally `MR·kc` and `NR·kc`; larger when a
+/// shorter depth is read from panels packed deeper), both `kc` deep.
+#[derive(Clone, Copy)]
+pub(crate) struct Packed<'a> {
+    pub a: &'a [f32],
+    pub a_stride: usize,
+    pub b: &'a [f32],
+    pub b_stride: usize,
+    pub kc: usize,
+}
+
+/// Runs the micro-kernels over rows `i0..i1` × columns `j0..j1` of C (row stride `ldc`);
+/// panel `i / MR` of `p.a` holds rows `i..i+MR`, panel `j / NR` of `p.b` columns `j..j+NR`.
+/// `last` applies the epilogue to each finished tile.
+///
+/// # Safety
+/// `c` must point to a matrix with at least `i1` rows of `ldc ≥ j1` floats that no other
+/// thread touches in `i0..i1 × j0..j1` during the call.
+pub(crate) unsafe fn macro_tile<K: MicroKernel>(
     (i0, i1, j0, j1): (usize, usize, usize, usize),
-    kc: usize,
-    a_pack: &[f32],
-    b_pack: &[f32],
+    p: Packed<'_>,
     c: CPtr,
-    n: usize,
+    ldc: usize,
     accumulate: bool,
     last: Option<Epilogue<'_>>,
 ) {
-    let (mr, nr) = (K::MR, K::NR);
-    let mut edge = vec![0.0f32; mr * nr];
+    let (mr, nr, kc) = (K::MR, K::NR, p.kc);
+    let mut edge = [0.0f32; 12 * 32];
+    debug_assert!(mr * nr <= edge.len());
     for ir in (i0..i1).step_by(mr) {
-        let a = &a_pack[ir / mr * mr * kc..][..mr * kc];
+        let a = &p.a[ir / mr * p.a_stride..][..mr * kc];
         let rows = mr.min(i1 - ir);
         for jr in (j0..j1).step_by(nr) {
-            let b = &b_pack[jr / nr * nr * kc..][..nr * kc];
+            let b = &p.b[jr / nr * p.b_stride..][..nr * kc];
             let cols = nr.min(j1 - jr);
-            // SAFETY: (ir, jr) lies inside C (ir < m, jr < n); full tiles are in bounds
-            // because rows == MR and cols == NR; tiles of different tasks are disjoint.
-            let tile = unsafe { c.0.add(ir * n + jr) };
+            // SAFETY: (ir, jr) lies inside C by the caller's contract.
+            let tile = unsafe { c.0.add(ir * ldc + jr) };
             if rows == mr && cols == nr {
-                // SAFETY: panels hold kc·MR and kc·NR floats; the tile is in bounds and
+                // SAFETY: panels hold kc·MR and kc·NR floats; the full tile is inside C and
                 // ours alone; the kernel's ISA was detected when it was chosen.
-                unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), tile, n, accumulate) };
+                unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate) };
             } else {
                 // Ragged edge: run the kernel on a scratch tile and copy the valid part.
                 for i in 0..rows {
                     for j in 0..cols {
                         // SAFETY: (ir + i, jr + j) is inside C.
                         edge[i * nr + j] = if accumulate {
-                            unsafe { *tile.add(i * n + j) }
+                            unsafe { *tile.add(i * ldc + j) }
                         } else {
                             0.0
                         };
@@ -300,14 +314,14 @@ fn macro_tile<K: MicroKernel>(
                 for i in 0..rows {
                     for j in 0..cols {
                         // SAFETY: (ir + i, jr + j) is inside C.
-                        unsafe { *tile.add(i * n + j) = edge[i * nr + j] };
+                        unsafe { *tile.add(i * ldc + j) = edge[i * nr + j] };
                     }
                 }
             }
             if let Some(epi) = last {
                 for i in 0..rows {
                     // SAFETY: the row segment lies inside this task's tile of C.
-                    let row = unsafe { std::slice::from_raw_parts_mut(tile.add(i * n), cols) };
+                    let row = unsafe { std::slice::from_raw_parts_mut(tile.add(i * ldc), cols) };
                     epi.apply(row, jr);
                 }
             }
@@ -407,8 +421,17 @@ fn gemm<K: MicroKernel, T: Scalar>(
         pack_b(b, n, p0, kc, nr, bp, parallel);
         let last = (p0 + kc == k).then_some(epi);
         let (ap, bp) = (&*ap, &*bp);
-        let run =
-            |t: &(usize, usize, usize, usize)| macro_tile::<K>(*t, kc, ap, bp, cp, n, p0 > 0, last);
+        let packed = Packed {
+            a: ap,
+            a_stride: mr * kc,
+            b: bp,
+            b_stride: nr * kc,
+            kc,
+        };
+        // SAFETY: C is m × n with row stride n, and the tasks cover disjoint blocks of it.
+        let run = |t: &(usize, usize, usize, usize)| unsafe {
+            macro_tile::<K>(*t, packed, cp, n, p0 > 0, last)
+        };
         if parallel {
             tasks.par_iter().for_each(run);
         } else {

@@ -1,7 +1,13 @@
-//! Thin wrappers over `std::arch`, one function per ISA, selected at run time.
-//!
-//! Today this holds the FMA throughput loop of the peak probe; the GEMM micro-kernels and
-//! vectorised exp join it as the kernels are tuned.
+//! Thin wrappers over `std::arch`, one function per ISA, selected at run time: the FMA
+//! throughput loop of the peak probe, the [`Isa`] choice, and a vectorisable `exp`.
+
+pub(crate) mod exp;
+
+/// `max` that propagates NaN (`f32::max` ignores it); inlined into every ISA's kernels.
+#[inline(always)]
+pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() { a } else { b }
+}
 
 /// Runs `iters` iterations of `ACC` independent FMA chains of the widest vector the CPU
 /// has, and returns the number of floating-point operations performed (2 per lane per

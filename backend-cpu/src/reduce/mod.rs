@@ -1,5 +1,11 @@
 //! CPU reductions and row normalisations over the canonical `[outer, axis, inner]` form.
 //!
+//! Rows (`inner = 1`, the common case: reducing or normalising the last axis) run the
+//! vectorised kernels of [`rows`], compiled per instruction set: the axis is cut into fixed
+//! chunks of `ROW_CHUNK` elements, every (row, chunk) is one parallel unit, and the chunk
+//! results of a row merge in a fixed pairwise tree. Outer-axis reductions (`inner > 1`)
+//! use the generic path below.
+//!
 //! Reductions: the axis is cut into fixed chunks of `CHUNK` positions. Each (outer,
 //! chunk) unit folds its rows into one state per inner position (for `inner > 1` the
 //! rows are contiguous, so a column reduction streams memory instead of gathering), units
@@ -11,10 +17,14 @@
 //! Normalisations: rows are independent; each `outer` block is one parallel task, and
 //! rows along a non-last axis are gathered into a scratch row and scattered back.
 
-use crate::attention::nan_max;
+pub(crate) mod rows;
+
+use crate::simd::Isa;
+use crate::simd::nan_max;
 use crate::storage::{CpuStorage, try_vec};
 use rayon::prelude::*;
-use xkern_core::{DType, NormKind, NormSpec, ReduceKind, ReduceSpec, Result};
+use rows::RowKernels;
+use xkern_core::{NormKind, NormSpec, ReduceKind, ReduceSpec, Result};
 
 /// Axis positions folded sequentially before the pairwise merge.
 const CHUNK: usize = 2048;
@@ -138,9 +148,116 @@ fn sum_fold(x: &[f32], spec: &ReduceSpec, shift: Option<&[f32]>) -> Vec<f64> {
     )
 }
 
-pub(crate) fn reduce(spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
+/// Elements of a row reduced sequentially by one unit of work (a multiple of 16).
+const ROW_CHUNK: usize = 8192;
+
+/// Folds every row of `[outer, axis]` with `f(chunk, first index of the chunk, row)` per
+/// fixed chunk, merging a row's chunk results pairwise in order.
+fn fold_rows<S, F, M>(x: &[f32], outer: usize, axis: usize, f: F, merge: M) -> Vec<S>
+where
+    S: Copy + Send + Sync,
+    F: Fn(&[f32], usize, usize) -> S + Sync,
+    M: Fn(S, S) -> S + Sync,
+{
+    let chunks = axis.div_ceil(ROW_CHUNK).max(1);
+    let parts: Vec<S> = (0..outer * chunks)
+        .into_par_iter()
+        .map(|u| {
+            let (o, c) = (u / chunks, u % chunks);
+            let start = c * ROW_CHUNK;
+            let end = (start + ROW_CHUNK).min(axis);
+            f(&x[o * axis + start..o * axis + end], start, o)
+        })
+        .collect();
+    parts
+        .par_chunks(chunks)
+        .map(|p| tree(p, &merge).unwrap_or(p[0]))
+        .collect()
+}
+
+/// Reductions of rows (`inner = 1`) through the vectorised kernels.
+fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage> {
+    let (outer, axis) = (spec.outer, spec.axis_len);
+    // SAFETY (every kernel call below): `k` was built for an ISA detected on this CPU.
+    let sum = |x: &[f32], _, _| unsafe { (k.sum)(x) };
+    let extreme = |sign: f32| {
+        fold_rows(
+            x,
+            outer,
+            axis,
+            move |c, _, _| unsafe { (k.extreme)(c, sign) },
+            move |a: f32, b: f32| sign * nan_max(sign * a, sign * b),
+        )
+    };
+    let arg = |sign: f32| -> Vec<u32> {
+        let better = move |(v, j): (f32, u32), (bv, bj): (f32, u32)| {
+            if v.is_nan() || bv.is_nan() {
+                v.is_nan() && (!bv.is_nan() || j < bj)
+            } else {
+                sign * v > sign * bv || (v == bv && j < bj)
+            }
+        };
+        fold_rows(
+            x,
+            outer,
+            axis,
+            move |c, start, _| unsafe { (k.arg)(c, sign) }.map(|(v, j)| (v, j + start as u32)),
+            move |a: Option<(f32, u32)>, b: Option<(f32, u32)>| match (a, b) {
+                (Some(a), Some(b)) => Some(if better(b, a) { b } else { a }),
+                (a, None) => a,
+                (None, b) => b,
+            },
+        )
+        .into_iter()
+        .map(|s| s.map_or(0, |(_, j)| j))
+        .collect()
+    };
+    let values: Vec<f32> = match spec.kind {
+        ReduceKind::Sum => fold_rows(x, outer, axis, sum, |a, b| a + b)
+            .into_iter()
+            .map(|s| s as f32)
+            .collect(),
+        ReduceKind::Mean => {
+            let n = axis as f64;
+            fold_rows(x, outer, axis, sum, |a, b| a + b)
+                .into_iter()
+                .map(|s| (s / n) as f32)
+                .collect()
+        }
+        ReduceKind::Max => extreme(1.0),
+        ReduceKind::Min => extreme(-1.0),
+        ReduceKind::ArgMax => return Ok(CpuStorage::U32(arg(1.0))),
+        ReduceKind::ArgMin => return Ok(CpuStorage::U32(arg(-1.0))),
+        ReduceKind::LogSumExp => {
+            let m = extreme(1.0);
+            let s = fold_rows(
+                x,
+                outer,
+                axis,
+                |c, _, o| unsafe { (k.sum_exp)(c, m[o]) },
+                |a, b| a + b,
+            );
+            m.iter()
+                .zip(s)
+                .map(|(&m, s)| {
+                    if m.is_nan() || m.is_infinite() {
+                        m
+                    } else {
+                        (f64::from(m) + s.ln()) as f32
+                    }
+                })
+                .collect()
+        }
+    };
+    CpuStorage::from_f32(spec.dtype, values)
+}
+
+pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
     let xs = x.f32_range(spec.offset, spec.outer * spec.axis_len * spec.inner)?;
     let x = &*xs;
+    if spec.inner == 1 {
+        return reduce_rows(RowKernels::for_isa(isa), spec, x);
+    }
     let values = match spec.kind {
         ReduceKind::Sum => sum_fold(x, spec, None)
             .into_iter()
@@ -175,42 +292,16 @@ pub(crate) fn reduce(spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
     CpuStorage::from_f32(spec.dtype, values)
 }
 
-/// Normalises one contiguous row `x` into `out`.
-fn normalize_row(kind: NormKind, x: &[f32], out: &mut [f32], weight: Option<&[f32]>) {
-    match kind {
-        NormKind::Softmax | NormKind::LogSoftmax => {
-            let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(m, v));
-            let mut sum = 0.0f32;
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v - m).exp();
-                sum += *o;
-            }
-            if kind == NormKind::Softmax {
-                for o in out.iter_mut() {
-                    *o /= sum;
-                }
-            } else {
-                let lse = sum.ln();
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v - m - lse;
-                }
-            }
-        }
-        NormKind::RmsNorm { eps } => {
-            let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-            let r = 1.0 / (ms + eps).sqrt();
-            for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                *o = v * r * weight.map_or(1.0, |w| w[j]);
-            }
-        }
-    }
-}
-
+/// Softmax, log-softmax or RMS norm of every row along the axis. Rows of the last axis
+/// are contiguous and go straight to the vectorised kernel; rows along another axis are
+/// gathered into a scratch row first. Each `outer` block is one parallel task.
 pub(crate) fn normalize(
+    isa: Isa,
     spec: &NormSpec,
     x: &CpuStorage,
     weight: Option<&CpuStorage>,
 ) -> Result<CpuStorage> {
+    let k = RowKernels::for_isa(isa);
     let (outer, axis, inner) = (spec.outer, spec.axis_len, spec.inner);
     let xs = x.f32_range(spec.offset, outer * axis * inner)?;
     let mut out = try_vec(outer * axis * inner, 0.0f32)?;
@@ -225,24 +316,33 @@ pub(crate) fn normalize(
     if out.is_empty() {
         return CpuStorage::from_f32(spec.dtype, out);
     }
+    let row = |x: &[f32], o: &mut [f32]| {
+        // SAFETY: `k` was built for an ISA detected on this CPU.
+        unsafe {
+            match spec.kind {
+                NormKind::Softmax => (k.softmax)(x, o, false),
+                NormKind::LogSoftmax => (k.softmax)(x, o, true),
+                NormKind::RmsNorm { eps } => (k.rms_norm)(x, o, w.as_deref(), eps),
+            }
+        }
+    };
     out.par_chunks_mut(axis * inner)
         .zip(xs.par_chunks(axis * inner))
         .for_each(|(o_blk, x_blk)| {
             if inner == 1 {
-                normalize_row(spec.kind, x_blk, o_blk, w.as_deref());
+                row(x_blk, o_blk);
                 return;
             }
-            let (mut row, mut res) = (vec![0.0f32; axis], vec![0.0f32; axis]);
+            let (mut xr, mut or) = (vec![0.0f32; axis], vec![0.0f32; axis]);
             for i in 0..inner {
-                for (a, r) in row.iter_mut().enumerate() {
+                for (a, r) in xr.iter_mut().enumerate() {
                     *r = x_blk[a * inner + i];
                 }
-                normalize_row(spec.kind, &row, &mut res, w.as_deref());
-                for (a, &r) in res.iter().enumerate() {
+                row(&xr, &mut or);
+                for (a, &r) in or.iter().enumerate() {
                     o_blk[a * inner + i] = r;
                 }
             }
         });
-    debug_assert!(spec.dtype != DType::U32);
     CpuStorage::from_f32(spec.dtype, out)
 }

@@ -1,0 +1,398 @@
+//! Vectorised kernels over one contiguous row (or chunk of a row), compiled once per
+//! instruction set.
+//!
+//! Each kernel is a plain Rust loop over 16 independent lanes — enough accumulators to
+//! hide add latency and to fill a 512-bit register — written so the compiler vectorises
+//! it; the `isa_kernels!` macro compiles the same bodies inside `#[target_feature]`
+//! functions for AVX-512 and AVX2, and [`RowKernels::for_isa`] picks the set once per
+//! call site. Lanes are combined in a fixed order, so results do not depend on the ISA's
+//! scheduling, only on the ISA (wider registers do not change the 16-lane order: the
+//! results are the same on every ISA).
+//!
+//! Sums accumulate in f64 (these kernels are bound by memory bandwidth, where the f64
+//! adds are free); max/min propagate NaN; argmax/argmin keep the first index on ties and
+//! report the first NaN.
+
+use crate::simd::Isa;
+use crate::simd::exp::exp;
+use crate::simd::nan_max as max_nan;
+
+const LANES: usize = 16;
+
+/// Combines 16 lanes pairwise in a fixed order.
+#[inline(always)]
+fn fold_lanes<T: Copy>(mut v: [T; LANES], f: impl Fn(T, T) -> T) -> T {
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            v[i] = f(v[i], v[i + w]);
+        }
+    }
+    v[0]
+}
+
+/// Σ x, in f64.
+#[inline(always)]
+fn sum(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f64::from(c[i]);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += f64::from(v);
+    }
+    fold_lanes(acc, |a, b| a + b)
+}
+
+/// Σ exp(x − m), in f64.
+#[inline(always)]
+fn sum_exp(x: &[f32], m: f32) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f64::from(exp(c[i] - m));
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += f64::from(exp(v - m));
+    }
+    fold_lanes(acc, |a, b| a + b)
+}
+
+/// max(sign·x)·sign: the NaN-propagating max (sign 1) or min (sign −1); −∞·sign when empty.
+#[inline(always)]
+fn extreme(x: &[f32], sign: f32) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = max_nan(acc[i], sign * c[i]);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a = max_nan(*a, sign * v);
+    }
+    sign * fold_lanes(acc, max_nan)
+}
+
+/// (value, index) of the first maximum of sign·x, or of the first NaN; `None` when empty.
+#[inline(always)]
+fn arg(x: &[f32], sign: f32) -> Option<(f32, u32)> {
+    // Lane state: best value and the index where it was first seen (u32::MAX: none yet).
+    let mut best = [f32::NEG_INFINITY; LANES];
+    let mut at = [u32::MAX; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let beats = |v: f32, b: f32, seen: bool| !seen || (!b.is_nan() && (v > b || v.is_nan()));
+    for (ci, c) in chunks.enumerate() {
+        for i in 0..LANES {
+            let v = sign * c[i];
+            if beats(v, best[i], at[i] != u32::MAX) {
+                best[i] = v;
+                at[i] = (ci * LANES + i) as u32;
+            }
+        }
+    }
+    let base = x.len() - tail.len();
+    for (i, &v) in tail.iter().enumerate() {
+        let v = sign * v;
+        if beats(v, best[i], at[i] != u32::MAX) {
+            best[i] = v;
+            at[i] = (base + i) as u32;
+        }
+    }
+    // Across lanes: NaN first, then larger, then the smaller index.
+    let mut out: Option<(f32, u32)> = None;
+    for i in 0..LANES {
+        if at[i] == u32::MAX {
+            continue;
+        }
+        let (v, j) = (best[i], at[i]);
+        out = match out {
+            None => Some((v, j)),
+            Some((bv, bj)) => {
+                let better = if v.is_nan() || bv.is_nan() {
+                    v.is_nan() && (!bv.is_nan() || j < bj)
+                } else {
+                    v > bv || (v == bv && j < bj)
+                };
+                Some(if better { (v, j) } else { (bv, bj) })
+            }
+        };
+    }
+    out.map(|(v, j)| (sign * v, j))
+}
+
+/// `x ← exp(x − m)` in place, returning the f32 sum (the online-softmax step of attention).
+#[inline(always)]
+fn exp_shift(x: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for c in x.chunks_mut(LANES) {
+        for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
+            *v = exp(*v - m);
+            *a += *v;
+        }
+    }
+    fold_lanes(acc, |a, b| a + b)
+}
+
+/// Softmax (or log-softmax) of one row into `out`.
+#[inline(always)]
+fn softmax(x: &[f32], out: &mut [f32], log: bool) {
+    let m = extreme(x, 1.0);
+    if log {
+        let lse = sum_exp(x, m).ln() as f32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v - m - lse;
+        }
+    } else {
+        let mut acc = [0.0f64; LANES];
+        for (oc, xc) in out.chunks_mut(LANES).zip(x.chunks(LANES)) {
+            for ((o, &v), a) in oc.iter_mut().zip(xc).zip(acc.iter_mut()) {
+                *o = exp(v - m);
+                *a += f64::from(*o);
+            }
+        }
+        let inv = (1.0 / fold_lanes(acc, |a, b| a + b)) as f32;
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+/// RMS norm of one row into `out`.
+#[inline(always)]
+fn rms_norm(x: &[f32], out: &mut [f32], weight: Option<&[f32]>, eps: f32) {
+    let mut acc = [0.0f64; LANES];
+    for c in x.chunks(LANES) {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    let ms = fold_lanes(acc, |a, b| a + b) / x.len() as f64;
+    let r = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
+    match weight {
+        Some(w) => {
+            for ((o, &v), &wj) in out.iter_mut().zip(x).zip(w) {
+                *o = v * r * wj;
+            }
+        }
+        None => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * r;
+            }
+        }
+    }
+}
+
+/// `arg(row, sign)`: (value, index) of the first extreme, or `None` for an empty row.
+type ArgFn = unsafe fn(&[f32], f32) -> Option<(f32, u32)>;
+/// `rms_norm(row, out, weight, eps)`.
+type RmsNormFn = unsafe fn(&[f32], &mut [f32], Option<&[f32]>, f32);
+
+/// One set of row kernels, compiled for one instruction set.
+#[derive(Clone, Copy)]
+pub(crate) struct RowKernels {
+    pub sum: unsafe fn(&[f32]) -> f64,
+    pub sum_exp: unsafe fn(&[f32], f32) -> f64,
+    pub exp_shift: unsafe fn(&mut [f32], f32) -> f32,
+    pub extreme: unsafe fn(&[f32], f32) -> f32,
+    pub arg: ArgFn,
+    pub softmax: unsafe fn(&[f32], &mut [f32], bool),
+    pub rms_norm: RmsNormFn,
+}
+
+/// Compiles the kernels above inside `#[target_feature]` wrappers. One expansion:
+/// `mod avx2 { #[target_feature(enable = "avx2,fma")] pub unsafe fn sum(x: &[f32]) -> f64
+/// { super::sum(x) } ... pub const KERNELS: RowKernels = RowKernels { sum, ... }; }`
+macro_rules! isa_kernels {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use super::RowKernels;
+            #[target_feature(enable = $features)]
+            unsafe fn sum(x: &[f32]) -> f64 {
+                super::sum(x)
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn sum_exp(x: &[f32], m: f32) -> f64 {
+                super::sum_exp(x, m)
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn exp_shift(x: &mut [f32], m: f32) -> f32 {
+                super::exp_shift(x, m)
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn extreme(x: &[f32], s: f32) -> f32 {
+                super::extreme(x, s)
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn arg(x: &[f32], s: f32) -> Option<(f32, u32)> {
+                super::arg(x, s)
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn softmax(x: &[f32], o: &mut [f32], log: bool) {
+                super::softmax(x, o, log)
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn rms_norm(x: &[f32], o: &mut [f32], w: Option<&[f32]>, eps: f32) {
+                super::rms_norm(x, o, w, eps)
+            }
+            pub(super) const KERNELS: RowKernels = RowKernels {
+                sum,
+                sum_exp,
+                exp_shift,
+                extreme,
+                arg,
+                softmax,
+                rms_norm,
+            };
+        }
+    };
+}
+isa_kernels!(avx512, "avx512f");
+isa_kernels!(avx2, "avx2,fma");
+
+mod generic {
+    use super::RowKernels;
+    unsafe fn sum(x: &[f32]) -> f64 {
+        super::sum(x)
+    }
+    unsafe fn sum_exp(x: &[f32], m: f32) -> f64 {
+        super::sum_exp(x, m)
+    }
+    unsafe fn exp_shift(x: &mut [f32], m: f32) -> f32 {
+        super::exp_shift(x, m)
+    }
+    unsafe fn extreme(x: &[f32], s: f32) -> f32 {
+        super::extreme(x, s)
+    }
+    unsafe fn arg(x: &[f32], s: f32) -> Option<(f32, u32)> {
+        super::arg(x, s)
+    }
+    unsafe fn softmax(x: &[f32], o: &mut [f32], log: bool) {
+        super::softmax(x, o, log)
+    }
+    unsafe fn rms_norm(x: &[f32], o: &mut [f32], w: Option<&[f32]>, eps: f32) {
+        super::rms_norm(x, o, w, eps)
+    }
+    pub(super) const KERNELS: RowKernels = RowKernels {
+        sum,
+        sum_exp,
+        exp_shift,
+        extreme,
+        arg,
+        softmax,
+        rms_norm,
+    };
+}
+
+impl RowKernels {
+    /// The kernels compiled for `isa`. Calling them is sound because a device only holds
+    /// an ISA that was detected on this CPU.
+    pub(crate) fn for_isa(isa: Isa) -> RowKernels {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::KERNELS,
+            _ => generic::KERNELS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arg_keeps_the_first_index_and_the_first_nan() {
+        let mut x = vec![0.0f32; 100];
+        x[37] = 5.0;
+        x[70] = 5.0;
+        assert_eq!(arg(&x, 1.0), Some((5.0, 37)));
+        x[90] = f32::NAN;
+        x[50] = f32::NAN;
+        assert_eq!(arg(&x, 1.0).map(|(_, i)| i), Some(50));
+        assert_eq!(arg(&[3.0, 1.0, 1.0], -1.0), Some((1.0, 1)));
+        assert_eq!(arg(&[], 1.0), None);
+        let all_neg_inf = vec![f32::NEG_INFINITY; 40];
+        assert_eq!(arg(&all_neg_inf, 1.0), Some((f32::NEG_INFINITY, 0)));
+    }
+
+    #[test]
+    fn every_isa_gives_the_same_bits() {
+        let x: Vec<f32> = (0..10_007)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.013 - 6.0)
+            .collect();
+        let base = RowKernels::for_isa(Isa::Generic);
+        for isa in Isa::available() {
+            let k = RowKernels::for_isa(isa);
+            let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            // SAFETY: `isa` is available on this CPU.
+            unsafe {
+                assert_eq!((k.sum)(&x).to_bits(), (base.sum)(&x).to_bits(), "{isa:?}");
+                assert_eq!((k.extreme)(&x, -1.0), (base.extreme)(&x, -1.0));
+                assert_eq!((k.arg)(&x, 1.0), (base.arg)(&x, 1.0));
+                (k.softmax)(&x, &mut a, false);
+                (base.softmax)(&x, &mut b, false);
+            }
+            let max_diff = a
+                .iter()
+                .zip(&b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max_diff == 0.0, "{isa:?}: softmax differs by {max_diff}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Per-kernel throughput on a cached row (a tuning aid:
+    /// `cargo test --release -p xkern-cpu rows_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "prints a measurement; run by hand in release mode"]
+    fn rows_speed() {
+        let x: Vec<f32> = (0..4096).map(|i| (i % 97) as f32 * 0.01).collect();
+        let mut o = vec![0.0f32; 4096];
+        for isa in Isa::available() {
+            let k = RowKernels::for_isa(isa);
+            let time = |name: &str, f: &mut dyn FnMut()| {
+                let t = std::time::Instant::now();
+                for _ in 0..2000 {
+                    f();
+                }
+                let ns = t.elapsed().as_secs_f64() * 1e9 / (2000.0 * 4096.0);
+                println!("{isa:?} {name}: {ns:.3} ns/element");
+            };
+            // SAFETY: `isa` is available.
+            unsafe {
+                time("sum", &mut || {
+                    std::hint::black_box((k.sum)(&x));
+                });
+                time("max", &mut || {
+                    std::hint::black_box((k.extreme)(&x, 1.0));
+                });
+                time("argmax", &mut || {
+                    std::hint::black_box((k.arg)(&x, 1.0));
+                });
+                time("sum_exp", &mut || {
+                    std::hint::black_box((k.sum_exp)(&x, 1.0));
+                });
+                time("softmax", &mut || (k.softmax)(&x, &mut o, false));
+                time("rms_norm", &mut || (k.rms_norm)(&x, &mut o, None, 1e-6));
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! CPU attention paths the shared suite's sizes do not reach: the split-key decode path
+//! (all queries in one tile, more than 2048 keys), head dims beyond one packed panel, and
+//! the exactness of the causal mask when a masked key's value is NaN or ∞ (it must not
+//! leak through a zero probability). Every instruction set, against the f64 reference.
+
+use xkern_core::reference::{self, HostTensor};
+use xkern_core::{AttentionOptions, DType, Tensor, Tolerance, attention};
+use xkern_cpu::{CpuBackend, Isa};
+
+fn host(t: &Tensor<CpuBackend>) -> HostTensor {
+    HostTensor::new(t.shape(), t.to_f64_vec().unwrap())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    dev: &CpuBackend,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    skv: usize,
+    d: usize,
+    causal: bool,
+    dtype: DType,
+) {
+    let q = Tensor::randn(dev, &[1, hq, sq, d], dtype, 1).unwrap();
+    let k = Tensor::randn(dev, &[1, hkv, skv, d], dtype, 2).unwrap();
+    let v = Tensor::randn(dev, &[1, hkv, skv, d], dtype, 3).unwrap();
+    let got = attention(
+        &q,
+        &k,
+        &v,
+        &AttentionOptions {
+            causal,
+            scale: None,
+        },
+    )
+    .unwrap();
+    let want = reference::attention(
+        &host(&q),
+        &host(&k),
+        &host(&v),
+        causal,
+        1.0 / (d as f64).sqrt(),
+    );
+    if let Err(e) = Tolerance::for_dtype(dtype).check(&got.to_f64_vec().unwrap(), &want.data) {
+        panic!(
+            "{:?} hq={hq} hkv={hkv} sq={sq} skv={skv} d={d} causal={causal} {dtype}: {e}",
+            dev.isa()
+        );
+    }
+}
+
+fn each_isa(f: impl Fn(&CpuBackend)) {
+    for isa in Isa::available() {
+        f(&CpuBackend::with_options(Some(2), isa).unwrap());
+    }
+}
+
+#[test]
+fn split_key_decode() {
+    each_isa(|dev| {
+        check(dev, 4, 1, 1, 5000, 64, false, DType::F32);
+        check(dev, 2, 2, 17, 4500, 32, true, DType::F32);
+        check(dev, 4, 2, 1, 4097, 64, true, DType::BF16);
+    });
+}
+
+#[test]
+fn wide_heads_and_ragged_tiles() {
+    each_isa(|dev| {
+        check(dev, 2, 1, 50, 130, 256, true, DType::F32);
+        check(dev, 1, 1, 97, 257, 13, false, DType::F16);
+    });
+}
+
+#[test]
+fn a_masked_keys_nan_value_never_leaks() {
+    each_isa(|dev| {
+        let (sq, skv, d) = (64, 64, 16);
+        let q = Tensor::randn(dev, &[1, 1, sq, d], DType::F32, 4).unwrap();
+        let k = Tensor::randn(dev, &[1, 1, skv, d], DType::F32, 5).unwrap();
+        let mut vv = Tensor::randn(dev, &[1, 1, skv, d], DType::F32, 6)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        vv[40 * d + 3] = f32::NAN; // key 40: seen by queries 40.. only
+        vv[50 * d] = f32::INFINITY;
+        let v = Tensor::from_slice(dev, &[1, 1, skv, d], &vv).unwrap();
+        let got = attention(
+            &q,
+            &k,
+            &v,
+            &AttentionOptions {
+                causal: true,
+                scale: None,
+            },
+        )
+        .unwrap();
+        let want = reference::attention(&host(&q), &host(&k), &host(&v), true, 0.25);
+        let g = got.to_f64_vec().unwrap();
+        assert!(
+            g[..40 * d].iter().all(|x| x.is_finite()),
+            "{:?}: a query before key 40 saw its NaN",
+            dev.isa()
+        );
+        Tolerance::for_dtype(DType::F32)
+            .check(&g, &want.data)
+            .unwrap();
+    });
+}
