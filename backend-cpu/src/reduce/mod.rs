@@ -252,11 +252,92 @@ fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage
     CpuStorage::from_f32(spec.dtype, values)
 }
 
+/// Columns per unit of an outer-axis reduction.
+const COL_BLOCK: usize = 4096;
+
+/// Outer-axis reductions (`inner > 1`) that stream whole rows: each unit (outer, axis
+/// chunk, column block) adds its rows into one state per column with `push(states,
+/// row)`, a loop over contiguous memory the compiler vectorises; chunk states merge
+/// pairwise in order.
+fn fold_cols<S, P, M>(x: &[f32], spec: &ReduceSpec, init: S, push: P, merge: M) -> Vec<S>
+where
+    S: Copy + Send + Sync,
+    P: Fn(&mut [S], &[f32]) + Sync,
+    M: Fn(S, S) -> S + Sync,
+{
+    let (outer, axis, inner) = (spec.outer, spec.axis_len, spec.inner);
+    let chunks = axis.div_ceil(CHUNK).max(1);
+    let blocks = inner.div_ceil(COL_BLOCK);
+    let parts: Vec<Vec<S>> = (0..outer * chunks * blocks)
+        .into_par_iter()
+        .map(|u| {
+            let (o, c, blk) = (u / (chunks * blocks), u / blocks % chunks, u % blocks);
+            let (j0, j1) = (blk * COL_BLOCK, ((blk + 1) * COL_BLOCK).min(inner));
+            let mut st = vec![init; j1 - j0];
+            for a in c * CHUNK..((c + 1) * CHUNK).min(axis) {
+                push(
+                    &mut st,
+                    &x[(o * axis + a) * inner + j0..(o * axis + a) * inner + j1],
+                );
+            }
+            st
+        })
+        .collect();
+    (0..outer * inner)
+        .into_par_iter()
+        .map(|oi| {
+            let (o, i) = (oi / inner, oi % inner);
+            let (blk, j) = (i / COL_BLOCK, i % COL_BLOCK);
+            let column: Vec<S> = (0..chunks)
+                .map(|c| parts[(o * chunks + c) * blocks + blk][j])
+                .collect();
+            tree(&column, &merge).unwrap_or(init)
+        })
+        .collect()
+}
+
 pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
     let xs = x.f32_range(spec.offset, spec.outer * spec.axis_len * spec.inner)?;
     let x = &*xs;
     if spec.inner == 1 {
         return reduce_rows(RowKernels::for_isa(isa), spec, x);
+    }
+    let col_sum = || {
+        let add = |st: &mut [f64], row: &[f32]| {
+            st.iter_mut()
+                .zip(row)
+                .for_each(|(s, &v)| *s += f64::from(v))
+        };
+        fold_cols(x, spec, 0.0f64, add, |a, b| a + b)
+    };
+    let col_extreme = |sign: f32| {
+        let push = move |st: &mut [f32], row: &[f32]| {
+            st.iter_mut()
+                .zip(row)
+                .for_each(|(s, &v)| *s = nan_max(*s, sign * v))
+        };
+        fold_cols(x, spec, f32::NEG_INFINITY, push, nan_max)
+            .into_iter()
+            .map(|v| sign * v)
+            .collect::<Vec<f32>>()
+    };
+    match spec.kind {
+        ReduceKind::Sum => {
+            return CpuStorage::from_f32(
+                spec.dtype,
+                col_sum().into_iter().map(|s| s as f32).collect(),
+            );
+        }
+        ReduceKind::Mean => {
+            let n = spec.axis_len as f64;
+            return CpuStorage::from_f32(
+                spec.dtype,
+                col_sum().into_iter().map(|s| (s / n) as f32).collect(),
+            );
+        }
+        ReduceKind::Max => return CpuStorage::from_f32(spec.dtype, col_extreme(1.0)),
+        ReduceKind::Min => return CpuStorage::from_f32(spec.dtype, col_extreme(-1.0)),
+        _ => {}
     }
     let values = match spec.kind {
         ReduceKind::Sum => sum_fold(x, spec, None)
