@@ -131,20 +131,42 @@ fn arg(x: &[f32], sign: f32) -> Option<(f32, u32)> {
     out.map(|(v, j)| (sign * v, j))
 }
 
+/// `out ← exp(x − m)` element-wise (exact 16-lane chunks, then the tail, so the loop
+/// vectorises without bounds checks).
+#[inline(always)]
+fn exp_into(x: &[f32], out: &mut [f32], m: f32) {
+    let mut oc = out.chunks_exact_mut(LANES);
+    let mut xc = x.chunks_exact(LANES);
+    for (o, v) in (&mut oc).zip(&mut xc) {
+        for i in 0..LANES {
+            o[i] = exp(v[i] - m);
+        }
+    }
+    for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *o = exp(v - m);
+    }
+}
+
 /// `x ← exp(x − m)` in place, returning the f32 sum (the online-softmax step of attention).
 #[inline(always)]
 fn exp_shift(x: &mut [f32], m: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
-    for c in x.chunks_mut(LANES) {
-        for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
-            *v = exp(*v - m);
-            *a += *v;
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = exp(c[i] - m);
+            acc[i] += c[i];
         }
+    }
+    for (v, a) in chunks.into_remainder().iter_mut().zip(acc.iter_mut()) {
+        *v = exp(*v - m);
+        *a += *v;
     }
     fold_lanes(acc, |a, b| a + b)
 }
 
-/// Softmax (or log-softmax) of one row into `out`.
+/// Softmax (or log-softmax) of one row into `out`: max, then `exp(x − max)` written to
+/// `out` and summed from there (the row is in cache), then one scaling pass.
 #[inline(always)]
 fn softmax(x: &[f32], out: &mut [f32], log: bool) {
     let m = extreme(x, 1.0);
@@ -154,14 +176,8 @@ fn softmax(x: &[f32], out: &mut [f32], log: bool) {
             *o = v - m - lse;
         }
     } else {
-        let mut acc = [0.0f64; LANES];
-        for (oc, xc) in out.chunks_mut(LANES).zip(x.chunks(LANES)) {
-            for ((o, &v), a) in oc.iter_mut().zip(xc).zip(acc.iter_mut()) {
-                *o = exp(v - m);
-                *a += f64::from(*o);
-            }
-        }
-        let inv = (1.0 / fold_lanes(acc, |a, b| a + b)) as f32;
+        exp_into(x, out, m);
+        let inv = (1.0 / sum(out)) as f32;
         for o in out.iter_mut() {
             *o *= inv;
         }
