@@ -226,90 +226,59 @@ pub(crate) struct RowKernels {
     pub rms_norm: RmsNormFn,
 }
 
-/// Compiles the kernels above inside `#[target_feature]` wrappers. One expansion:
-/// `mod avx2 { #[target_feature(enable = "avx2,fma")] pub unsafe fn sum(x: &[f32]) -> f64
-/// { super::sum(x) } ... pub const KERNELS: RowKernels = RowKernels { sum, ... }; }`
+/// Compiles the kernels above inside wrappers carrying the ISA's attributes. One
+/// expansion: `isa_kernels!(avx2, [cfg(target_arch = "x86_64")], [target_feature(enable =
+/// "avx2,fma")])` gives `#[cfg(..)] mod avx2 { #[target_feature(..)] unsafe fn sum(x:
+/// &[f32]) -> f64 { super::sum(x) } ... pub(super) const KERNELS: RowKernels = .. }`.
 macro_rules! isa_kernels {
-    ($name:ident, $features:literal) => {
-        #[cfg(target_arch = "x86_64")]
+    ($name:ident, [$($mod_attr:meta),*], [$($fn_attr:meta),*]) => {
+        $(#[$mod_attr])*
         mod $name {
             use super::RowKernels;
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn sum(x: &[f32]) -> f64 {
                 super::sum(x)
             }
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn sum_exp(x: &[f32], m: f32) -> f64 {
                 super::sum_exp(x, m)
             }
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn exp_shift(x: &mut [f32], m: f32) -> f32 {
                 super::exp_shift(x, m)
             }
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn extreme(x: &[f32], s: f32) -> f32 {
                 super::extreme(x, s)
             }
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn arg(x: &[f32], s: f32) -> Option<(f32, u32)> {
                 super::arg(x, s)
             }
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn softmax(x: &[f32], o: &mut [f32], log: bool) {
                 super::softmax(x, o, log)
             }
-            #[target_feature(enable = $features)]
+            $(#[$fn_attr])*
             unsafe fn rms_norm(x: &[f32], o: &mut [f32], w: Option<&[f32]>, eps: f32) {
                 super::rms_norm(x, o, w, eps)
             }
-            pub(super) const KERNELS: RowKernels = RowKernels {
-                sum,
-                sum_exp,
-                exp_shift,
-                extreme,
-                arg,
-                softmax,
-                rms_norm,
-            };
+            pub(super) const KERNELS: RowKernels =
+                RowKernels { sum, sum_exp, exp_shift, extreme, arg, softmax, rms_norm };
         }
     };
 }
-isa_kernels!(avx512, "avx512f");
-isa_kernels!(avx2, "avx2,fma");
-
-mod generic {
-    use super::RowKernels;
-    unsafe fn sum(x: &[f32]) -> f64 {
-        super::sum(x)
-    }
-    unsafe fn sum_exp(x: &[f32], m: f32) -> f64 {
-        super::sum_exp(x, m)
-    }
-    unsafe fn exp_shift(x: &mut [f32], m: f32) -> f32 {
-        super::exp_shift(x, m)
-    }
-    unsafe fn extreme(x: &[f32], s: f32) -> f32 {
-        super::extreme(x, s)
-    }
-    unsafe fn arg(x: &[f32], s: f32) -> Option<(f32, u32)> {
-        super::arg(x, s)
-    }
-    unsafe fn softmax(x: &[f32], o: &mut [f32], log: bool) {
-        super::softmax(x, o, log)
-    }
-    unsafe fn rms_norm(x: &[f32], o: &mut [f32], w: Option<&[f32]>, eps: f32) {
-        super::rms_norm(x, o, w, eps)
-    }
-    pub(super) const KERNELS: RowKernels = RowKernels {
-        sum,
-        sum_exp,
-        exp_shift,
-        extreme,
-        arg,
-        softmax,
-        rms_norm,
-    };
-}
+isa_kernels!(
+    avx512,
+    [cfg(target_arch = "x86_64")],
+    [target_feature(enable = "avx512f")]
+);
+isa_kernels!(
+    avx2,
+    [cfg(target_arch = "x86_64")],
+    [target_feature(enable = "avx2,fma")]
+);
+isa_kernels!(generic, [], []);
 
 impl RowKernels {
     /// The kernels compiled for `isa`. Calling them is sound because a device only holds
