@@ -124,14 +124,7 @@ fn run<K: MicroKernel, T: Scalar>(
             .for_each(|(bkv, group_out)| {
                 let states: Vec<Partial> = (0..splits)
                     .into_par_iter()
-                    .map(|s| {
-                        let hi = if splits == 1 {
-                            spec.kv_seq
-                        } else {
-                            ((s + 1) * DECODE_SPLIT).min(spec.kv_seq)
-                        };
-                        decode(spec, q, k, v, rk, bkv, (s * DECODE_SPLIT, hi))
-                    })
+                    .map(|s| decode(spec, q, k, v, rk, bkv, split_range(s, splits, spec.kv_seq)))
                     .collect();
                 finish(merge(states), dv, group_out);
             });
@@ -157,18 +150,13 @@ fn run<K: MicroKernel, T: Scalar>(
                             let states: Vec<Partial> = (0..splits)
                                 .into_par_iter()
                                 .map(|s| {
-                                    let hi = if splits == 1 {
-                                        spec.kv_seq
-                                    } else {
-                                        ((s + 1) * DECODE_SPLIT).min(spec.kv_seq)
-                                    };
                                     tile::<K, T>(
                                         spec,
                                         q,
                                         &kv,
                                         rk,
                                         (b, h, i0, rows),
-                                        (s * DECODE_SPLIT, hi),
+                                        split_range(s, splits, spec.kv_seq),
                                     )
                                 })
                                 .collect();
@@ -178,6 +166,15 @@ fn run<K: MicroKernel, T: Scalar>(
             Ok(())
         })?;
     Ok(out)
+}
+
+/// Keys of split `s` of `splits` (all keys when there is one split).
+fn split_range(s: usize, splits: usize, kv_seq: usize) -> (usize, usize) {
+    if splits == 1 {
+        (0, kv_seq)
+    } else {
+        (s * DECODE_SPLIT, ((s + 1) * DECODE_SPLIT).min(kv_seq))
+    }
 }
 
 /// Packs Kᵀ and V of (batch, kv head) `bh`.

@@ -237,19 +237,24 @@ fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage
                 |c, _, o| unsafe { (k.sum_exp)(c, m[o]) },
                 |a, b| a + b,
             );
-            m.iter()
-                .zip(s)
-                .map(|(&m, s)| {
-                    if m.is_nan() || m.is_infinite() {
-                        m
-                    } else {
-                        (f64::from(m) + s.ln()) as f32
-                    }
-                })
-                .collect()
+            logsumexp(&m, s)
         }
     };
     CpuStorage::from_f32(spec.dtype, values)
+}
+
+/// `m + ln(s)` per row from the row max and Σ exp(x − m); a max of ±∞ or NaN is the answer.
+fn logsumexp(m: &[f32], s: Vec<f64>) -> Vec<f32> {
+    m.iter()
+        .zip(s)
+        .map(|(&m, s)| {
+            if m.is_nan() || m.is_infinite() {
+                m
+            } else {
+                (f64::from(m) + s.ln()) as f32
+            }
+        })
+        .collect()
 }
 
 /// Columns per unit of an outer-axis reduction.
@@ -358,16 +363,7 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
         ReduceKind::LogSumExp => {
             let m = max_fold(x, spec, 1.0);
             let s = sum_fold(x, spec, Some(&m));
-            m.iter()
-                .zip(s)
-                .map(|(&m, s)| {
-                    if m.is_nan() || m.is_infinite() {
-                        m
-                    } else {
-                        (f64::from(m) + s.ln()) as f32
-                    }
-                })
-                .collect()
+            logsumexp(&m, s)
         }
     };
     CpuStorage::from_f32(spec.dtype, values)
