@@ -179,6 +179,30 @@ impl Device {
         }
     }
 
+    /// Writes the Chrome trace (one track per engine and DMA queue) of the last op run on
+    /// a neuron-sim device to `path`; an error on other backends or before the first op.
+    pub fn write_last_trace(&self, path: &std::path::Path) -> Result<()> {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "neuron-sim")]
+            Device::NeuronSim(d) => d.write_last_trace(path),
+            _ => Err(Error::Backend {
+                backend: "xkern",
+                message: format!("{} keeps no instruction trace", self.name()),
+            }),
+        }
+    }
+
+    /// The SVG engine timeline of the last op run on a neuron-sim device.
+    pub fn last_svg_timeline(&self, width: u32) -> Option<String> {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "neuron-sim")]
+            Device::NeuronSim(d) => d.last_svg_timeline(width),
+            _ => None,
+        }
+    }
+
     /// `neuron-sim[:trn1|:trn2][:timing]`: `None` for an option it does not know, an
     /// error naming the feature when neuron-sim is not compiled in.
     #[cfg(feature = "neuron-sim")]
