@@ -9,7 +9,17 @@
 
 // A build with no backend feature has an uninhabited `Device`: every method body is an
 // empty match and its arguments go unused.
-#![cfg_attr(not(feature = "cpu"), allow(unused_variables, dead_code))]
+#![cfg_attr(
+    not(any(feature = "cpu", feature = "neuron-sim")),
+    allow(unused_variables, dead_code)
+)]
+
+/// The cost profile of a simulated op ([`Device::last_profile`]).
+#[cfg(feature = "neuron-sim")]
+pub type NeuronProfile = xkern_neuron_sim::Profile;
+/// The cost profile of a simulated op (neuron-sim is not compiled in: never produced).
+#[cfg(not(feature = "neuron-sim"))]
+pub type NeuronProfile = std::convert::Infallible;
 
 use xkern_core::{
     AttentionSpec, Backend, CastSpec, DType, DeviceInfo, Error, HostData, HostSlice, Layout,
@@ -17,8 +27,7 @@ use xkern_core::{
 };
 
 /// The device names [`Device::parse`] accepts.
-pub const DEVICE_NAMES: &str =
-    "cpu, cpu:<threads>, wgpu, neuron-sim, neuron-sim:trn1, neuron-sim:trn2";
+pub const DEVICE_NAMES: &str = "cpu, cpu:<threads>, wgpu, neuron-sim, neuron-sim:trn1, neuron-sim:trn2, neuron-sim:trn1:timing, neuron-sim:trn2:timing";
 
 /// A device of any backend compiled into this build.
 #[derive(Clone, Debug)]
@@ -27,6 +36,9 @@ pub enum Device {
     /// The CPU backend (feature `cpu`).
     #[cfg(feature = "cpu")]
     Cpu(xkern_cpu::CpuBackend),
+    /// A simulated Trainium NeuronCore (feature `neuron-sim`).
+    #[cfg(feature = "neuron-sim")]
+    NeuronSim(xkern_neuron_sim::NeuronBackend),
 }
 
 /// The storage of a [`Device`]'s tensors: one variant per backend.
@@ -36,6 +48,9 @@ pub enum DeviceStorage {
     /// CPU memory.
     #[cfg(feature = "cpu")]
     Cpu(xkern_cpu::CpuStorage),
+    /// Simulated HBM.
+    #[cfg(feature = "neuron-sim")]
+    NeuronSim(xkern_neuron_sim::NeuronStorage),
 }
 
 /// Runs `$body` with `$d` bound to the concrete backend inside `$device`, `$wrap` to the
@@ -55,6 +70,12 @@ macro_rules! on_backend {
                 let ($wrap, $unwrap) = (DeviceStorage::Cpu, cpu);
                 $body
             }
+            #[cfg(feature = "neuron-sim")]
+            Device::NeuronSim(ref $d) => {
+                #[allow(unused_variables)]
+                let ($wrap, $unwrap) = (DeviceStorage::NeuronSim, neuron_sim);
+                $body
+            }
         }
     };
 }
@@ -68,6 +89,19 @@ fn cpu(s: &DeviceStorage) -> Result<&xkern_cpu::CpuStorage> {
         _ => Err(Error::Backend {
             backend: "cpu",
             message: "a tensor of another backend reached the CPU".into(),
+        }),
+    }
+}
+
+/// The simulated-HBM storage inside `s`, or an error if it belongs to another backend.
+#[cfg(feature = "neuron-sim")]
+fn neuron_sim(s: &DeviceStorage) -> Result<&xkern_neuron_sim::NeuronStorage> {
+    #[allow(unreachable_patterns)]
+    match s {
+        DeviceStorage::NeuronSim(s) => Ok(s),
+        _ => Err(Error::Backend {
+            backend: "neuron-sim",
+            message: "a tensor of another backend reached the neuron-sim device".into(),
         }),
     }
 }
@@ -119,13 +153,67 @@ impl Device {
                 Self::cpu_with(threads)
             }
             "wgpu" if option.is_none() => Err(unavailable("wgpu", "wgpu", cfg!(feature = "wgpu"))),
-            "neuron-sim" if matches!(option, None | Some("trn1" | "trn2")) => Err(unavailable(
-                "neuron-sim",
-                "neuron-sim",
-                cfg!(feature = "neuron-sim"),
-            )),
+            "neuron-sim" => Self::neuron_sim_with(option.unwrap_or("")).ok_or_else(unknown)?,
             _ => Err(unknown()),
         }
+    }
+
+    /// A simulated NeuronCore of `config` (e.g. `NeuronConfig::trn2()`), computing values
+    /// and costs (functional mode). See [`Device::parse`] for timing-only devices.
+    #[cfg(feature = "neuron-sim")]
+    pub fn neuron_sim(config: xkern_neuron_sim::NeuronConfig) -> Device {
+        Device::NeuronSim(xkern_neuron_sim::NeuronBackend::new(
+            config,
+            xkern_neuron_sim::Mode::Functional,
+        ))
+    }
+
+    /// The profile (simulated latency, engine busy times, MFU) of the last op run on a
+    /// neuron-sim device; `None` on other backends or before the first op.
+    pub fn last_profile(&self) -> Option<NeuronProfile> {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "neuron-sim")]
+            Device::NeuronSim(d) => d.last_profile(),
+            _ => None,
+        }
+    }
+
+    /// Writes the Chrome trace (one track per engine and DMA queue) of the last op run on
+    /// a neuron-sim device to `path`; an error on other backends or before the first op.
+    pub fn write_last_trace(&self, path: &std::path::Path) -> Result<()> {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "neuron-sim")]
+            Device::NeuronSim(d) => d.write_last_trace(path),
+            _ => Err(Error::Backend {
+                backend: "xkern",
+                message: format!("{} keeps no instruction trace", self.name()),
+            }),
+        }
+    }
+
+    /// The SVG engine timeline of the last op run on a neuron-sim device.
+    pub fn last_svg_timeline(&self, width: u32) -> Option<String> {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "neuron-sim")]
+            Device::NeuronSim(d) => d.last_svg_timeline(width),
+            _ => None,
+        }
+    }
+
+    /// `neuron-sim[:trn1|:trn2][:timing]`: `None` for an option it does not know, an
+    /// error naming the feature when neuron-sim is not compiled in.
+    #[cfg(feature = "neuron-sim")]
+    fn neuron_sim_with(option: &str) -> Option<Result<Device>> {
+        xkern_neuron_sim::NeuronBackend::parse_options(option).map(|d| Ok(Device::NeuronSim(d)))
+    }
+
+    #[cfg(not(feature = "neuron-sim"))]
+    fn neuron_sim_with(option: &str) -> Option<Result<Device>> {
+        let known = matches!(option, "" | "trn1" | "trn2" | "trn1:timing" | "trn2:timing");
+        known.then(|| Err(unavailable("neuron-sim", "neuron-sim", false)))
     }
 
     #[cfg(feature = "cpu")]
@@ -195,6 +283,8 @@ impl Backend for Device {
         match (self, other) {
             #[cfg(feature = "cpu")]
             (Device::Cpu(a), Device::Cpu(b)) => a.same_device(b),
+            #[cfg(feature = "neuron-sim")]
+            (Device::NeuronSim(a), Device::NeuronSim(b)) => a.same_device(b),
             _ => false,
         }
     }

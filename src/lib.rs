@@ -3,7 +3,7 @@
 
 mod device;
 
-pub use device::{DEVICE_NAMES, Device, DeviceStorage};
+pub use device::{DEVICE_NAMES, Device, DeviceStorage, NeuronProfile};
 pub use xkern_core::{
     Activation, AttentionOptions, Backend, DType, DeviceInfo, Element, Error, HostData, HostSlice,
     Layout, ReduceKind, Result, Tolerance, half,
@@ -15,6 +15,9 @@ pub use xkern_core as core;
 /// The CPU backend, for static dispatch (`xkern::core::Tensor<xkern::cpu::CpuBackend>`).
 #[cfg(feature = "cpu")]
 pub use xkern_cpu as cpu;
+/// The simulated NeuronCore backend (configurations, simulator, profiles).
+#[cfg(feature = "neuron-sim")]
+pub use xkern_neuron_sim as neuron_sim;
 
 /// A tensor on a run-time chosen [`Device`].
 pub type Tensor = xkern_core::Tensor<Device>;

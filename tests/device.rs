@@ -25,7 +25,11 @@ fn unknown_names_list_the_valid_ones() {
 
 #[test]
 fn backends_not_in_this_build_say_what_to_do() {
-    for name in ["wgpu", "neuron-sim", "neuron-sim:trn1", "NEURON-SIM:TRN2"] {
+    let mut names = vec!["wgpu"];
+    if !cfg!(feature = "neuron-sim") {
+        names.extend(["neuron-sim", "neuron-sim:trn1", "NEURON-SIM:TRN2"]);
+    }
+    for name in names {
         match Device::parse(name) {
             Err(e @ Error::BackendUnavailable { .. }) => {
                 let msg = e.to_string();
@@ -96,4 +100,36 @@ fn one_device_from_many_threads() {
             });
         }
     });
+}
+
+#[cfg(feature = "neuron-sim")]
+#[test]
+fn neuron_sim_devices_parse_run_and_report_costs() {
+    for (name, label) in [
+        ("neuron-sim", "neuron-sim:trn2"),
+        ("neuron-sim:trn1", "neuron-sim:trn1"),
+        ("NEURON-SIM:TRN2", "neuron-sim:trn2"),
+        ("neuron-sim:trn2:timing", "neuron-sim:trn2:timing"),
+    ] {
+        let dev = Device::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(dev.name(), label);
+    }
+    for bad in ["neuron-sim:trn3", "neuron-sim:trn2:fast"] {
+        assert!(
+            matches!(Device::parse(bad), Err(Error::UnknownDevice { .. })),
+            "{bad}"
+        );
+    }
+    let names: Vec<String> = Device::available().iter().map(Device::name).collect();
+    assert!(names.contains(&"neuron-sim:trn1".to_string()), "{names:?}");
+    assert!(names.contains(&"neuron-sim:trn2".to_string()), "{names:?}");
+
+    let dev = Device::neuron_sim(xkern::neuron_sim::NeuronConfig::trn2());
+    assert!(dev.last_profile().is_none());
+    let a = Tensor::from_slice(&dev, &[2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let c = a.matmul(&a).unwrap();
+    assert_eq!(c.to_vec::<f32>().unwrap(), vec![7.0, 10.0, 15.0, 22.0]);
+    let p = dev.last_profile().expect("a profile");
+    assert_eq!(p.instruction_counts.get("matmul"), Some(&1));
+    let _ = DType::F32;
 }

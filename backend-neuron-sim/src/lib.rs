@@ -59,12 +59,14 @@
 
 #![deny(missing_docs)]
 
+mod backend;
 mod config;
 pub mod cost;
 mod deps;
 mod engines;
 mod error;
 mod isa;
+mod kernels;
 mod memory;
 pub mod numerics;
 mod profile;
@@ -73,6 +75,7 @@ mod tile;
 mod trace;
 pub mod tutorial;
 
+pub use backend::{NeuronBackend, NeuronStorage};
 pub use config::{Generation, NeuronConfig};
 pub use deps::{Hazard, Race};
 pub use engines::{Engine, Stream};

@@ -249,6 +249,45 @@ impl Simulator {
         Ok(t)
     }
 
+    /// A `[rows, cols]` HBM tensor holding raw little-endian elements of `dtype` (what a
+    /// host-to-device copy writes). In timing-only mode the bytes are not stored.
+    pub fn hbm_from_bytes(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        dtype: DType,
+        bytes: &[u8],
+    ) -> Result<HbmTensor> {
+        let t = self.hbm_tensor(rows, cols, dtype)?;
+        if self.functional() {
+            let data = &mut self.allocs[t.alloc as usize].data;
+            if data.len() != bytes.len() {
+                return Err(SimError::HostData {
+                    what: "hbm_from_bytes",
+                    detail: format!(
+                        "{} bytes for a [{rows}, {cols}] {dtype} tensor of {} bytes",
+                        bytes.len(),
+                        data.len()
+                    ),
+                });
+            }
+            data.copy_from_slice(bytes);
+        }
+        Ok(t)
+    }
+
+    /// The raw little-endian bytes of an HBM tensor (functional mode only).
+    pub fn hbm_bytes(&self, t: &HbmTensor) -> Result<&[u8]> {
+        if !self.functional() {
+            return Err(SimError::HostData {
+                what: "hbm_bytes",
+                detail: "a timing-only simulator holds no data".to_string(),
+            });
+        }
+        self.check_hbm("hbm_bytes", "tensor", t)?;
+        Ok(&self.allocs[t.alloc as usize].data)
+    }
+
     /// The values of an HBM tensor, row-major (functional mode only).
     pub fn hbm_to_f32(&self, t: &HbmTensor) -> Result<Vec<f32>> {
         if !self.functional() {

@@ -255,6 +255,27 @@ pub fn page(
         h.push_str(&svg);
         h.push('\n');
     }
+    let sims: Vec<&Row> = rows.iter().filter(|r| r.timeline_svg.is_some()).collect();
+    if !sims.is_empty() {
+        h.push_str("<h2>Simulated NeuronCore timelines</h2>\n");
+        for r in sims {
+            h.push_str(&format!(
+                "<h3>{} on {}: {:.3} ms simulated, MFU {:.0}%, busiest {}{}</h3>\n",
+                escape(&r.id),
+                escape(&r.backend),
+                r.sim_time_s.unwrap_or(0.0) * 1e3,
+                100.0 * r.mfu.unwrap_or(0.0),
+                escape(r.busiest_engine.as_deref().unwrap_or("–")),
+                if r.checked {
+                    ""
+                } else {
+                    " (timing-only: output not checked)"
+                }
+            ));
+            h.push_str(r.timeline_svg.as_deref().unwrap_or(""));
+            h.push('\n');
+        }
+    }
     h.push_str("<h2>Rooflines</h2>\n");
     for info in infos {
         let subset: Vec<&Row> = rows.iter().filter(|r| r.backend == info.backend).collect();

@@ -47,6 +47,10 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Write one Chrome trace (trace-event JSON, opens in Perfetto) per neuron-sim case
+    /// into this directory, named `<case>__<backend>.json`.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// List the cases and exit.
     #[arg(long)]
     list: bool,
@@ -131,6 +135,13 @@ fn run() -> anyhow::Result<bool> {
             progress.set_message(format!("{} on {}", case.id, info.backend));
             match run_case(case, dev, &info, budget, !cli.no_peers) {
                 Ok(row) => {
+                    if let (Some(dir), Some(_)) = (&cli.trace, &row.sim_time_s) {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                        let file =
+                            format!("{}__{}.json", case.id, dev.name()).replace([':', '/'], "_");
+                        dev.write_last_trace(&dir.join(&file))?;
+                    }
                     all_ok &= row.within_tolerance;
                     rows.push(row);
                 }
@@ -219,7 +230,19 @@ fn run_case(
         interleaved(&mut contestants, budget)?
     };
     let out = last.context("the op never ran")?;
-    let accuracy = (p.check)(&out)?;
+    let profile = dev.last_profile();
+    let timing_only = workload::timing_only(dev);
+    let accuracy = if timing_only {
+        // A timing-only simulator holds no data: nothing to check, and the row says so.
+        workload::Accuracy {
+            rel_err: f64::NAN,
+            ok: true,
+            detail: Some("timing-only device: output not checked".into()),
+            compared: "nothing (timing-only)".into(),
+        }
+    } else {
+        (p.check)(&out)?
+    };
     let xkern = stats[0];
     let peer_results = p
         .peers
@@ -231,5 +254,11 @@ fn run_case(
             ratio: s.median_s / xkern.median_s.max(1e-12),
         })
         .collect();
-    Ok(Row::new(case, info, xkern, &p, accuracy, peer_results))
+    let mut row = Row::new(case, info, xkern, &p, accuracy, peer_results);
+    row.checked = !timing_only;
+    if let Some(profile) = &profile {
+        row.apply_profile(profile, info, p.low_precision);
+        row.timeline_svg = dev.last_svg_timeline(900);
+    }
+    Ok(row)
 }

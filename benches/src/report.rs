@@ -65,6 +65,11 @@ pub struct Row {
     pub mfu: Option<f64>,
     /// Simulated busiest engine (neuron-sim rows).
     pub busiest_engine: Option<String>,
+    /// False when the output was not checked (timing-only simulator rows: no data).
+    pub checked: bool,
+    /// The simulated engine timeline (SVG) of the case, for the HTML report.
+    #[serde(skip)]
+    pub timeline_svg: Option<String>,
     /// FLOP of one run.
     pub flops: f64,
     /// Bytes of one run.
@@ -124,8 +129,64 @@ impl Row {
             sim_time_s: None,
             mfu: None,
             busiest_engine: None,
+            checked: true,
+            timeline_svg: None,
             flops: prepared.flops,
             bytes: prepared.bytes,
+        }
+    }
+
+    /// Fills the simulated figures of a neuron-sim row: simulated time, MFU, the busiest
+    /// engine; throughput and roof % are then quoted at the simulated time (the host
+    /// time of the simulation stays in `median_s`).
+    pub fn apply_profile(&mut self, p: &xkern::NeuronProfile, info: &DeviceInfo, low: bool) {
+        #[cfg(feature = "neuron-sim")]
+        {
+            let t = (p.latency_ns * 1e-9).max(1e-15);
+            self.sim_time_s = Some(t);
+            self.mfu = Some(if low {
+                p.mfu
+            } else {
+                // MFU against the fp32 rate for fp32 work.
+                let peak32 = info.peak_gflops_f32.unwrap_or(1.0) * 1e9;
+                p.flops / t / peak32
+            });
+            let mut busiest = ("dma".to_string(), p.dma_active_ns);
+            for e in &p.engines {
+                if e.busy_ns > busiest.1 {
+                    busiest = (format!("{:?}", e.stream).to_lowercase(), e.busy_ns);
+                }
+            }
+            self.busiest_engine = Some(format!(
+                "{} {:.0}%",
+                busiest
+                    .0
+                    .trim_start_matches("engine(")
+                    .trim_end_matches(')'),
+                100.0 * busiest.1 / p.latency_ns.max(1e-9)
+            ));
+            self.gflops = Some(self.flops / t / 1e9);
+            self.gbps = Some(self.bytes / t / 1e9);
+            let peak = if low {
+                info.peak_gflops_16
+            } else {
+                info.peak_gflops_f32
+            };
+            let compute_s = peak.map_or(0.0, |p| self.flops / (p * 1e9));
+            let memory_s = info.bandwidth_gbs.map_or(0.0, |b| self.bytes / (b * 1e9));
+            self.roof_pct = Some(100.0 * compute_s.max(memory_s) / t);
+            self.roof_bound = Some(
+                if compute_s >= memory_s {
+                    "compute"
+                } else {
+                    "memory"
+                }
+                .into(),
+            );
+        }
+        #[cfg(not(feature = "neuron-sim"))]
+        {
+            let _ = (p, info, low);
         }
     }
 
@@ -165,6 +226,10 @@ pub fn table(rows: &[Row]) -> String {
         "roof %".into(),
         "rel err".into(),
     ];
+    let sim = rows.iter().any(|r| r.sim_time_s.is_some());
+    if sim {
+        header.extend(["sim ms".into(), "MFU".into(), "busiest".into()]);
+    }
     header.extend(peer_names.iter().map(|p| format!("vs {p}")));
     header.push("".into());
     let mut lines = vec![header];
@@ -192,8 +257,17 @@ pub fn table(rows: &[Row]) -> String {
                     }
                 )
             }),
-            format!("{:.1e}", r.rel_err),
+            if r.checked {
+                format!("{:.1e}", r.rel_err)
+            } else {
+                "–".into()
+            },
         ];
+        if sim {
+            line.push(r.sim_time_s.map_or("–".into(), ms));
+            line.push(r.mfu.map_or("–".into(), |m| format!("{:.0}%", 100.0 * m)));
+            line.push(r.busiest_engine.clone().unwrap_or_else(|| "–".into()));
+        }
         for name in &peer_names {
             line.push(
                 r.peers
@@ -202,7 +276,9 @@ pub fn table(rows: &[Row]) -> String {
                     .map_or("–".into(), |p| format!("{:.2}×", p.ratio)),
             );
         }
-        line.push(if r.within_tolerance {
+        line.push(if !r.checked {
+            "NOT CHECKED (timing-only)".into()
+        } else if r.within_tolerance {
             String::new()
         } else {
             "TOLERANCE EXCEEDED".into()
@@ -240,6 +316,9 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     out.push_str("vs <peer>: the peer's median time over xkern's, measured interleaved in this run (> 1: xkern is faster).\n");
+    if sim {
+        out.push_str("sim ms: simulated NeuronCore time of one run (median ms is the host time of the simulation); throughput, roof % and MFU of neuron-sim rows use the simulated time; busiest: the engine (or DMA) busy longest, as % of the simulated time.\n");
+    }
     out.push_str("roof %: the device's roofline time for the case (FMA peak or memory bandwidth, whichever binds) over the measured median.\n");
     out
 }

@@ -1,0 +1,373 @@
+//! Batched matmul with the fused epilogue, as a NeuronCore kernel.
+//!
+//! Algorithm (NEURON.md; the blocking of AWS's NKI matmul tutorial, kernel 4):
+//! - Tiles: K = 128 (partition axis of both operands) × M = 128 (stationary free axis) ×
+//!   N = 512 (moving free axis, one PSUM bank of fp32), accumulated over K in PSUM.
+//! - The stationary operand is Aᵀ (`[K, M]`). A row-major A is loaded in rows
+//!   (`[128 m, KB·128 k]`, one DMA) and transposed on the tensor engine into PSUM, then
+//!   copied to SBUF by the scalar engine (exact); an A that is a transposed view is
+//!   already `[K, M]` and comes by DMA; any other strides use a strided DMA.
+//! - Blocking: an M-block of up to 16 m-tiles of Aᵀ (all k-tiles of a K-block) stays in
+//!   SBUF while every N-block of B streams through two alternating buffers (DMA of the
+//!   next block overlaps the matmuls of this one); PSUM accumulators rotate over six
+//!   banks so evictions overlap matmuls. When K does not fit one K-block, partial sums
+//!   are added into fp32 SBUF accumulators (the tutorial's kernel 4).
+//! - Eviction: PSUM → SBUF with the epilogue in fp32 (bias add on the vector engine,
+//!   relu/gelu/silu on the scalar engine) and one rounding to the output dtype, then DMA
+//!   to HBM. fp32 operands stay fp32 on the PE array (quarter rate).
+//! - Ragged edges use partial tiles (fewer partitions or columns); K = 0 evicts zeros.
+
+use crate::{ActFn, AluOp, Engine, HbmTensor, Result, Simulator, Tile};
+use xkern_core::{Activation, DType, MatmulSpec, MatrixView};
+
+const TK: usize = 128;
+const TM: usize = 128;
+const TN: usize = 512;
+/// PSUM banks used for accumulators (the other two hold transposes).
+const ACC_BANKS: usize = 6;
+
+/// The block sizes for one problem.
+struct Plan {
+    /// k-tiles per K-block.
+    kb: usize,
+    /// m-tiles per M-block.
+    mb: usize,
+    /// Number of K-blocks.
+    nkb: usize,
+}
+
+fn plan(sim: &Simulator, spec: &MatmulSpec) -> Plan {
+    let esz = spec.dtype.size_in_bytes();
+    let budget = super::sbuf_budget(sim);
+    let kt = spec.k.div_ceil(TK).max(1);
+    let mt = spec.m.div_ceil(TM).max(1);
+    // Fixed: three output stagings, an fp32 staging, a bias row, the A row buffers.
+    let fixed = |kb: usize| 3 * TN * 4 + TN * 4 + TN * 4 + 2 * kb * TK * esz;
+    let mut kb = kt.min(16);
+    while kb > 1 && 2 * kb * TN * esz + fixed(kb) > budget / 2 {
+        kb /= 2;
+    }
+    let nkb = kt.div_ceil(kb);
+    let per_m = kb * TK * esz + if nkb > 1 { TN * 4 } else { 0 };
+    let room = budget.saturating_sub(2 * kb * TN * esz + fixed(kb));
+    let mb = (room / per_m).clamp(1, 16).min(mt);
+    Plan { kb, mb, nkb }
+}
+
+/// Persistent on-chip buffers of the kernel.
+struct Buffers {
+    /// Aᵀ blocks: one `[128, kb·128]` tile per m-tile of the M-block.
+    at: Vec<Tile>,
+    /// A rows awaiting transposition (two, alternating).
+    arow: [Tile; 2],
+    /// B blocks `[128, kb·512]` (two, alternating).
+    b: [Tile; 2],
+    /// fp32 accumulators per m-tile (K-blocked case).
+    acc: Vec<Tile>,
+    /// PSUM accumulators and transpose banks.
+    psum: Vec<Tile>,
+    tpsum: [Tile; 2],
+    /// Output stagings (output dtype) and an fp32 staging for the bias add.
+    ostage: [Tile; 3],
+    fstage: Tile,
+    bias: Tile,
+}
+
+/// Counters that rotate buffers.
+#[derive(Default)]
+struct Rot {
+    arow: usize,
+    b: usize,
+    psum: usize,
+    tpsum: usize,
+    ostage: usize,
+    copy_engine: usize,
+}
+
+/// The matmul kernel: `out[b] = act(a[b] · b[b] + bias)` for every batch entry.
+pub(crate) fn matmul(
+    sim: &mut Simulator,
+    spec: &MatmulSpec,
+    a: HbmTensor,
+    b: HbmTensor,
+    bias: Option<HbmTensor>,
+    out: HbmTensor,
+) -> Result<()> {
+    let dt = spec.dtype;
+    let p = plan(sim, spec);
+    let f32_ = DType::F32;
+    let mut bufs = Buffers {
+        at: (0..p.mb)
+            .map(|_| sim.sbuf(TK, p.kb * TM, dt))
+            .collect::<Result<_>>()?,
+        arow: [sim.sbuf(TM, p.kb * TK, dt)?, sim.sbuf(TM, p.kb * TK, dt)?],
+        b: [sim.sbuf(TK, p.kb * TN, dt)?, sim.sbuf(TK, p.kb * TN, dt)?],
+        acc: if p.nkb > 1 {
+            (0..p.mb)
+                .map(|_| sim.sbuf(TM, TN, f32_))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        },
+        psum: (0..ACC_BANKS)
+            .map(|_| sim.psum(TM, TN, f32_))
+            .collect::<Result<_>>()?,
+        tpsum: [sim.psum(TK, TN, f32_)?, sim.psum(TK, TN, f32_)?],
+        ostage: [
+            sim.sbuf(TM, TN, dt)?,
+            sim.sbuf(TM, TN, dt)?,
+            sim.sbuf(TM, TN, dt)?,
+        ],
+        fstage: sim.sbuf(TM, TN, f32_)?,
+        bias: sim.sbuf(TM, TN, f32_)?,
+    };
+    let mut rot = Rot::default();
+    let (m, k, n) = (spec.m, spec.k, spec.n);
+    let (mt, kt, nt) = (m.div_ceil(TM), k.div_ceil(TK), n.div_ceil(TN));
+    for bi in 0..spec.batch() {
+        let (aoff, boff) = (spec.a_offset(bi), spec.b_offset(bi));
+        let ooff = bi * m * n;
+        for mb0 in (0..mt).step_by(p.mb) {
+            let mcount = p.mb.min(mt - mb0);
+            if p.nkb == 1 && kt > 0 {
+                for i in 0..mcount {
+                    load_at(
+                        sim,
+                        spec,
+                        &a,
+                        aoff,
+                        (mb0 + i) * TM,
+                        0,
+                        &mut bufs,
+                        i,
+                        &mut rot,
+                    )?;
+                }
+            }
+            for nj in 0..nt {
+                let (n0, nsz) = (nj * TN, TN.min(n - nj * TN));
+                if let (Some(bias_t), Some(view)) = (&bias, &spec.bias) {
+                    let ap = bias_t.pattern(
+                        view.offset + n0 * view.stride,
+                        [0, TM],
+                        &[[view.stride, nsz]],
+                    )?;
+                    sim.dma_copy(bufs.bias.cols(0, nsz)?, ap)?;
+                }
+                if kt == 0 {
+                    for i in 0..mcount {
+                        let (m0, msz) = ((mb0 + i) * TM, TM.min(m - (mb0 + i) * TM));
+                        let z = bufs.fstage.partition_slice(0, msz)?.cols(0, nsz)?;
+                        sim.memset(Engine::Vector, &z, 0.0)?;
+                        epilogue(sim, spec, &out, ooff, m0, msz, n0, nsz, z, &bufs, &mut rot)?;
+                    }
+                    continue;
+                }
+                for kb in 0..p.nkb {
+                    let k0 = kb * p.kb * TK;
+                    let ktiles = p.kb.min(kt - kb * p.kb);
+                    if p.nkb > 1 {
+                        for i in 0..mcount {
+                            load_at(
+                                sim,
+                                spec,
+                                &a,
+                                aoff,
+                                (mb0 + i) * TM,
+                                kb,
+                                &mut bufs,
+                                i,
+                                &mut rot,
+                            )?;
+                        }
+                    }
+                    let bt = bufs.b[rot.b % 2];
+                    rot.b += 1;
+                    load_b(sim, spec, &b, boff, k0, ktiles, n0, nsz, bt, p.kb)?;
+                    for i in 0..mcount {
+                        let (m0, msz) = ((mb0 + i) * TM, TM.min(m - (mb0 + i) * TM));
+                        let ps = bufs.psum[rot.psum % ACC_BANKS]
+                            .partition_slice(0, msz)?
+                            .cols(0, nsz)?;
+                        rot.psum += 1;
+                        for kk in 0..ktiles {
+                            let ksz = TK.min(k - k0 - kk * TK);
+                            let st = bufs.at[i].partition_slice(0, ksz)?.cols(kk * TM, msz)?;
+                            let mv = bt.partition_slice(0, ksz)?.cols(kk * TN, nsz)?;
+                            sim.matmul(&ps, &st, &mv, kk > 0)?;
+                        }
+                        if p.nkb == 1 {
+                            epilogue(sim, spec, &out, ooff, m0, msz, n0, nsz, ps, &bufs, &mut rot)?;
+                            continue;
+                        }
+                        let acc = bufs.acc[i].partition_slice(0, msz)?.cols(0, nsz)?;
+                        if kb == 0 {
+                            sim.tensor_copy(Engine::Vector, &acc, &ps)?;
+                        } else {
+                            sim.tensor_tensor(Engine::Vector, &acc, &acc, &ps, AluOp::Add)?;
+                        }
+                        if kb == p.nkb - 1 {
+                            epilogue(
+                                sim, spec, &out, ooff, m0, msz, n0, nsz, acc, &bufs, &mut rot,
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Element offset of `(row, col)` of a matrix view starting at `base`.
+fn at(v: &MatrixView, base: usize, row: usize, col: usize) -> usize {
+    base + row * v.row_stride + col * v.col_stride
+}
+
+/// Loads Aᵀ for m-tile `m0` and K-block `kb` into `bufs.at[slot]`.
+#[allow(clippy::too_many_arguments)]
+fn load_at(
+    sim: &mut Simulator,
+    spec: &MatmulSpec,
+    a: &HbmTensor,
+    aoff: usize,
+    m0: usize,
+    kb: usize,
+    bufs: &mut Buffers,
+    slot: usize,
+    rot: &mut Rot,
+) -> Result<()> {
+    let p_kb = bufs.at[slot].free_size() / TM;
+    let msz = TM.min(spec.m - m0);
+    let k0 = kb * p_kb * TK;
+    let kcols = (p_kb * TK).min(spec.k - k0);
+    let ktiles = kcols.div_ceil(TK);
+    let v = &spec.a;
+    let dst = bufs.at[slot];
+    if v.col_stride == 1 && v.row_stride != 1 {
+        // Row-major A: rows in one DMA, then transposes on the tensor engine.
+        let rows = bufs.arow[rot.arow % 2]
+            .partition_slice(0, msz)?
+            .cols(0, kcols)?;
+        rot.arow += 1;
+        let ap = a.pattern(at(v, aoff, m0, k0), [v.row_stride, msz], &[[1, kcols]])?;
+        sim.dma_copy(rows, ap)?;
+        for kk in 0..ktiles {
+            let ksz = TK.min(kcols - kk * TK);
+            if kk % (TN / TM) == 0 {
+                rot.tpsum += 1;
+            }
+            let bank = bufs.tpsum[rot.tpsum % 2];
+            let q = (kk % (TN / TM)) * TM;
+            let tp = bank.partition_slice(0, ksz)?.cols(q, msz)?;
+            sim.transpose(&tp, &rows.cols(kk * TK, ksz)?)?;
+            let engine = if rot.copy_engine.is_multiple_of(2) {
+                Engine::Scalar
+            } else {
+                Engine::Vector
+            };
+            rot.copy_engine += 1;
+            sim.tensor_copy(
+                engine,
+                &dst.partition_slice(0, ksz)?.cols(kk * TM, msz)?,
+                &tp,
+            )?;
+        }
+        return Ok(());
+    }
+    // A transposed view (row_stride 1: already [K, M]) or general strides: by DMA, one
+    // k-tile at a time (partition = k, free = m).
+    for kk in 0..ktiles {
+        let kk0 = k0 + kk * TK;
+        let ksz = TK.min(spec.k - kk0);
+        let ap = a.pattern(
+            at(v, aoff, m0, kk0),
+            [v.col_stride, ksz],
+            &[[v.row_stride, msz]],
+        )?;
+        sim.dma_copy(dst.partition_slice(0, ksz)?.cols(kk * TM, msz)?, ap)?;
+    }
+    Ok(())
+}
+
+/// Loads the B block (k-tiles from `k0`, columns `n0..n0+nsz`) into `dst`.
+#[allow(clippy::too_many_arguments)]
+fn load_b(
+    sim: &mut Simulator,
+    spec: &MatmulSpec,
+    b: &HbmTensor,
+    boff: usize,
+    k0: usize,
+    ktiles: usize,
+    n0: usize,
+    nsz: usize,
+    dst: Tile,
+    kb: usize,
+) -> Result<()> {
+    let v = &spec.b;
+    let full = (spec.k - k0) / TK;
+    if ktiles == kb && full >= ktiles {
+        // Every k-tile full: one DMA, k-tiles on the outer free axis.
+        let ap = b.pattern(
+            at(v, boff, k0, n0),
+            [v.row_stride, TK],
+            &[[TK * v.row_stride, ktiles], [v.col_stride, nsz]],
+        )?;
+        return sim.dma_copy(dst.split(kb)?.cols(0, nsz)?, ap).map(drop);
+    }
+    for kk in 0..ktiles {
+        let kk0 = k0 + kk * TK;
+        let ksz = TK.min(spec.k - kk0);
+        let ap = b.pattern(
+            at(v, boff, kk0, n0),
+            [v.row_stride, ksz],
+            &[[v.col_stride, nsz]],
+        )?;
+        sim.dma_copy(dst.partition_slice(0, ksz)?.cols(kk * TN, nsz)?, ap)?;
+    }
+    Ok(())
+}
+
+/// Evicts one `[msz, nsz]` fp32 result (PSUM or SBUF) with bias and activation, rounds
+/// to the output dtype and stores it.
+#[allow(clippy::too_many_arguments)]
+fn epilogue(
+    sim: &mut Simulator,
+    spec: &MatmulSpec,
+    out: &HbmTensor,
+    ooff: usize,
+    m0: usize,
+    msz: usize,
+    n0: usize,
+    nsz: usize,
+    src: Tile,
+    bufs: &Buffers,
+    rot: &mut Rot,
+) -> Result<()> {
+    let o = bufs.ostage[rot.ostage % 3]
+        .partition_slice(0, msz)?
+        .cols(0, nsz)?;
+    rot.ostage += 1;
+    let mut cur = src;
+    if spec.bias.is_some() {
+        let f = bufs.fstage.partition_slice(0, msz)?.cols(0, nsz)?;
+        let bias = bufs.bias.partition_slice(0, msz)?.cols(0, nsz)?;
+        sim.tensor_tensor(Engine::Vector, &f, &cur, &bias, AluOp::Add)?;
+        cur = f;
+    }
+    match spec.activation {
+        Some(act) => {
+            let func = match act {
+                Activation::Relu => ActFn::Relu,
+                Activation::Gelu => ActFn::Gelu,
+                Activation::Silu => ActFn::Silu,
+            };
+            sim.activation(&o, func, &cur, 1.0.into(), 0.0.into(), None)?;
+        }
+        None => {
+            sim.tensor_copy(Engine::Vector, &o, &cur)?;
+        }
+    }
+    let dst = out.pattern(ooff + m0 * spec.n + n0, [spec.n, msz], &[[1, nsz]])?;
+    sim.dma_copy(dst, o).map(drop)
+}

@@ -1,0 +1,74 @@
+//! The backend beyond the shared suite: per-op profiles come from the simulated engines,
+//! timing-only devices cost shapes but refuse to read data back, errors keep messages.
+use xkern_core::{DType, Error, Tensor};
+use xkern_neuron_sim::{Engine, Mode, NeuronBackend, NeuronConfig, SimError};
+
+#[test]
+fn matmul_profile_counts_tensor_engine_work() -> Result<(), Error> {
+    let dev = NeuronBackend::trn2();
+    assert!(dev.last_profile().is_none());
+    let a = Tensor::randn(&dev, &[256, 384], DType::BF16, 1)?;
+    let b = Tensor::randn(&dev, &[384, 1024], DType::BF16, 2)?;
+    let c = a.matmul(&b)?;
+    assert_eq!(c.shape(), &[256, 1024]);
+    let p = dev.last_profile().expect("a profile after an op");
+    // 2 m-tiles × 2 n-tiles × 3 k-tiles of matmuls, 2 × 3 on-chip transposes of A.
+    assert_eq!(p.instruction_counts.get("matmul"), Some(&12));
+    assert_eq!(p.instruction_counts.get("transpose"), Some(&6));
+    assert_eq!(p.flops, 2.0 * 256.0 * 384.0 * 1024.0);
+    assert!(p.latency_ns > 0.0 && p.mfu > 0.0 && p.mfu <= 1.0);
+    assert!(p.engine(Engine::Tensor).busy_ns > 0.0);
+    let svg = dev.last_svg_timeline(600).expect("an svg");
+    assert!(svg.starts_with("<svg"));
+    Ok(())
+}
+
+#[test]
+fn timing_only_costs_but_refuses_reads() -> Result<(), Error> {
+    let dev = NeuronBackend::new(NeuronConfig::trn2(), Mode::TimingOnly);
+    let a = Tensor::zeros(&dev, &[2048, 2048], DType::BF16)?;
+    let c = a.matmul(&a)?;
+    let p = dev.last_profile().expect("a profile");
+    assert_eq!(p.flops, 2.0 * 2048f64.powi(3));
+    assert!(p.mfu > 0.5, "2048³ bf16 MFU {}", p.mfu);
+    match c.to_vec::<half::bf16>() {
+        Err(Error::Backend { message, .. }) => assert!(message.contains("timing-only")),
+        other => panic!("expected a timing-only read error, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn sim_errors_keep_their_message() {
+    let e = SimError::Unsupported {
+        instr: "matmul",
+        detail: "because".into(),
+    };
+    let msg = e.to_string();
+    let core: Error = e.into();
+    assert!(core.to_string().contains(&msg), "{core}");
+    let oom: Error = SimError::OutOfMemory {
+        memory: "SBUF",
+        requested: 1 << 20,
+        available: 10,
+        capacity: 20,
+    }
+    .into();
+    assert!(
+        matches!(oom, Error::OutOfMemory { bytes: 1048576, .. }),
+        "{oom}"
+    );
+}
+
+#[test]
+fn parse_options() {
+    assert_eq!(
+        NeuronBackend::parse_options("").map(|d| d.mode()),
+        Some(Mode::Functional)
+    );
+    let t = NeuronBackend::parse_options("trn1:timing").expect("valid");
+    assert_eq!(t.mode(), Mode::TimingOnly);
+    assert!(t.config().name.contains("trn1"));
+    assert!(NeuronBackend::parse_options("trn3").is_none());
+    assert!(NeuronBackend::parse_options("trn2:fast").is_none());
+}
