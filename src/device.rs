@@ -181,6 +181,7 @@ impl Device {
 
     /// Writes the Chrome trace (one track per engine and DMA queue) of the last op run on
     /// a neuron-sim device to `path`; an error on other backends or before the first op.
+    #[cfg_attr(not(feature = "neuron-sim"), allow(unused_variables))]
     pub fn write_last_trace(&self, path: &std::path::Path) -> Result<()> {
         #[allow(unreachable_patterns)]
         match self {
@@ -194,6 +195,7 @@ impl Device {
     }
 
     /// The SVG engine timeline of the last op run on a neuron-sim device.
+    #[cfg_attr(not(feature = "neuron-sim"), allow(unused_variables))]
     pub fn last_svg_timeline(&self, width: u32) -> Option<String> {
         #[allow(unreachable_patterns)]
         match self {

@@ -45,6 +45,8 @@ pub struct CpuBackend {
 struct Inner {
     pool: Option<rayon::ThreadPool>,
     isa: Isa,
+    /// AVX-512 BF16 present and the AVX-512 kernels chosen: bf16 matmuls use `vdpbf16ps`.
+    bf16_dot: bool,
     info: OnceLock<DeviceInfo>,
 }
 
@@ -65,6 +67,7 @@ impl CpuBackend {
             inner: Arc::new(Inner {
                 pool: None,
                 isa,
+                bf16_dot: bf16_dot(isa),
                 info: OnceLock::new(),
             }),
         }
@@ -110,6 +113,7 @@ impl CpuBackend {
             inner: Arc::new(Inner {
                 pool,
                 isa,
+                bf16_dot: bf16_dot(isa),
                 info: OnceLock::new(),
             }),
         })
@@ -134,6 +138,19 @@ impl CpuBackend {
             Some(pool) => pool.install(f),
             None => f(),
         }
+    }
+}
+
+/// Whether bf16 matmuls on `isa` can use AVX-512 BF16 (detected once, at construction).
+fn bf16_dot(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa == Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        false
     }
 }
 
@@ -253,7 +270,7 @@ impl Backend for CpuBackend {
         b: &CpuStorage,
         bias: Option<&CpuStorage>,
     ) -> Result<CpuStorage> {
-        self.run(|| matmul::matmul(self.isa(), spec, a, b, bias))
+        self.run(|| matmul::matmul(self.isa(), self.inner.bf16_dot, spec, a, b, bias))
     }
 
     fn attention(

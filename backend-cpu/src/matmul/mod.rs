@@ -27,6 +27,8 @@
 pub(crate) mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod kernel_avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod kernel_avx512_bf16;
 pub(crate) mod kernel_generic;
 
 use crate::simd::Isa;
@@ -40,13 +42,16 @@ pub(crate) trait MicroKernel {
     const MR: usize;
     /// Columns of the C tile (B vectors loaded per k-step).
     const NR: usize;
+    /// Depth elements per packed step: 1 for f32 panels, 2 for panels whose 32-bit slots
+    /// each hold a pair of bf16 values (consecutive k), as `vdpbf16ps` consumes them.
+    const KU: usize = 1;
 
-    /// Runs `kc` k-steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed B
-    /// micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
+    /// Runs `kc` packed steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed
+    /// B micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
     /// `ldc`; `accumulate` adds to C instead of overwriting it.
     ///
     /// # Safety
-    /// `a` and `b` point to `kc·MR` and `kc·NR` readable floats, `c` to a writable
+    /// `a` and `b` point to `kc·MR` and `kc·NR` readable 32-bit slots, `c` to a writable
     /// `MR × NR` tile (rows `ldc` apart) that no other thread touches, and the CPU has the
     /// kernel's instruction set.
     unsafe fn run(
@@ -175,6 +180,75 @@ pub(crate) fn pack_b<T: Scalar>(
     } else {
         dst.chunks_mut(nr * kc).enumerate().for_each(pack_panel);
     }
+}
+
+/// Two bf16 values in one 32-bit slot (the lower half holds the even k), reinterpreted as
+/// f32 so pair panels share the f32 panels' buffers.
+fn bf16_pair(lo: f32, hi: f32) -> f32 {
+    let (lo, hi) = (
+        half::bf16::from_f32(lo).to_bits(),
+        half::bf16::from_f32(hi).to_bits(),
+    );
+    f32::from_bits(u32::from(lo) | (u32::from(hi) << 16))
+}
+
+/// [`pack_a`] for pair kernels (`KU = 2`): slot `s` of a panel holds A[r, p0+2s] and
+/// A[r, p0+2s+1] (zero past `kc`). Exact for bf16 sources, the only ones it is used for.
+fn pack_a_pairs<T: Scalar>(
+    a: View<'_, T>,
+    m: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    let steps = kc.div_ceil(2);
+    dst.par_chunks_mut(mr * steps)
+        .enumerate()
+        .for_each(|(panel, out)| {
+            for i in 0..mr {
+                let r = panel * mr + i;
+                for st in 0..steps {
+                    let get = |p: usize| {
+                        if r < m && p < kc {
+                            a.at(r, p0 + p)
+                        } else {
+                            0.0
+                        }
+                    };
+                    out[st * mr + i] = bf16_pair(get(2 * st), get(2 * st + 1));
+                }
+            }
+        });
+}
+
+/// [`pack_b`] for pair kernels: slot `s` of a panel holds B[p0+2s, j] and B[p0+2s+1, j].
+fn pack_b_pairs<T: Scalar>(
+    b: View<'_, T>,
+    n: usize,
+    p0: usize,
+    kc: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    let steps = kc.div_ceil(2);
+    dst.par_chunks_mut(nr * steps)
+        .enumerate()
+        .for_each(|(panel, out)| {
+            for st in 0..steps {
+                for j in 0..nr {
+                    let col = panel * nr + j;
+                    let get = |p: usize| {
+                        if col < n && p < kc {
+                            b.at(p0 + p, col)
+                        } else {
+                            0.0
+                        }
+                    };
+                    out[st * nr + j] = bf16_pair(get(2 * st), get(2 * st + 1));
+                }
+            }
+        });
 }
 
 /// A packing buffer whose start is 64-byte aligned, so every vector load of a packed panel
@@ -390,8 +464,8 @@ fn gemm<K: MicroKernel, T: Scalar>(
         }
         return Ok(());
     }
-    let a_len = m.div_ceil(mr) * mr * kc_max.min(k);
-    let b_len = n.div_ceil(nr) * nr * kc_max.min(k);
+    let a_len = m.div_ceil(mr) * mr * kc_max.min(k).div_ceil(K::KU);
+    let b_len = n.div_ceil(nr) * nr * kc_max.min(k).div_ceil(K::KU);
     let (a_pack, b_pack) = (a_pack.get(a_len)?, b_pack.get(b_len)?);
     let threads = if parallel {
         rayon::current_num_threads()
@@ -413,20 +487,26 @@ fn gemm<K: MicroKernel, T: Scalar>(
     let cp = CPtr(c.as_mut_ptr());
     for p0 in (0..k).step_by(kc_max) {
         let kc = kc_max.min(k - p0);
+        let steps = kc.div_ceil(K::KU);
         let (ap, bp) = (
-            &mut a_pack[..m.div_ceil(mr) * mr * kc],
-            &mut b_pack[..n.div_ceil(nr) * nr * kc],
+            &mut a_pack[..m.div_ceil(mr) * mr * steps],
+            &mut b_pack[..n.div_ceil(nr) * nr * steps],
         );
-        pack_a(a, m, p0, kc, mr, ap, parallel);
-        pack_b(b, n, p0, kc, nr, bp, parallel);
+        if K::KU == 2 {
+            pack_a_pairs(a, m, p0, kc, mr, ap);
+            pack_b_pairs(b, n, p0, kc, nr, bp);
+        } else {
+            pack_a(a, m, p0, kc, mr, ap, parallel);
+            pack_b(b, n, p0, kc, nr, bp, parallel);
+        }
         let last = (p0 + kc == k).then_some(epi);
         let (ap, bp) = (&*ap, &*bp);
         let packed = Packed {
             a: ap,
-            a_stride: mr * kc,
+            a_stride: mr * steps,
             b: bp,
-            b_stride: nr * kc,
-            kc,
+            b_stride: nr * steps,
+            kc: steps,
         };
         // SAFETY: C is m × n with row stride n, and the tasks cover disjoint blocks of it.
         let run = |t: &(usize, usize, usize, usize)| unsafe {
@@ -568,8 +648,11 @@ fn matmul_isa<K: MicroKernel>(
     }
 }
 
+/// `bf16_dot`: the device found AVX-512 BF16 at construction; bf16 products then run on
+/// the `vdpbf16ps` kernel (which treats bf16 denormal inputs as zero).
 pub(crate) fn matmul(
     isa: Isa,
+    bf16_dot: bool,
     spec: &MatmulSpec,
     a: &CpuStorage,
     b: &CpuStorage,
@@ -593,6 +676,10 @@ pub(crate) fn matmul(
         activation: spec.activation,
     };
     match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if bf16_dot && matches!(a, CpuStorage::BF16(_)) => {
+            matmul_isa::<kernel_avx512_bf16::Avx512Bf16>(spec, a, b, &mut out, epi)?
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => matmul_isa::<kernel_avx512::Avx512>(spec, a, b, &mut out, epi)?,
         #[cfg(target_arch = "x86_64")]
@@ -622,7 +709,7 @@ mod kernel_speed {
                 // SAFETY: panels and tile sized for the kernel; ISA checked below.
                 unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), K::NR, true) };
             }
-            let flops = 2.0 * (K::MR * K::NR * kc * iters) as f64;
+            let flops = 2.0 * (K::MR * K::NR * kc * K::KU * iters) as f64;
             println!(
                 "{name}: {:.1} GFLOP/s on one thread",
                 flops / t.elapsed().as_secs_f64() / 1e9
@@ -631,6 +718,10 @@ mod kernel_speed {
         #[cfg(target_arch = "x86_64")]
         if Isa::Avx512.is_available() {
             run::<kernel_avx512::Avx512>("avx512 12x32");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            run::<kernel_avx512_bf16::Avx512Bf16>("avx512-bf16 12x32 (bf16 pairs)");
         }
         #[cfg(target_arch = "x86_64")]
         if Isa::Avx2.is_available() {
