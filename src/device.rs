@@ -9,7 +9,10 @@
 
 // A build with no backend feature has an uninhabited `Device`: every method body is an
 // empty match and its arguments go unused.
-#![cfg_attr(not(feature = "cpu"), allow(unused_variables, dead_code))]
+#![cfg_attr(
+    not(any(feature = "cpu", feature = "wgpu")),
+    allow(unused_variables, dead_code)
+)]
 
 use xkern_core::{
     AttentionSpec, Backend, CastSpec, DType, DeviceInfo, Error, HostData, HostSlice, Layout,
@@ -27,6 +30,9 @@ pub enum Device {
     /// The CPU backend (feature `cpu`).
     #[cfg(feature = "cpu")]
     Cpu(xkern_cpu::CpuBackend),
+    /// The GPU backend through wgpu (feature `wgpu`).
+    #[cfg(feature = "wgpu")]
+    Wgpu(xkern_wgpu::WgpuBackend),
 }
 
 /// The storage of a [`Device`]'s tensors: one variant per backend.
@@ -36,6 +42,9 @@ pub enum DeviceStorage {
     /// CPU memory.
     #[cfg(feature = "cpu")]
     Cpu(xkern_cpu::CpuStorage),
+    /// GPU buffers (wgpu).
+    #[cfg(feature = "wgpu")]
+    Wgpu(xkern_wgpu::WgpuStorage),
 }
 
 /// Runs `$body` with `$d` bound to the concrete backend inside `$device`, `$wrap` to the
@@ -55,6 +64,12 @@ macro_rules! on_backend {
                 let ($wrap, $unwrap) = (DeviceStorage::Cpu, cpu);
                 $body
             }
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(ref $d) => {
+                #[allow(unused_variables)]
+                let ($wrap, $unwrap) = (DeviceStorage::Wgpu, wgpu);
+                $body
+            }
         }
     };
 }
@@ -68,6 +83,19 @@ fn cpu(s: &DeviceStorage) -> Result<&xkern_cpu::CpuStorage> {
         _ => Err(Error::Backend {
             backend: "cpu",
             message: "a tensor of another backend reached the CPU".into(),
+        }),
+    }
+}
+
+/// The wgpu storage inside `s`, or an error if it belongs to another backend.
+#[cfg(feature = "wgpu")]
+fn wgpu(s: &DeviceStorage) -> Result<&xkern_wgpu::WgpuStorage> {
+    #[allow(unreachable_patterns)]
+    match s {
+        DeviceStorage::Wgpu(s) => Ok(s),
+        _ => Err(Error::Backend {
+            backend: "wgpu",
+            message: "a tensor of another backend reached the wgpu device".into(),
         }),
     }
 }
@@ -118,7 +146,7 @@ impl Device {
                 };
                 Self::cpu_with(threads)
             }
-            "wgpu" if option.is_none() => Err(unavailable("wgpu", "wgpu", cfg!(feature = "wgpu"))),
+            "wgpu" if option.is_none() => Self::wgpu_device(),
             "neuron-sim" if matches!(option, None | Some("trn1" | "trn2")) => Err(unavailable(
                 "neuron-sim",
                 "neuron-sim",
@@ -134,6 +162,16 @@ impl Device {
             None => xkern_cpu::CpuBackend::from_env()?,
             Some(t) => xkern_cpu::CpuBackend::with_threads(t)?,
         }))
+    }
+
+    #[cfg(feature = "wgpu")]
+    fn wgpu_device() -> Result<Device> {
+        Ok(Device::Wgpu(xkern_wgpu::WgpuBackend::new()?))
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    fn wgpu_device() -> Result<Device> {
+        Err(unavailable("wgpu", "wgpu", false))
     }
 
     #[cfg(not(feature = "cpu"))]
@@ -195,6 +233,8 @@ impl Backend for Device {
         match (self, other) {
             #[cfg(feature = "cpu")]
             (Device::Cpu(a), Device::Cpu(b)) => a.same_device(b),
+            #[cfg(feature = "wgpu")]
+            (Device::Wgpu(a), Device::Wgpu(b)) => a.same_device(b),
             _ => false,
         }
     }

@@ -16,6 +16,10 @@ pub use xkern_core as core;
 #[cfg(feature = "cpu")]
 pub use xkern_cpu as cpu;
 
+/// The wgpu backend, for static dispatch (`xkern::core::Tensor<xkern::wgpu::WgpuBackend>`).
+#[cfg(feature = "wgpu")]
+pub use xkern_wgpu as wgpu;
+
 /// A tensor on a run-time chosen [`Device`].
 pub type Tensor = xkern_core::Tensor<Device>;
 

@@ -35,6 +35,9 @@ pub struct DeviceOptions {
     /// Cap on workgroups per grid dimension below the adapter's limit, so that tests can
     /// exercise grid folding on small problems. `None` uses the adapter's limit.
     pub max_workgroups_per_dim: Option<u32>,
+    /// Do not request `SHADER_F16` even if offered, as on an adapter without it (tests
+    /// the f16 refusal path).
+    pub without_f16: bool,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -110,7 +113,10 @@ impl Gpu {
         let name = opts.adapter.as_deref().or(env_name.as_deref());
         let adapter = choose_adapter(&instance, name)?;
         let adapter_info = adapter.get_info();
-        let features = adapter.features() & wanted_features();
+        let mut features = adapter.features() & wanted_features();
+        if opts.without_f16 {
+            features.remove(wgpu::Features::SHADER_F16);
+        }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("xkern"),

@@ -116,6 +116,16 @@ impl WgpuBackend {
         self.inner.gpu.max_groups
     }
 
+    /// The largest storage binding one kernel may read or write, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.inner.gpu.limits.max_storage_buffer_binding_size
+    }
+
+    /// The largest buffer (tensor) the device may allocate, in bytes.
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.inner.gpu.limits.max_buffer_size
+    }
+
     /// Destroys the device as a driver reset would: every later call returns
     /// `Err(DeviceLost)`. For testing applications' recovery paths.
     pub fn simulate_device_loss(&self) {

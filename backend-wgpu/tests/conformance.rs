@@ -1,6 +1,7 @@
 //! The shared conformance suite on the wgpu backend, twice: on the device as the adapter
 //! reports it (`gpu/...`), and with grids folded at 31 workgroups per dimension
-//! (`fold31/...`) so that every kernel's folding path runs on small inputs.
+//! (`fold31/...`) so that every kernel's folding path runs on small inputs. The f16 cases
+//! on a device without `shader-f16` run in `tests/device.rs`.
 //!
 //! No adapter is a loud failure, not a skip: CI installs Mesa's lavapipe so that the
 //! suite always runs.
