@@ -25,7 +25,10 @@ fn erfc_f32(x: f32) -> f32 {
     let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
         t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
         t * (-0.82215223 + t * 0.17087277))))))));
-    let r = t * exp(-z * z + p);
+    // −z² = −zh² + (zh − z)(zh + z) with zh = z cut to 12 mantissa bits, so zh² is exact
+    // and the large part of the exponent carries no rounding error (as musl's erfcf).
+    let zh = bitcast<f32>(bitcast<u32>(z) & 0xfffff000u);
+    let r = t * exp(-zh * zh) * exp((zh - z) * (zh + z) + p);
     return select(2.0 - r, r, x >= 0.0);
 }
 

@@ -20,9 +20,11 @@ fn device() -> WgpuBackend {
 
 #[test]
 fn gelu_erf_is_accurate_across_the_range() {
-    // gelu(x) for x in [-10, 10] through a 1×1 matmul with b = 1: every element's relative
-    // error against f64 must be below 1e-5 (f32's tolerance), including the negative tail
-    // where 1 + erf(x/√2) cancels.
+    // gelu(x) for x in [-10, 10] through a 1×1 matmul with b = 1, against f64, element by
+    // element, including the negative tail where 1 + erf(x/√2) cancels. The bound is
+    // f32's conditioning of x·Φ(x): its relative condition number grows like x², since
+    // Φ(x) ~ e^(−x²/2), so rounding x/√2 alone costs about x²·2⁻²⁴ (5e-6 at x = −9.6).
+    // The bound 2e-6 + 2.4e-7·x² allows that and nothing like an A&S-7.1.26-sized error.
     let dev = device();
     let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.005).collect();
     let a = Tensor::from_slice(&dev, &[xs.len(), 1], &xs).unwrap();
@@ -43,18 +45,19 @@ fn gelu_erf_is_accurate_across_the_range() {
             assert!(g.abs() < 1e-30, "gelu({x}) = {g}, expected {want}");
             continue;
         }
-        let rel = ((f64::from(g) - want) / want).abs();
+        // Relative error as a fraction of the bound at this x.
+        let rel = ((f64::from(g) - want) / want).abs() / (2e-6 + 2.4e-7 * xd * xd);
         if rel > worst.0 {
             worst = (rel, x);
         }
     }
     eprintln!(
-        "gelu: worst relative error {:.2e} at x = {}",
+        "gelu: worst error {:.2} of the bound, at x = {}",
         worst.0, worst.1
     );
     assert!(
-        worst.0 < 1e-5,
-        "worst relative error {:.3e} at x = {}",
+        worst.0 < 1.0,
+        "gelu error {:.2} times the bound at x = {}",
         worst.0,
         worst.1
     );
