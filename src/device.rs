@@ -10,7 +10,7 @@
 // A build with no backend feature has an uninhabited `Device`: every method body is an
 // empty match and its arguments go unused.
 #![cfg_attr(
-    not(any(feature = "cpu", feature = "neuron-sim")),
+    not(any(feature = "cpu", feature = "wgpu", feature = "neuron-sim")),
     allow(unused_variables, dead_code)
 )]
 
@@ -39,6 +39,9 @@ pub enum Device {
     /// A simulated Trainium NeuronCore (feature `neuron-sim`).
     #[cfg(feature = "neuron-sim")]
     NeuronSim(xkern_neuron_sim::NeuronBackend),
+    /// The GPU backend through wgpu (feature `wgpu`).
+    #[cfg(feature = "wgpu")]
+    Wgpu(xkern_wgpu::WgpuBackend),
 }
 
 /// The storage of a [`Device`]'s tensors: one variant per backend.
@@ -51,6 +54,9 @@ pub enum DeviceStorage {
     /// Simulated HBM.
     #[cfg(feature = "neuron-sim")]
     NeuronSim(xkern_neuron_sim::NeuronStorage),
+    /// GPU buffers (wgpu).
+    #[cfg(feature = "wgpu")]
+    Wgpu(xkern_wgpu::WgpuStorage),
 }
 
 /// Runs `$body` with `$d` bound to the concrete backend inside `$device`, `$wrap` to the
@@ -74,6 +80,12 @@ macro_rules! on_backend {
             Device::NeuronSim(ref $d) => {
                 #[allow(unused_variables)]
                 let ($wrap, $unwrap) = (DeviceStorage::NeuronSim, neuron_sim);
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(ref $d) => {
+                #[allow(unused_variables)]
+                let ($wrap, $unwrap) = (DeviceStorage::Wgpu, wgpu);
                 $body
             }
         }
@@ -106,16 +118,30 @@ fn neuron_sim(s: &DeviceStorage) -> Result<&xkern_neuron_sim::NeuronStorage> {
     }
 }
 
-/// Why a backend named in a device string cannot be used in this build.
-fn unavailable(name: &str, feature: &str, compiled: bool) -> Error {
-    let reason = if compiled {
-        format!("the {name} backend is not implemented in this version of xkern yet")
-    } else {
-        format!("xkern was built without it; enable the `{feature}` feature of the xkern crate")
-    };
+/// The wgpu storage inside `s`, or an error if it belongs to another backend.
+#[cfg(feature = "wgpu")]
+fn wgpu(s: &DeviceStorage) -> Result<&xkern_wgpu::WgpuStorage> {
+    #[allow(unreachable_patterns)]
+    match s {
+        DeviceStorage::Wgpu(s) => Ok(s),
+        _ => Err(Error::Backend {
+            backend: "wgpu",
+            message: "a tensor of another backend reached the wgpu device".into(),
+        }),
+    }
+}
+
+/// The error for a backend that is not compiled into this build.
+#[cfg_attr(
+    all(feature = "cpu", feature = "wgpu", feature = "neuron-sim"),
+    allow(dead_code)
+)]
+fn unavailable(name: &str, feature: &str) -> Error {
     Error::BackendUnavailable {
         name: name.to_string(),
-        reason,
+        reason: format!(
+            "xkern was built without it; enable the `{feature}` feature of the xkern crate"
+        ),
     }
 }
 
@@ -152,7 +178,7 @@ impl Device {
                 };
                 Self::cpu_with(threads)
             }
-            "wgpu" if option.is_none() => Err(unavailable("wgpu", "wgpu", cfg!(feature = "wgpu"))),
+            "wgpu" if option.is_none() => Self::wgpu_device(),
             "neuron-sim" => Self::neuron_sim_with(option.unwrap_or("")).ok_or_else(unknown)?,
             _ => Err(unknown()),
         }
@@ -215,7 +241,7 @@ impl Device {
     #[cfg(not(feature = "neuron-sim"))]
     fn neuron_sim_with(option: &str) -> Option<Result<Device>> {
         let known = matches!(option, "" | "trn1" | "trn2" | "trn1:timing" | "trn2:timing");
-        known.then(|| Err(unavailable("neuron-sim", "neuron-sim", false)))
+        known.then(|| Err(unavailable("neuron-sim", "neuron-sim")))
     }
 
     #[cfg(feature = "cpu")]
@@ -226,9 +252,19 @@ impl Device {
         }))
     }
 
+    #[cfg(feature = "wgpu")]
+    fn wgpu_device() -> Result<Device> {
+        Ok(Device::Wgpu(xkern_wgpu::WgpuBackend::new()?))
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    fn wgpu_device() -> Result<Device> {
+        Err(unavailable("wgpu", "wgpu"))
+    }
+
     #[cfg(not(feature = "cpu"))]
     fn cpu_with(_threads: Option<usize>) -> Result<Device> {
-        Err(unavailable("cpu", "cpu", false))
+        Err(unavailable("cpu", "cpu"))
     }
 
     /// The device named by the `XKERN_DEVICE` environment variable (see
@@ -287,6 +323,8 @@ impl Backend for Device {
             (Device::Cpu(a), Device::Cpu(b)) => a.same_device(b),
             #[cfg(feature = "neuron-sim")]
             (Device::NeuronSim(a), Device::NeuronSim(b)) => a.same_device(b),
+            #[cfg(feature = "wgpu")]
+            (Device::Wgpu(a), Device::Wgpu(b)) => a.same_device(b),
             _ => false,
         }
     }

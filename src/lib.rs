@@ -19,6 +19,10 @@ pub use xkern_cpu as cpu;
 #[cfg(feature = "neuron-sim")]
 pub use xkern_neuron_sim as neuron_sim;
 
+/// The wgpu backend, for static dispatch (`xkern::core::Tensor<xkern::wgpu::WgpuBackend>`).
+#[cfg(feature = "wgpu")]
+pub use xkern_wgpu as wgpu;
+
 /// A tensor on a run-time chosen [`Device`].
 pub type Tensor = xkern_core::Tensor<Device>;
 

@@ -25,7 +25,10 @@ fn unknown_names_list_the_valid_ones() {
 
 #[test]
 fn backends_not_in_this_build_say_what_to_do() {
-    let mut names = vec!["wgpu"];
+    let mut names = Vec::new();
+    if !cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
     if !cfg!(feature = "neuron-sim") {
         names.extend(["neuron-sim", "neuron-sim:trn1", "NEURON-SIM:TRN2"]);
     }
@@ -41,6 +44,25 @@ fn backends_not_in_this_build_say_what_to_do() {
             other => panic!("{name}: expected BackendUnavailable, got {other:?}"),
         }
     }
+}
+
+/// With the `wgpu` feature, `wgpu` opens an adapter (CI installs lavapipe), is listed by
+/// `Device::available()`, and computes through the facade.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_parses_and_is_available() {
+    let dev = Device::parse("wgpu").unwrap_or_else(|e| {
+        panic!("wgpu needs an adapter here (apt-get install mesa-vulkan-drivers libvulkan1): {e}")
+    });
+    assert_eq!(dev.info().backend, "wgpu");
+    assert!(
+        Device::available()
+            .iter()
+            .any(|d| d.info().backend == "wgpu")
+    );
+    let a = Tensor::from_slice(&dev, &[2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let c = a.matmul(&a).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(c, vec![7.0, 10.0, 15.0, 22.0]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use super::{Cases, Ctx, Fail, Outcome, expect_err};
 use crate::{Activation, AttentionOptions, Backend, DType, Error, Tensor, attention};
-use half::f16;
+use half::{bf16, f16};
 
 fn randn<B: Backend>(cx: &Ctx<B>, shape: &[usize]) -> Result<Tensor<B>, Fail> {
     Ok(Tensor::randn(&cx.dev, shape, DType::F32, 3)?)
@@ -62,7 +62,9 @@ pub(crate) fn cases<B: Backend>(c: &mut Cases<B>) {
         "matmul-dtype-mismatch",
         "DTypeMismatch",
         |e| matches!(e, Error::DTypeMismatch { .. }),
-        |cx| Ok(randn(cx, &[3, 4])?.matmul(&Tensor::from_slice(&cx.dev, &[4, 1], &[f16::ONE; 4])?)),
+        |cx| {
+            Ok(randn(cx, &[3, 4])?.matmul(&Tensor::from_slice(&cx.dev, &[4, 1], &[bf16::ONE; 4])?))
+        },
     );
     add(
         c,
@@ -70,7 +72,7 @@ pub(crate) fn cases<B: Backend>(c: &mut Cases<B>) {
         "DTypeMismatch",
         |e| matches!(e, Error::DTypeMismatch { .. }),
         |cx| {
-            let bias = Tensor::from_slice(&cx.dev, &[1], &[f16::ONE])?;
+            let bias = Tensor::from_slice(&cx.dev, &[1], &[bf16::ONE])?;
             Ok(randn(cx, &[3, 4])?.matmul_fused(&randn(cx, &[4, 1])?, Some(&bias), None))
         },
     );

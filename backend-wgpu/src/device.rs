@@ -1,0 +1,299 @@
+//! The GPU context: instance, adapter choice, device with the adapter's own limits, and
+//! the mapping of wgpu's failures into [`xkern_core::Error`].
+//!
+//! Adapter choice: the instance honours `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`);
+//! `XKERN_WGPU_ADAPTER=<substring>` picks the first adapter whose name contains the
+//! substring (case-insensitive), otherwise the high-performance adapter wins. The device
+//! is requested with the adapter's full limits (not wgpu's conservative defaults) and with
+//! `SHADER_F16`, `SUBGROUP` and `TIMESTAMP_QUERY` when the adapter offers them.
+//!
+//! Faults: every op runs inside thread-local error scopes (out-of-memory, validation,
+//! internal), so a failure becomes an `Err` of the op that caused it, on the thread that
+//! called it; the uncaptured-error handler only records (wgpu's default would panic). A
+//! lost device sets a flag that every later call checks first, and waits for the GPU are
+//! bounded by a timeout, so a dead device is `Err(DeviceLost)`, never a hang.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use xkern_core::{Error, Result};
+
+/// How long one wait for the GPU may take before the device is treated as lost. Software
+/// rasterisers are slow, but no op of the conformance suite takes a second on lavapipe.
+pub(crate) const WAIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the error message says to install when no adapter is found.
+pub(crate) const INSTALL_HINT: &str = "no GPU adapter found: install a GPU driver with Vulkan \
+support, or Mesa's software Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers \
+libvulkan1`); set WGPU_BACKEND to choose an API";
+
+/// Options for opening a device (tests use them to force rare paths).
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// Case-insensitive substring of the adapter name; `None` reads `XKERN_WGPU_ADAPTER`.
+    pub adapter: Option<String>,
+    /// Cap on workgroups per grid dimension below the adapter's limit, so that tests can
+    /// exercise grid folding on small problems. `None` uses the adapter's limit.
+    pub max_workgroups_per_dim: Option<u32>,
+    /// Do not request `SHADER_F16` even if offered, as on an adapter without it (tests
+    /// the f16 refusal path).
+    pub without_f16: bool,
+}
+
+/// The opened device and what it offers; shared by every handle of one backend.
+pub(crate) struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) adapter_info: wgpu::AdapterInfo,
+    pub(crate) features: wgpu::Features,
+    pub(crate) limits: wgpu::Limits,
+    /// Effective per-dimension grid limit (the adapter's, or the test cap).
+    pub(crate) max_groups: u32,
+    lost: Arc<Mutex<Option<String>>>,
+    lost_flag: Arc<AtomicBool>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.adapter_info.name)
+            .field("backend", &self.adapter_info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The features xkern uses when the adapter offers them.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+/// Chooses the adapter: the named one (substring), else high-performance, else any.
+fn choose_adapter(instance: &wgpu::Instance, name: Option<&str>) -> Result<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    if let Some(want) = name.filter(|n| !n.is_empty()) {
+        let lower = want.to_lowercase();
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+            .ok_or_else(|| Error::BackendUnavailable {
+                name: "wgpu".into(),
+                reason: format!(
+                    "no adapter name contains {want:?} (XKERN_WGPU_ADAPTER); adapters: {names:?}"
+                ),
+            });
+    }
+    let opts = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    };
+    match pollster::block_on(instance.request_adapter(&opts)) {
+        Ok(a) => Ok(a),
+        // request_adapter skips CPU adapters in some configurations; take any adapter.
+        Err(_) => adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::BackendUnavailable {
+                name: "wgpu".into(),
+                reason: INSTALL_HINT.into(),
+            }),
+    }
+}
+
+impl Gpu {
+    /// Opens the device described by `opts` (see the module documentation).
+    pub(crate) fn open(opts: &DeviceOptions) -> Result<Gpu> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let instance = wgpu::Instance::new(desc);
+        let env_name = std::env::var("XKERN_WGPU_ADAPTER").ok();
+        let name = opts.adapter.as_deref().or(env_name.as_deref());
+        let adapter = choose_adapter(&instance, name)?;
+        let adapter_info = adapter.get_info();
+        let mut features = adapter.features() & wanted_features();
+        if opts.without_f16 {
+            features.remove(wgpu::Features::SHADER_F16);
+        }
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("xkern"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::BackendUnavailable {
+            name: "wgpu".into(),
+            reason: format!("adapter {:?} refused a device: {e}", adapter_info.name),
+        })?;
+        let lost = Arc::new(Mutex::new(None));
+        let lost_flag = Arc::new(AtomicBool::new(false));
+        {
+            let (lost, flag) = (Arc::clone(&lost), Arc::clone(&lost_flag));
+            device.set_device_lost_callback(move |reason, msg| {
+                if let Ok(mut l) = lost.lock() {
+                    *l = Some(format!("{reason:?}: {msg}"));
+                }
+                flag.store(true, Ordering::SeqCst);
+            });
+        }
+        let uncaptured = Arc::new(Mutex::new(None));
+        {
+            let slot = Arc::clone(&uncaptured);
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut s) = slot.lock() {
+                    s.get_or_insert_with(|| e.to_string());
+                }
+            }));
+        }
+        let max_groups = opts
+            .max_workgroups_per_dim
+            .unwrap_or(u32::MAX)
+            .min(limits.max_compute_workgroups_per_dimension)
+            .max(1);
+        Ok(Gpu {
+            device,
+            queue,
+            adapter_info,
+            features,
+            limits,
+            max_groups,
+            lost,
+            lost_flag,
+            uncaptured,
+        })
+    }
+
+    /// `Err(DeviceLost)` once the device is gone; every public call checks this first.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.lost_flag.load(Ordering::SeqCst) {
+            let reason = self
+                .lost
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_else(|| "the device was lost".into());
+            return Err(Error::DeviceLost { reason });
+        }
+        Ok(())
+    }
+
+    /// Marks the device lost (also used when a wait times out).
+    pub(crate) fn mark_lost(&self, reason: String) {
+        if let Ok(mut l) = self.lost.lock() {
+            l.get_or_insert(reason);
+        }
+        self.lost_flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Destroys the device, as a driver reset would (tests of the device-lost path).
+    pub(crate) fn destroy(&self) {
+        self.device.destroy();
+        self.mark_lost("Destroyed: the device was destroyed".into());
+    }
+
+    /// True when the device has `SHADER_F16`.
+    pub(crate) fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Waits for submission `index` (or everything) with the timeout; a timeout or a
+    /// failed poll marks the device lost.
+    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let r = self.device.poll(wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: Some(WAIT_TIMEOUT),
+        });
+        match r {
+            Ok(_) => self.check_alive(),
+            Err(e) => {
+                self.mark_lost(format!("waiting for the GPU failed: {e}"));
+                self.check_alive()
+            }
+        }
+    }
+
+    /// Runs `f` inside error scopes and converts what they caught into an `Err`.
+    /// `bytes` is the allocation size reported if the failure is out-of-memory.
+    pub(crate) fn scoped<T>(&self, bytes: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        let i = pollster::block_on(internal.pop());
+        self.check_alive()?;
+        if o.is_some() {
+            return Err(Error::OutOfMemory {
+                device: self.label(),
+                bytes,
+            });
+        }
+        if let Some(e) = v.or(i) {
+            return Err(Error::Backend {
+                backend: "wgpu",
+                message: e.to_string(),
+            });
+        }
+        if let Some(e) = self.uncaptured.lock().ok().and_then(|mut s| s.take()) {
+            return Err(Error::Backend {
+                backend: "wgpu",
+                message: e,
+            });
+        }
+        out
+    }
+
+    /// `wgpu:<adapter>`.
+    pub(crate) fn label(&self) -> String {
+        format!("wgpu:{}", self.adapter_info.name)
+    }
+
+    /// Feature and limit notes for `info()`.
+    pub(crate) fn notes(&self) -> Vec<String> {
+        let i = &self.adapter_info;
+        let l = &self.limits;
+        let mut f = vec![
+            format!("backend={:?}", i.backend).to_lowercase(),
+            format!("device_type={:?}", i.device_type).to_lowercase(),
+            format!("driver={} {}", i.driver, i.driver_info),
+        ];
+        for (flag, name) in [
+            (wgpu::Features::SHADER_F16, "shader-f16"),
+            (wgpu::Features::SUBGROUP, "subgroup"),
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+        ] {
+            if self.features.contains(flag) {
+                f.push(name.to_string());
+            }
+        }
+        f.push(format!(
+            "subgroup_size={}..{}",
+            i.subgroup_min_size, i.subgroup_max_size
+        ));
+        f.push(format!("max_buffer_size={}", l.max_buffer_size));
+        f.push(format!(
+            "max_storage_buffer_binding_size={}",
+            l.max_storage_buffer_binding_size
+        ));
+        f.push(format!(
+            "max_compute_workgroup_storage_size={}",
+            l.max_compute_workgroup_storage_size
+        ));
+        f.push(format!(
+            "max_compute_invocations_per_workgroup={}",
+            l.max_compute_invocations_per_workgroup
+        ));
+        f.push(format!(
+            "max_compute_workgroups_per_dimension={}",
+            l.max_compute_workgroups_per_dimension
+        ));
+        f
+    }
+}

@@ -1,0 +1,64 @@
+// normalize.wgsl: softmax, log-softmax and RMS norm along the axis of [outer, axis,
+// inner], one workgroup per row. Two workgroup tree reductions (max, then Σ exp(x − max);
+// or Σ x² for RMS norm), then every invocation writes its slice of the row.
+// Softmax/log-softmax use exp(x − max) exactly as the reference does, so a row whose max
+// is ±∞ or NaN gives NaN; RMS norm is x / sqrt(mean(x²) + eps) · weight.
+struct Params { groups: u32, axis_len: u32, inner: u32, offset: u32, eps: f32, w_off: u32, w_stride: u32 }
+//!BINDINGS
+// 0 softmax, 1 log-softmax, 2 RMS norm.
+const KIND: u32 = {{KIND}}u;
+const HAS_W: u32 = {{WEIGHT}}u;
+const WG: u32 = 128u;
+
+var<workgroup> sv: array<f32, 128>;
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(wid, nwg);
+    if (g >= P.groups) { return; }
+    let o = g / P.inner;
+    let i = g % P.inner;
+    let row = o * P.axis_len * P.inner + i;
+    let base = P.offset + row;
+    var m = 0.0;
+    if (KIND != 2u) {
+        var acc = neg_inf_f32();
+        for (var a = lid; a < P.axis_len; a = a + WG) {
+            acc = nan_max(acc, load_x(base + a * P.inner));
+        }
+        sv[lid] = acc;
+        workgroupBarrier();
+        for (var st = WG / 2u; st > 0u; st = st / 2u) {
+            if (lid < st) { sv[lid] = nan_max(sv[lid], sv[lid + st]); }
+            workgroupBarrier();
+        }
+        m = sv[0];
+        workgroupBarrier();
+    }
+    var acc = 0.0;
+    for (var a = lid; a < P.axis_len; a = a + WG) {
+        let x = load_x(base + a * P.inner);
+        if (KIND == 2u) { acc = acc + x * x; } else { acc = acc + exp(x - m); }
+    }
+    sv[lid] = acc;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st / 2u) {
+        if (lid < st) { sv[lid] = sv[lid] + sv[lid + st]; }
+        workgroupBarrier();
+    }
+    let total = sv[0];
+    let lse = log(total);
+    let r = 1.0 / sqrt(total / f32(P.axis_len) + P.eps);
+    for (var a = lid; a < P.axis_len; a = a + WG) {
+        let x = load_x(base + a * P.inner);
+        var y = 0.0;
+        if (KIND == 0u) { y = exp(x - m) / total; }
+        if (KIND == 1u) { y = x - m - lse; }
+        if (KIND == 2u) {
+            y = x * r;
+            if (HAS_W == 1u) { y = y * load_w(P.w_off + a * P.w_stride); }
+        }
+        out[row + a * P.inner] = y;
+    }
+}
