@@ -16,11 +16,38 @@
 //!   running max starting at −MAX (and, for logsumexp, clamped to ±MAX) so that rows of
 //!   −∞ and +∞ give the results the contract states instead of `∞ − ∞`.
 //!
+//! Two input buffers alternate, so the DMA of chunk k + 1 overlaps the reduction of
+//! chunk k.
+//!
+//! Long rows: with few rows (at most `P / 16`, i.e. eight of 128) and a long axis (at
+//! least 1024 positions per partition), rows on partitions would leave almost every lane
+//! and DMA engine idle and reduce one long sequence in fp32. Each row is then split
+//! across all `P` partitions instead: partition `p` gets positions `[p·r, (p+1)·r)` with
+//! `r = ⌊n / P⌋` (one DMA access pattern, partition stride `r`), and the `n mod P` tail
+//! positions are folded into partition 0 after its run. Each partition reduces its run in
+//! chunks as above (fp32, vector/scalar engines), giving one partial per partition, and
+//! the partials are combined across partitions on GpSimd, then finished on partition 0:
+//! - sum/mean/max/min: one `partition_reduce` (add, max, min) of the `[P, 1]` partials;
+//! - logsumexp: partials `(m_p, s_p)` gathered into rows on partition 0, then
+//!   `M = max m_p` and `log Σ_p s_p·e^{m_p − M} + M`;
+//! - argmax/argmin: partials (value, first index in the run + `p·r`) gathered into rows,
+//!   then the same first-candidate rule as within a chunk: NaN first, else the extreme,
+//!   ties to the smaller index.
+//!
+//! A gather of a `[P, 1]` column into a `[1, P]` row is GpSimd work too: broadcast the
+//! column along the free axis (`0 + v`), keep the diagonal with `affine_select` (−∞
+//! elsewhere), and max-reduce across partitions. GpSimd rather than a ones-vector (or
+//! identity) matmul on the tensor engine: its adds are plain fp32 in a fixed partition
+//! order (exact for the gather, deterministic for the sum), it also reduces with max/min,
+//! which a matmul cannot, and NaN/±∞ partials pass through unchanged, where a matmul
+//! multiplies every partial by 0 or 1 (0·∞ and 0·NaN are NaN) and rounds fp32 operands
+//! per the tensor engine's mode.
+//!
 //! Indices are computed in fp32, exact below 2^24; longer axes are refused for
 //! argmax/argmin with an error rather than answered wrongly.
 
 use super::unsupported;
-use crate::{ActFn, Affine, AluOp, Engine, HbmTensor, Result, ScalarArg, Simulator, Tile};
+use crate::{ActFn, Affine, AluOp, CmpOp, Engine, HbmTensor, Result, ScalarArg, Simulator, Tile};
 use xkern_core::{DType, NormKind, NormSpec, ReduceKind, ReduceSpec};
 
 /// Elements of the axis per chunk (16 KiB of fp32 per partition).
@@ -29,6 +56,14 @@ const CHUNK: usize = 4096;
 const BIG: f32 = f32::MAX;
 /// Index penalty for non-candidates in argmax (larger than any exact index).
 const INDEX_PENALTY: f32 = 1.0e9;
+
+/// Few rows split across partitions: at most `P / SPLIT_ROWS_DIVISOR` rows (8 of 128,
+/// one DMA engine's worth of partitions), so that unsplit they would leave most of the
+/// 16 DMA engines and 128 lanes idle.
+const SPLIT_ROWS_DIVISOR: usize = 16;
+/// ... and at least this many positions per partition (4 KiB of fp32, where DMA
+/// efficiency saturates), so that the per-row cross-partition step stays negligible.
+const SPLIT_MIN_RUN: usize = 1024;
 
 const V: Engine = Engine::Vector;
 
@@ -109,6 +144,7 @@ fn load_chunk(
 }
 
 /// Running state `[P, 1]` tiles of one group.
+#[derive(Clone, Copy)]
 struct Scratch {
     x: Tile,
     tmp: Tile,
@@ -188,6 +224,60 @@ fn online_exp_sum(sim: &mut Simulator, s: &Scratch, clamp: bool) -> Result<()> {
     sim.tensor_copy(V, &s.acc, &s.cm).map(drop)
 }
 
+/// The identity a kind's running value starts from.
+fn init_value(kind: ReduceKind) -> f32 {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => 0.0,
+        ReduceKind::Max | ReduceKind::ArgMax => f32::NEG_INFINITY,
+        ReduceKind::Min | ReduceKind::ArgMin => f32::INFINITY,
+        ReduceKind::LogSumExp => -BIG,
+    }
+}
+
+/// Sets the running state of `s` (all its partitions) to the empty reduction.
+fn init_state(sim: &mut Simulator, kind: ReduceKind, s: &Scratch) -> Result<()> {
+    let arg = matches!(kind, ReduceKind::ArgMax | ReduceKind::ArgMin);
+    sim.memset(V, &s.acc, init_value(kind))?;
+    if arg || kind == ReduceKind::LogSumExp {
+        sim.memset(V, &s.acc2, 0.0)?;
+    }
+    if arg {
+        sim.iota(
+            &s.idx,
+            Affine {
+                offset: 0,
+                partition: 0,
+                free: 1,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Folds the chunk in `s.x` (its columns are axis positions `j0..` of each partition's
+/// run) into the running state of `s`.
+fn fold_chunk(sim: &mut Simulator, kind: ReduceKind, s: &Scratch, j0: usize) -> Result<()> {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => {
+            sim.tensor_reduce(V, &s.cm, AluOp::Add, &s.x)?;
+            tt(sim, &s.acc, &s.acc, &s.cm, AluOp::Add)
+        }
+        ReduceKind::Max | ReduceKind::Min => {
+            let op = if kind == ReduceKind::Max {
+                AluOp::Max
+            } else {
+                AluOp::Min
+            };
+            sim.tensor_reduce(V, &s.cm, op, &s.x)?;
+            tt(sim, &s.acc, &s.acc, &s.cm, op)
+        }
+        ReduceKind::LogSumExp => online_exp_sum(sim, s, true),
+        ReduceKind::ArgMax | ReduceKind::ArgMin => {
+            arg_chunk(sim, s, kind == ReduceKind::ArgMax, j0)
+        }
+    }
+}
+
 /// The reduction kernel.
 pub(crate) fn reduce(
     sim: &mut Simulator,
@@ -204,54 +294,27 @@ pub(crate) fn reduce(
         ));
     }
     let pmax = sim.config().partitions;
+    if outer * inner * SPLIT_ROWS_DIVISOR <= pmax && n >= pmax * SPLIT_MIN_RUN {
+        return reduce_split(sim, spec, x, out);
+    }
     let c_max = n.clamp(1, CHUNK);
-    let full = Scratch::new(sim, pmax.min(outer * inner).max(1), c_max)?;
+    let rows = pmax.min(outer * inner).max(1);
+    let full = Scratch::new(sim, rows, c_max)?;
+    // Two input buffers: the DMA of chunk k + 1 overlaps the reduction of chunk k.
+    let xbuf = [full.x, sim.sbuf(rows, c_max, DType::F32)?];
     let res_out = sim.sbuf(pmax, 1, out.dtype())?;
     for g in groups(outer, n, inner, spec.offset, pmax) {
         let s0 = full.view(g.parts, c_max)?;
-        let init = match spec.kind {
-            ReduceKind::Sum | ReduceKind::Mean => 0.0,
-            ReduceKind::Max | ReduceKind::ArgMax => f32::NEG_INFINITY,
-            ReduceKind::Min | ReduceKind::ArgMin => f32::INFINITY,
-            ReduceKind::LogSumExp => -BIG,
-        };
-        sim.memset(V, &s0.acc, init)?;
-        if arg || spec.kind == ReduceKind::LogSumExp {
-            sim.memset(V, &s0.acc2, 0.0)?;
-        }
-        if arg {
-            sim.iota(
-                &s0.idx,
-                Affine {
-                    offset: 0,
-                    partition: 0,
-                    free: 1,
-                },
-            )?;
-        }
-        for j0 in (0..n).step_by(c_max) {
+        init_state(sim, spec.kind, &s0)?;
+        for (k, j0) in (0..n).step_by(c_max).enumerate() {
             let c = c_max.min(n - j0);
-            let s = full.view(g.parts, c)?;
-            load_chunk(sim, &x, &g, inner, j0, c, &s.x)?;
-            match spec.kind {
-                ReduceKind::Sum | ReduceKind::Mean => {
-                    sim.tensor_reduce(V, &s.cm, AluOp::Add, &s.x)?;
-                    tt(sim, &s.acc, &s.acc, &s.cm, AluOp::Add)?;
-                }
-                ReduceKind::Max | ReduceKind::Min => {
-                    let op = if spec.kind == ReduceKind::Max {
-                        AluOp::Max
-                    } else {
-                        AluOp::Min
-                    };
-                    sim.tensor_reduce(V, &s.cm, op, &s.x)?;
-                    tt(sim, &s.acc, &s.acc, &s.cm, op)?;
-                }
-                ReduceKind::LogSumExp => online_exp_sum(sim, &s, true)?,
-                ReduceKind::ArgMax | ReduceKind::ArgMin => {
-                    arg_chunk(sim, &s, spec.kind == ReduceKind::ArgMax, j0)?
-                }
+            let s = Scratch {
+                x: xbuf[k % 2],
+                ..full
             }
+            .view(g.parts, c)?;
+            load_chunk(sim, &x, &g, inner, j0, c, &s.x)?;
+            fold_chunk(sim, spec.kind, &s, j0)?;
         }
         let res = &s0.t1;
         match spec.kind {
@@ -274,6 +337,182 @@ pub(crate) fn reduce(
     Ok(())
 }
 
+/// Moves `col [P, 1]` into `row [1, P]` on partition 0 with GpSimd, exactly (NaN and ±∞
+/// included): broadcast along the free axis (`0 + v`), keep the diagonal, fill the rest
+/// with −∞, and max-reduce across partitions. `zeros` and `sq` are `[P, P]`.
+fn gather_row(sim: &mut Simulator, row: &Tile, col: &Tile, zeros: &Tile, sq: &Tile) -> Result<()> {
+    let g = Engine::GpSimd;
+    sim.tensor_scalar(g, sq, zeros, AluOp::Add, (*col).into(), None)?;
+    let diagonal = Affine {
+        offset: 0,
+        partition: 1,
+        free: -1,
+    };
+    sim.affine_select(sq, sq, diagonal, CmpOp::Eq, f32::NEG_INFINITY)?;
+    sim.partition_reduce(row, AluOp::Max, sq).map(drop)
+}
+
+/// The reduction of few long rows (see the module doc, "Long rows"): each row is split
+/// into `P` runs of `⌊n / P⌋` positions, one per partition, plus a tail of `n mod P`
+/// positions folded into partition 0; the per-partition partials are then combined
+/// across partitions on GpSimd and finished on partition 0.
+fn reduce_split(
+    sim: &mut Simulator,
+    spec: &ReduceSpec,
+    x: HbmTensor,
+    out: HbmTensor,
+) -> Result<()> {
+    let (outer, n, inner) = (spec.outer, spec.axis_len, spec.inner);
+    let kind = spec.kind;
+    let arg = matches!(kind, ReduceKind::ArgMax | ReduceKind::ArgMin);
+    let pairs = arg || kind == ReduceKind::LogSumExp;
+    let p = sim.config().partitions;
+    let run = n / p;
+    let tail = n - run * p;
+    let c_max = run.min(CHUNK);
+    let full = Scratch::new(sim, p, c_max)?;
+    let xbuf = [full.x, sim.sbuf(p, c_max, DType::F32)?];
+    let res_out = sim.sbuf(1, 1, out.dtype())?;
+    // Pair kinds gather (value, second) partials onto partition 0.
+    let (zeros, sq, rows) = if pairs {
+        let zeros = sim.sbuf(p, p, DType::F32)?;
+        sim.memset(Engine::GpSimd, &zeros, 0.0)?;
+        (
+            Some(zeros),
+            Some(sim.sbuf(p, p, DType::F32)?),
+            Some(sim.sbuf(1, 2 * p, DType::F32)?),
+        )
+    } else {
+        (None, None, None)
+    };
+    // Argmax/argmin: the first axis position of each partition's run.
+    let base = if arg {
+        let b = sim.sbuf(p, 1, DType::F32)?;
+        let first = Affine {
+            offset: 0,
+            partition: run as i64,
+            free: 0,
+        };
+        sim.iota(&b, first)?;
+        Some(b)
+    } else {
+        None
+    };
+    let s0 = full.view(p, c_max)?;
+    let mut k = 0;
+    for r in 0..outer * inner {
+        let start = spec.offset + (r / inner) * n * inner + r % inner;
+        init_state(sim, kind, &s0)?;
+        for j0 in (0..run).step_by(c_max) {
+            let c = c_max.min(run - j0);
+            let s = Scratch {
+                x: xbuf[k % 2],
+                ..full
+            }
+            .view(p, c)?;
+            k += 1;
+            let ap = x.pattern(start + j0 * inner, [run * inner, p], &[[inner, c]])?;
+            sim.dma_copy(s.x, ap)?;
+            fold_chunk(sim, kind, &s, j0)?;
+        }
+        if tail > 0 {
+            // Positions [P·run, n) join partition 0's run (they come after all of it, so
+            // its first-index rule still holds).
+            let s = Scratch {
+                x: xbuf[k % 2],
+                ..full
+            }
+            .view(1, tail)?;
+            k += 1;
+            let ap = x.pattern(start + p * run * inner, [inner, 1], &[[inner, tail]])?;
+            sim.dma_copy(s.x, ap)?;
+            fold_chunk(sim, kind, &s, p * run)?;
+        }
+        // Across partitions, finished on partition 0.
+        let s1 = full.view(1, p)?;
+        let res = &s1.t1;
+        match (kind, zeros, sq, rows) {
+            (ReduceKind::LogSumExp, Some(z), Some(sq), Some(rows)) => {
+                // Partials (m_p, s_p): log Σ_p s_p·e^{m_p − M} + M with M = max m_p.
+                let (mrow, srow) = (rows.cols(0, p)?, rows.cols(p, p)?);
+                gather_row(sim, &mrow, &s0.acc, &z, &sq)?;
+                gather_row(sim, &srow, &s0.acc2, &z, &sq)?;
+                sim.tensor_reduce(V, &s1.cm, AluOp::Max, &mrow)?;
+                ts(sim, &s1.t2, &s1.cm, AluOp::Multiply, -1.0)?;
+                sim.activation(&s1.tmp, ActFn::Exp, &mrow, 1.0.into(), s1.t2.into(), None)?;
+                tt(sim, &s1.tmp, &s1.tmp, &srow, AluOp::Multiply)?;
+                sim.tensor_reduce(V, &s1.ci, AluOp::Add, &s1.tmp)?;
+                sim.activation(res, ActFn::Log, &s1.ci, 1.0.into(), 0.0.into(), None)?;
+                tt(sim, res, res, &s1.cm, AluOp::Add)?;
+            }
+            (ReduceKind::ArgMax | ReduceKind::ArgMin, Some(z), Some(sq), Some(rows)) => {
+                // Partials (value, first index within the run) → global indices, then the
+                // first candidate among the partials: NaN first, else the extreme, ties
+                // to the smaller index.
+                if let Some(b) = &base {
+                    tt(sim, &s0.acc2, &s0.acc2, b, AluOp::Add)?;
+                }
+                let (vrow, irow) = (rows.cols(0, p)?, rows.cols(p, p)?);
+                gather_row(sim, &vrow, &s0.acc, &z, &sq)?;
+                gather_row(sim, &irow, &s0.acc2, &z, &sq)?;
+                let ext = if kind == ReduceKind::ArgMax {
+                    AluOp::Max
+                } else {
+                    AluOp::Min
+                };
+                sim.tensor_reduce(V, &s1.cm, ext, &vrow)?;
+                first_candidate(sim, &vrow, &irow, &s1.cm, &s1.tmp, &s1.mask, res)?;
+            }
+            _ => {
+                let op = match kind {
+                    ReduceKind::Max => AluOp::Max,
+                    ReduceKind::Min => AluOp::Min,
+                    _ => AluOp::Add,
+                };
+                sim.partition_reduce(&s1.ci, op, &s0.acc)?;
+                if kind == ReduceKind::Mean {
+                    ts(sim, res, &s1.ci, AluOp::Multiply, 1.0 / n as f32)?;
+                } else {
+                    sim.tensor_copy(V, res, &s1.ci)?;
+                }
+            }
+        }
+        sim.tensor_copy(V, &res_out, res)?;
+        sim.dma_copy(out.pattern(r, [1, 1], &[[1, 1]])?, res_out)?;
+    }
+    Ok(())
+}
+
+/// Into `out [P, 1]`: the smallest `idx` among the candidates of `x` for its extreme
+/// `cm` — the elements equal to it, or NaN (then `cm` is NaN and nothing equals it).
+fn first_candidate(
+    sim: &mut Simulator,
+    x: &Tile,
+    idx: &Tile,
+    cm: &Tile,
+    tmp: &Tile,
+    mask: &Tile,
+    out: &Tile,
+) -> Result<()> {
+    ts(sim, tmp, x, AluOp::IsEqual, *cm)?;
+    tt(sim, mask, x, x, AluOp::IsEqual)?;
+    ts2(sim, mask, mask, AluOp::Multiply, -1.0, AluOp::Add, 1.0)?;
+    tt(sim, tmp, tmp, mask, AluOp::Max)?;
+    // 0 for candidates, a penalty for the rest, plus the index; the min is the first
+    // candidate.
+    ts2(
+        sim,
+        tmp,
+        tmp,
+        AluOp::Multiply,
+        -INDEX_PENALTY,
+        AluOp::Add,
+        INDEX_PENALTY,
+    )?;
+    tt(sim, tmp, tmp, idx, AluOp::Add)?;
+    sim.tensor_reduce(V, out, AluOp::Min, tmp).map(drop)
+}
+
 /// One chunk of argmax (`max`) or argmin: best value in `acc`, its index in `acc2`.
 fn arg_chunk(sim: &mut Simulator, s: &Scratch, max: bool, j0: usize) -> Result<()> {
     let (ext, better) = if max {
@@ -283,32 +522,7 @@ fn arg_chunk(sim: &mut Simulator, s: &Scratch, max: bool, j0: usize) -> Result<(
     };
     // cm = extreme of the chunk (NaN if it holds NaN).
     sim.tensor_reduce(V, &s.cm, ext, &s.x)?;
-    // Candidates: x == cm, or x is NaN (then cm is NaN too and nothing equals it).
-    ts(sim, &s.tmp, &s.x, AluOp::IsEqual, s.cm)?;
-    tt(sim, &s.mask, &s.x, &s.x, AluOp::IsEqual)?;
-    ts2(
-        sim,
-        &s.mask,
-        &s.mask,
-        AluOp::Multiply,
-        -1.0,
-        AluOp::Add,
-        1.0,
-    )?;
-    tt(sim, &s.tmp, &s.tmp, &s.mask, AluOp::Max)?;
-    // 0 for candidates, a penalty for the rest, plus the column index; the min is the
-    // first candidate.
-    ts2(
-        sim,
-        &s.tmp,
-        &s.tmp,
-        AluOp::Multiply,
-        -INDEX_PENALTY,
-        AluOp::Add,
-        INDEX_PENALTY,
-    )?;
-    tt(sim, &s.tmp, &s.tmp, &s.idx, AluOp::Add)?;
-    sim.tensor_reduce(V, &s.ci, AluOp::Min, &s.tmp)?;
+    first_candidate(sim, &s.x, &s.idx, &s.cm, &s.tmp, &s.mask, &s.ci)?;
     ts(sim, &s.ci, &s.ci, AluOp::Add, j0 as f32)?;
     // Merge with the running best: take the chunk's when strictly better, or when it is
     // NaN and the best so far is not (the first NaN wins).
