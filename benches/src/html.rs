@@ -278,7 +278,7 @@ pub fn page(
     }
     h.push_str("<h2>Rooflines</h2>\n");
     for info in infos {
-        let subset: Vec<&Row> = rows.iter().filter(|r| r.backend == info.backend).collect();
+        let subset: Vec<&Row> = rows.iter().filter(|r| r.device == info.device).collect();
         if !subset.is_empty() {
             h.push_str(&roofline_chart(info, &subset)?);
             h.push('\n');

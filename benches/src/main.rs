@@ -255,6 +255,14 @@ fn run_case(
         })
         .collect();
     let mut row = Row::new(case, info, xkern, &p, accuracy, peer_results);
+    // The device's own short name tells rows of one backend apart (neuron-sim:trn1 and
+    // :trn2, wgpu:<adapter>): the first word of `Device::name`.
+    row.backend = dev
+        .name()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string();
     row.checked = !timing_only;
     if let Some(profile) = &profile {
         row.apply_profile(profile, info, p.low_precision);

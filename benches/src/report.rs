@@ -21,7 +21,7 @@ pub struct PeerResult {
 pub struct Row {
     /// Case id.
     pub id: String,
-    /// Backend name (`cpu`, ...).
+    /// The device's short name (`cpu`, `wgpu:llvmpipe`, `neuron-sim:trn2`).
     pub backend: String,
     /// The device (CPU model, adapter, simulated core).
     pub device: String,
