@@ -1,12 +1,19 @@
 //! One Llama-style attention block — RMS norm, q/k/v projections, causal GQA attention,
 //! output projection with a fused bias — run from the same code on every backend compiled
-//! in and available, with each backend's time and its largest difference from the CPU.
+//! in and available (or on the CPU and the device `XKERN_DEVICE` names), with each
+//! backend's time and its largest difference from the CPU.
 //!
-//! `cargo run --release -p xkern-bench --example attention_block`
+//! `cargo run --release --features all --example attention_block`
+//! `XKERN_DEVICE=neuron-sim:trn2 cargo run --release --features all --example attention_block`
 
+// The block is the one xkern-bench times as its `attention_block` case.
+#[path = "../benches/src/block.rs"]
+#[allow(dead_code)] // the example uses the forward pass, not the f64 reference
+mod block;
+
+use block::{AttentionBlock, BlockShape};
 use std::time::Instant;
 use xkern::{DType, Device};
-use xkern_bench::block::{AttentionBlock, BlockShape};
 
 fn main() -> xkern::Result<()> {
     let shape = BlockShape {
@@ -23,7 +30,10 @@ fn main() -> xkern::Result<()> {
     );
     for dtype in [DType::F32, DType::BF16] {
         let mut cpu_out: Option<Vec<f64>> = None;
-        let mut devices = Device::available();
+        let mut devices = match std::env::var("XKERN_DEVICE") {
+            Ok(name) if !name.trim().is_empty() => vec![Device::cpu(), Device::parse(&name)?],
+            _ => Device::available(),
+        };
         // The CPU first: it is the baseline the others are compared with.
         devices.sort_by_key(|d| d.info().backend != "cpu");
         for dev in devices {
