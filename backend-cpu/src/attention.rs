@@ -194,7 +194,7 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
         cs: spec.k.strides[2],
     };
     let mut kt = try_vec(skv.div_ceil(nr) * nr * d, 0.0f32)?;
-    pack_b(kt_view, skv, 0, d, nr, &mut kt, false);
+    pack_b(kt_view, skv, 0, d, nr, 1, &mut kt, false);
     let v_view = View {
         data: v,
         offset: spec.v.row(b, h, 0),
@@ -205,7 +205,16 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
     let mut vp = try_vec(skv.div_ceil(BK) * dvp * BK, 0.0f32)?;
     for (c, chunk) in vp.chunks_mut(dvp * BK).enumerate() {
         let len = BK.min(skv - c * BK);
-        pack_b(v_view, dv, c * BK, len, nr, &mut chunk[..dvp * len], false);
+        pack_b(
+            v_view,
+            dv,
+            c * BK,
+            len,
+            nr,
+            1,
+            &mut chunk[..dvp * len],
+            false,
+        );
     }
     Ok(KvPack { kt, v: vp })
 }
@@ -233,7 +242,7 @@ fn tile<K: MicroKernel, T: Scalar>(
         cs: spec.q.strides[3],
     };
     let mut qa = vec![0.0f32; rows.div_ceil(mr) * mr * d];
-    pack_a(q_view, rows, 0, d, mr, &mut qa, false);
+    pack_a(q_view, rows, 0, d, mr, 1, &mut qa, false);
     let mut s = vec![0.0f32; BQ * BK];
     let mut pa = vec![0.0f32; BQ.div_ceil(mr) * mr * BK];
     // Keys beyond what the tile's last row sees are never visited.
@@ -293,7 +302,7 @@ fn tile<K: MicroKernel, T: Scalar>(
                 cs: 1,
             };
             let pa = &mut pa[..rows.div_ceil(mr) * mr * shared];
-            pack_a(p_view, rows, 0, shared, mr, pa, false);
+            pack_a(p_view, rows, 0, shared, mr, 1, pa, false);
             let pv = Packed {
                 a: pa,
                 a_stride: mr * shared,

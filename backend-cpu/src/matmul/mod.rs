@@ -114,141 +114,105 @@ impl<T: Scalar> View<'_, T> {
     }
 }
 
-/// Packs rows `0..m` × columns `p0..p0+kc` of A into MR-tall panels, zero-padding rows past
-/// `m`: `dst[panel·MR·kc + p·MR + i] = A[panel·MR + i, p0 + p]`.
+/// Packs a `kc`-deep block of an operand into `w`-wide panels of `ku`-element slots:
+/// slot `s`, lane `i` of panel `q` holds the elements at panel index `x = q·w + i` and
+/// depths `p0 + ku·s + u` (`u < ku`), zero past `extent` or `kc`. `v.at(x, p)` addresses
+/// the operand by panel index and depth: A as it is, B through its transposed view. With
+/// `ku = 2` each slot holds two bf16 values (see [`bf16_pair`]).
+#[allow(clippy::too_many_arguments)]
+fn pack<T: Scalar>(
+    v: View<'_, T>,
+    extent: usize,
+    p0: usize,
+    kc: usize,
+    w: usize,
+    ku: usize,
+    dst: &mut [f32],
+    parallel: bool,
+) {
+    let steps = kc.div_ceil(ku);
+    let get = |x: usize, k: usize| if k < kc { v.at(x, p0 + k) } else { 0.0 };
+    let pack_panel = |(q, out): (usize, &mut [f32])| {
+        let x0 = q * w;
+        let valid = w.min(extent.saturating_sub(x0));
+        if ku == 1 && v.rs == 1 {
+            // Panel lanes are contiguous in memory (B row-major, A transposed): copy runs.
+            for (s, slot) in out.chunks_exact_mut(w).enumerate() {
+                let start = v.offset + (p0 + s) * v.cs + x0;
+                for (o, e) in slot[..valid].iter_mut().zip(&v.data[start..start + valid]) {
+                    *o = e.to_f32();
+                }
+                slot[valid..].fill(0.0);
+            }
+            return;
+        }
+        // Otherwise walk each lane along the depth (contiguous for A row-major).
+        for i in 0..w {
+            for s in 0..steps {
+                out[s * w + i] = match (i < valid, ku) {
+                    (false, _) => 0.0,
+                    (true, 1) => get(x0 + i, s),
+                    (true, _) => bf16_pair(get(x0 + i, 2 * s), get(x0 + i, 2 * s + 1)),
+                };
+            }
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(w * steps)
+            .enumerate()
+            .for_each(pack_panel);
+    } else {
+        dst.chunks_mut(w * steps).enumerate().for_each(pack_panel);
+    }
+}
+
+/// Packs rows `0..m` × depths `p0..p0+kc` of A into MR-tall panels of `ku`-element slots:
+/// `dst[panel·MR·steps + s·MR + i] = A[panel·MR + i, p0 + s]` for `ku = 1`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_a<T: Scalar>(
     a: View<'_, T>,
     m: usize,
     p0: usize,
     kc: usize,
     mr: usize,
+    ku: usize,
     dst: &mut [f32],
     parallel: bool,
 ) {
-    let pack_panel = |(panel, out): (usize, &mut [f32])| {
-        for i in 0..mr {
-            let r = panel * mr + i;
-            if r >= m {
-                for p in 0..kc {
-                    out[p * mr + i] = 0.0;
-                }
-                continue;
-            }
-            for p in 0..kc {
-                out[p * mr + i] = a.at(r, p0 + p);
-            }
-        }
-    };
-    if parallel {
-        dst.par_chunks_mut(mr * kc).enumerate().for_each(pack_panel);
-    } else {
-        dst.chunks_mut(mr * kc).enumerate().for_each(pack_panel);
-    }
+    pack(a, m, p0, kc, mr, ku, dst, parallel);
 }
 
-/// Packs rows `p0..p0+kc` × columns `0..n` of B into NR-wide panels, zero-padding columns
-/// past `n`: `dst[panel·NR·kc + p·NR + j] = B[p0 + p, panel·NR + j]`.
+/// Packs depths `p0..p0+kc` × columns `0..n` of B into NR-wide panels of `ku`-element
+/// slots: `dst[panel·NR·steps + s·NR + j] = B[p0 + s, panel·NR + j]` for `ku = 1`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_b<T: Scalar>(
     b: View<'_, T>,
     n: usize,
     p0: usize,
     kc: usize,
     nr: usize,
+    ku: usize,
     dst: &mut [f32],
     parallel: bool,
 ) {
-    let pack_panel = |(panel, out): (usize, &mut [f32])| {
-        let j0 = panel * nr;
-        let w = nr.min(n - j0);
-        for p in 0..kc {
-            let row = &mut out[p * nr..(p + 1) * nr];
-            if b.cs == 1 {
-                let start = b.offset + (p0 + p) * b.rs + j0;
-                for (o, s) in row[..w].iter_mut().zip(&b.data[start..start + w]) {
-                    *o = s.to_f32();
-                }
-            } else {
-                for (j, o) in row[..w].iter_mut().enumerate() {
-                    *o = b.at(p0 + p, j0 + j);
-                }
-            }
-            row[w..].fill(0.0);
-        }
+    let bt = View {
+        data: b.data,
+        offset: b.offset,
+        rs: b.cs,
+        cs: b.rs,
     };
-    if parallel {
-        dst.par_chunks_mut(nr * kc).enumerate().for_each(pack_panel);
-    } else {
-        dst.chunks_mut(nr * kc).enumerate().for_each(pack_panel);
-    }
+    pack(bt, n, p0, kc, nr, ku, dst, parallel);
 }
 
 /// Two bf16 values in one 32-bit slot (the lower half holds the even k), reinterpreted as
-/// f32 so pair panels share the f32 panels' buffers.
+/// f32 so pair panels share the f32 panels' buffers. Exact for bf16 sources, the only ones
+/// the pair kernel is used for.
 fn bf16_pair(lo: f32, hi: f32) -> f32 {
     let (lo, hi) = (
         half::bf16::from_f32(lo).to_bits(),
         half::bf16::from_f32(hi).to_bits(),
     );
     f32::from_bits(u32::from(lo) | (u32::from(hi) << 16))
-}
-
-/// [`pack_a`] for pair kernels (`KU = 2`): slot `s` of a panel holds A[r, p0+2s] and
-/// A[r, p0+2s+1] (zero past `kc`). Exact for bf16 sources, the only ones it is used for.
-fn pack_a_pairs<T: Scalar>(
-    a: View<'_, T>,
-    m: usize,
-    p0: usize,
-    kc: usize,
-    mr: usize,
-    dst: &mut [f32],
-) {
-    let steps = kc.div_ceil(2);
-    dst.par_chunks_mut(mr * steps)
-        .enumerate()
-        .for_each(|(panel, out)| {
-            for i in 0..mr {
-                let r = panel * mr + i;
-                for st in 0..steps {
-                    let get = |p: usize| {
-                        if r < m && p < kc {
-                            a.at(r, p0 + p)
-                        } else {
-                            0.0
-                        }
-                    };
-                    out[st * mr + i] = bf16_pair(get(2 * st), get(2 * st + 1));
-                }
-            }
-        });
-}
-
-/// [`pack_b`] for pair kernels: slot `s` of a panel holds B[p0+2s, j] and B[p0+2s+1, j].
-fn pack_b_pairs<T: Scalar>(
-    b: View<'_, T>,
-    n: usize,
-    p0: usize,
-    kc: usize,
-    nr: usize,
-    dst: &mut [f32],
-) {
-    let steps = kc.div_ceil(2);
-    dst.par_chunks_mut(nr * steps)
-        .enumerate()
-        .for_each(|(panel, out)| {
-            for st in 0..steps {
-                for j in 0..nr {
-                    let col = panel * nr + j;
-                    let get = |p: usize| {
-                        if col < n && p < kc {
-                            b.at(p0 + p, col)
-                        } else {
-                            0.0
-                        }
-                    };
-                    out[st * nr + j] = bf16_pair(get(2 * st), get(2 * st + 1));
-                }
-            }
-        });
 }
 
 /// A packing buffer whose start is 64-byte aligned, so every vector load of a packed panel
@@ -492,13 +456,8 @@ fn gemm<K: MicroKernel, T: Scalar>(
             &mut a_pack[..m.div_ceil(mr) * mr * steps],
             &mut b_pack[..n.div_ceil(nr) * nr * steps],
         );
-        if K::KU == 2 {
-            pack_a_pairs(a, m, p0, kc, mr, ap);
-            pack_b_pairs(b, n, p0, kc, nr, bp);
-        } else {
-            pack_a(a, m, p0, kc, mr, ap, parallel);
-            pack_b(b, n, p0, kc, nr, bp, parallel);
-        }
+        pack_a(a, m, p0, kc, mr, K::KU, ap, parallel);
+        pack_b(b, n, p0, kc, nr, K::KU, bp, parallel);
         let last = (p0 + kc == k).then_some(epi);
         let (ap, bp) = (&*ap, &*bp);
         let packed = Packed {
