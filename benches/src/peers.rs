@@ -32,6 +32,19 @@ impl HostMatmul {
             (self.n as isize, 1)
         }
     }
+
+    /// Calls `f(a, b, c)` for each matrix of the batch, `c` being its slice of `out`.
+    fn each_matrix(&self, out: &mut [f32], mut f: impl FnMut(&[f32], &[f32], &mut [f32])) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        for bi in 0..self.batch {
+            let c = &mut out[bi * m * n..][..m * n];
+            f(
+                &self.a[bi * m * k..][..m * k],
+                &self.b[bi * k * n..][..k * n],
+                c,
+            );
+        }
+    }
 }
 
 /// A named peer: a closure that computes the whole product into its own buffer.
@@ -52,10 +65,7 @@ pub fn matmul_peers(p: Arc<HostMatmul>, threads: usize) -> Vec<Peer> {
             name: "gemm",
             run: Box::new(move || {
                 let (brs, bcs) = g.b_strides();
-                for bi in 0..g.batch {
-                    let a = &g.a[bi * g.m * g.k..][..g.m * g.k];
-                    let b = &g.b[bi * g.k * g.n..][..g.k * g.n];
-                    let c = &mut c_gemm[bi * g.m * g.n..][..g.m * g.n];
+                g.each_matrix(&mut c_gemm, |a, b, c| {
                     // SAFETY: the three buffers hold the matrices the strides describe
                     // (a m×k row-major, b k×n with the given strides, c m×n row-major), and
                     // c does not alias a or b.
@@ -82,7 +92,7 @@ pub fn matmul_peers(p: Arc<HostMatmul>, threads: usize) -> Vec<Peer> {
                             gemm::Parallelism::Rayon(threads),
                         );
                     }
-                }
+                });
                 std::hint::black_box(&c_gemm);
                 Ok(())
             }),
@@ -91,10 +101,7 @@ pub fn matmul_peers(p: Arc<HostMatmul>, threads: usize) -> Vec<Peer> {
             name: "matrixmultiply",
             run: Box::new(move || {
                 let (brs, bcs) = p.b_strides();
-                for bi in 0..p.batch {
-                    let a = &p.a[bi * p.m * p.k..][..p.m * p.k];
-                    let b = &p.b[bi * p.k * p.n..][..p.k * p.n];
-                    let c = &mut c_mm[bi * p.m * p.n..][..p.m * p.n];
+                p.each_matrix(&mut c_mm, |a, b, c| {
                     // SAFETY: as for gemm above: in-bounds strides, no aliasing.
                     unsafe {
                         matrixmultiply::sgemm(
@@ -114,7 +121,7 @@ pub fn matmul_peers(p: Arc<HostMatmul>, threads: usize) -> Vec<Peer> {
                             1,
                         );
                     }
-                }
+                });
                 std::hint::black_box(&c_mm);
                 Ok(())
             }),

@@ -224,6 +224,41 @@ fn at(v: &MatrixView, base: usize, row: usize, col: usize) -> usize {
     base + row * v.row_stride + col * v.col_stride
 }
 
+/// An operand read one k-tile at a time: k along partitions, `free` elements along the
+/// free axis.
+struct KTiles<'a> {
+    hbm: &'a HbmTensor,
+    k_stride: usize,
+    free_stride: usize,
+    free: usize,
+}
+
+/// DMAs k-tiles `k0/TK .. +ktiles` (of `kmax` rows) of `src` into `dst`, tile `kk` into
+/// columns `kk·col_step ..`; `start(k)` is the HBM offset of row `k`'s first element.
+fn dma_k_tiles(
+    sim: &mut Simulator,
+    src: &KTiles<'_>,
+    start: impl Fn(usize) -> usize,
+    (k0, ktiles, kmax): (usize, usize, usize),
+    dst: Tile,
+    col_step: usize,
+) -> Result<()> {
+    for kk in 0..ktiles {
+        let kk0 = k0 + kk * TK;
+        let ksz = TK.min(kmax - kk0);
+        let ap = src.hbm.pattern(
+            start(kk0),
+            [src.k_stride, ksz],
+            &[[src.free_stride, src.free]],
+        )?;
+        sim.dma_copy(
+            dst.partition_slice(0, ksz)?.cols(kk * col_step, src.free)?,
+            ap,
+        )?;
+    }
+    Ok(())
+}
+
 /// Loads Aᵀ for m-tile `m0` and K-block `kb` into `bufs.at[slot]`.
 #[allow(clippy::too_many_arguments)]
 fn load_at(
@@ -277,17 +312,20 @@ fn load_at(
     }
     // A transposed view (row_stride 1: already [K, M]) or general strides: by DMA, one
     // k-tile at a time (partition = k, free = m).
-    for kk in 0..ktiles {
-        let kk0 = k0 + kk * TK;
-        let ksz = TK.min(spec.k - kk0);
-        let ap = a.pattern(
-            at(v, aoff, m0, kk0),
-            [v.col_stride, ksz],
-            &[[v.row_stride, msz]],
-        )?;
-        sim.dma_copy(dst.partition_slice(0, ksz)?.cols(kk * TM, msz)?, ap)?;
-    }
-    Ok(())
+    let src = KTiles {
+        hbm: a,
+        k_stride: v.col_stride,
+        free_stride: v.row_stride,
+        free: msz,
+    };
+    dma_k_tiles(
+        sim,
+        &src,
+        |kk0| at(v, aoff, m0, kk0),
+        (k0, ktiles, spec.k),
+        dst,
+        TM,
+    )
 }
 
 /// Loads the B block (k-tiles from `k0`, columns `n0..n0+nsz`) into `dst`.
@@ -315,17 +353,20 @@ fn load_b(
         )?;
         return sim.dma_copy(dst.split(kb)?.cols(0, nsz)?, ap).map(drop);
     }
-    for kk in 0..ktiles {
-        let kk0 = k0 + kk * TK;
-        let ksz = TK.min(spec.k - kk0);
-        let ap = b.pattern(
-            at(v, boff, kk0, n0),
-            [v.row_stride, ksz],
-            &[[v.col_stride, nsz]],
-        )?;
-        sim.dma_copy(dst.partition_slice(0, ksz)?.cols(kk * TN, nsz)?, ap)?;
-    }
-    Ok(())
+    let src = KTiles {
+        hbm: b,
+        k_stride: v.row_stride,
+        free_stride: v.col_stride,
+        free: nsz,
+    };
+    dma_k_tiles(
+        sim,
+        &src,
+        |kk0| at(v, boff, kk0, n0),
+        (k0, ktiles, spec.k),
+        dst,
+        TN,
+    )
 }
 
 /// Evicts one `[msz, nsz]` fp32 result (PSUM or SBUF) with bias and activation, rounds
