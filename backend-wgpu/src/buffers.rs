@@ -131,12 +131,13 @@ impl WgpuStorage {
         self.buf.buffer()
     }
 
-    /// The binding of the used bytes (whole words).
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+    /// The binding of `bytes` bytes from byte `offset` (whole words; 0 binds the whole
+    /// buffer, as for an empty tensor).
+    pub(crate) fn binding_range(&self, offset: u64, bytes: u64) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.buffer(),
-            offset: 0,
-            size: wgpu::BufferSize::new(self.bytes),
+            offset,
+            size: wgpu::BufferSize::new(bytes),
         })
     }
 }

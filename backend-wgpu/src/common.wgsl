@@ -94,3 +94,34 @@ fn f32_bits_to_bf16_bits(x: u32) -> u32 {
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
+
+// Reductions shared by reduce.wgsl, normalize.wgsl and the trees (tree*.wgsl).
+const NONE: u32 = 0xffffffffu;
+
+// A (value, index) candidate of argmax/argmin; index NONE is no candidate.
+struct Arg { v: f32, i: u32 }
+
+// op: 0 add, 1 max (NaN wins), 2 min (NaN wins).
+fn op_combine(a: f32, b: f32, op: u32) -> f32 {
+    if (op == 1u) { return nan_max(a, b); }
+    if (op == 2u) { return nan_min(a, b); }
+    return a + b;
+}
+
+// True when (va, ia) should win over (vb, ib) for argmax (want_max) or argmin: NaN
+// first, then the better value, then the lower index, so ties and NaN go to the first
+// index.
+fn arg_better(va: f32, ia: u32, vb: f32, ib: u32, want_max: bool) -> bool {
+    if (ia == NONE) { return false; }
+    if (ib == NONE) { return true; }
+    let na = is_nan(va);
+    let nb = is_nan(vb);
+    if (na || nb) {
+        if (na && nb) { return ia < ib; }
+        return na;
+    }
+    if (want_max && va > vb) { return true; }
+    if (!want_max && va < vb) { return true; }
+    if (va == vb) { return ia < ib; }
+    return false;
+}

@@ -38,6 +38,9 @@ pub struct DeviceOptions {
     /// Do not request `SHADER_F16` even if offered, as on an adapter without it (tests
     /// the f16 refusal path).
     pub without_f16: bool,
+    /// Do not use subgroup operations even if offered (the workgroup-memory trees run
+    /// instead). `XKERN_WGPU_SUBGROUPS=off` does the same for every device.
+    pub without_subgroups: bool,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -116,6 +119,11 @@ impl Gpu {
         let mut features = adapter.features() & wanted_features();
         if opts.without_f16 {
             features.remove(wgpu::Features::SHADER_F16);
+        }
+        let env_off = std::env::var("XKERN_WGPU_SUBGROUPS")
+            .is_ok_and(|v| matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "false"));
+        if opts.without_subgroups || env_off {
+            features.remove(wgpu::Features::SUBGROUP);
         }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -199,6 +207,14 @@ impl Gpu {
     /// True when the device has `SHADER_F16`.
     pub(crate) fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// True when reductions use the subgroup trees: the device has `SUBGROUP` and its
+    /// subgroups fit the 128-invocation workgroups (lanes past the workgroup would be
+    /// inactive, and shuffles from inactive lanes are undefined).
+    pub(crate) fn subgroup_trees(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.adapter_info.subgroup_max_size <= 128
     }
 
     /// Waits for submission `index` (or everything) with the timeout; a timeout or a

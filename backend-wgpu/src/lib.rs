@@ -136,6 +136,11 @@ impl WgpuBackend {
         &self.inner.gpu
     }
 
+    /// Whether reductions and normalisations use subgroup shuffles on this device.
+    pub(crate) fn subgroup_trees(&self) -> bool {
+        self.gpu().subgroup_trees()
+    }
+
     /// `Err(UnsupportedDType)` for f16 on an adapter without `shader-f16`.
     pub(crate) fn check_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
         if dtype == DType::F16 && !self.gpu().has_f16() {

@@ -1,6 +1,7 @@
 // normalize.wgsl: softmax, log-softmax and RMS norm along the axis of [outer, axis,
-// inner], one workgroup per row. Two workgroup tree reductions (max, then Σ exp(x − max);
-// or Σ x² for RMS norm), then every invocation writes its slice of the row.
+// inner], one workgroup per row. Two workgroup-wide reductions (tree.wgsl, or
+// tree_subgroup.wgsl with subgroups): max, then Σ exp(x − max);
+// or Σ x² for RMS norm, then every invocation writes its slice of the row.
 // Softmax/log-softmax use exp(x − max) exactly as the reference does, so a row whose max
 // is ±∞ or NaN gives NaN; RMS norm is x / sqrt(mean(x²) + eps) · weight.
 struct Params { groups: u32, axis_len: u32, inner: u32, offset: u32, eps: f32, w_off: u32, w_stride: u32 }
@@ -10,11 +11,11 @@ const KIND: u32 = {{KIND}}u;
 const HAS_W: u32 = {{WEIGHT}}u;
 const WG: u32 = 128u;
 
-var<workgroup> sv: array<f32, 128>;
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+        @builtin(local_invocation_index) lid: u32{{SG_BUILTINS}}) {
+    {{SG_INIT}}
     let g = group_index(wid, nwg);
     if (g >= P.groups) { return; }
     let o = g / P.inner;
@@ -27,27 +28,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var a = lid; a < P.axis_len; a = a + WG) {
             acc = nan_max(acc, load_x(base + a * P.inner));
         }
-        sv[lid] = acc;
-        workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st = st / 2u) {
-            if (lid < st) { sv[lid] = nan_max(sv[lid], sv[lid + st]); }
-            workgroupBarrier();
-        }
-        m = sv[0];
-        workgroupBarrier();
+        m = tree_op(lid, acc, 1u);
     }
     var acc = 0.0;
     for (var a = lid; a < P.axis_len; a = a + WG) {
         let x = load_x(base + a * P.inner);
         if (KIND == 2u) { acc = acc + x * x; } else { acc = acc + exp(x - m); }
     }
-    sv[lid] = acc;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st / 2u) {
-        if (lid < st) { sv[lid] = sv[lid] + sv[lid + st]; }
-        workgroupBarrier();
-    }
-    let total = sv[0];
+    let total = tree_op(lid, acc, 0u);
     let lse = log(total);
     let r = 1.0 / sqrt(total / f32(P.axis_len) + P.eps);
     for (var a = lid; a < P.axis_len; a = a + WG) {
@@ -62,3 +50,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         out[row + a * P.inner] = y;
     }
 }
+{{TREE}}

@@ -94,6 +94,17 @@ pub(crate) fn assemble(body: &str, bindings: &[Binding], constants: &[(&str, Str
     src
 }
 
+/// A byte range of a storage, bound to one kernel binding.
+#[derive(Clone, Copy)]
+pub(crate) struct Bound<'a> {
+    pub(crate) storage: &'a WgpuStorage,
+    /// Byte offset (a multiple of `min_storage_buffer_offset_alignment`).
+    pub(crate) offset: u64,
+    /// Bytes bound (a multiple of 4, at most the binding limit); 0 binds the whole
+    /// buffer (an empty tensor's buffer, which kernels do not read).
+    pub(crate) bytes: u64,
+}
+
 /// A compiled kernel.
 pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
@@ -277,6 +288,27 @@ impl<'g> Recording<'g> {
         groups: usize,
         params: Params,
     ) -> Result<()> {
+        let whole: Vec<Bound<'_>> = buffers
+            .iter()
+            .map(|b| Bound {
+                storage: b,
+                offset: 0,
+                bytes: b.bytes,
+            })
+            .collect();
+        self.dispatch_ranges(kernel, &whole, groups, params)
+    }
+
+    /// [`Recording::dispatch`] with each buffer bound from a byte range: how ops that
+    /// allow it process a tensor larger than one binding, a chunk at a time. Offsets
+    /// must be multiples of the adapter's `min_storage_buffer_offset_alignment`.
+    pub(crate) fn dispatch_ranges(
+        &mut self,
+        kernel: &Kernel,
+        buffers: &[Bound<'_>],
+        groups: usize,
+        params: Params,
+    ) -> Result<()> {
         if groups == 0 {
             return Ok(());
         }
@@ -287,7 +319,17 @@ impl<'g> Recording<'g> {
             });
         }
         let limit = self.gpu.limits.max_storage_buffer_binding_size;
+        let align = u64::from(self.gpu.limits.min_storage_buffer_offset_alignment);
         for b in buffers {
+            if b.offset % align.max(1) != 0 || b.offset + b.bytes > b.storage.bytes {
+                return Err(Error::Backend {
+                    backend: "wgpu",
+                    message: format!(
+                        "internal: binding range {}+{} of a {}-byte buffer (alignment {align})",
+                        b.offset, b.bytes, b.storage.bytes
+                    ),
+                });
+            }
             if b.bytes > limit {
                 return Err(Error::Backend {
                     backend: "wgpu",
@@ -323,7 +365,7 @@ impl<'g> Recording<'g> {
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: b.binding(),
+                resource: b.storage.binding_range(b.offset, b.bytes),
             })
             .collect();
         entries.push(wgpu::BindGroupEntry {
@@ -347,7 +389,7 @@ impl<'g> Recording<'g> {
             pass.dispatch_workgroups(gx, gy, gz);
         }
         for b in buffers {
-            self.keep.push(Arc::clone(&b.buf));
+            self.keep.push(Arc::clone(&b.storage.buf));
         }
         self.uniforms.push(uniform);
         Ok(())

@@ -4,7 +4,15 @@
 //! `[outer, axis, inner]` problem; invocations fold strided slices of the axis, then a
 //! workgroup tree combines them (the spec's NaN, tie and empty-axis rules are in the
 //! WGSL). The grid is `outer · inner` groups, folded past the per-dimension limit.
-//! Subgroup operations are not used yet: the tree works on every adapter.
+//!
+//! Trees: on adapters with `SUBGROUP` (and subgroups of at most 128 lanes) the
+//! workgroup-wide combines run on subgroup shuffles (`tree_subgroup.wgsl`: three
+//! barriers instead of eight, no assumption on how invocations map to subgroups);
+//! elsewhere, or with [`DeviceOptions::without_subgroups`](crate::DeviceOptions) or
+//! `XKERN_WGPU_SUBGROUPS=off`, a tree in workgroup memory (`tree.wgsl`). Both keep the
+//! NaN, tie and index rules exactly, as they use the same combine functions, and both
+//! fix the order of operations, so results repeat run to run on one adapter; the two
+//! may differ from each other in the last bits of a sum.
 //!
 //! Long rows (more than `SPLIT_MIN` elements) are split across workgroups, whatever
 //! the number of rows: phase 1 gives each `CHUNK`-element slice of a row its own
@@ -32,6 +40,32 @@ use xkern_core::{DType, Error, NormKind, NormSpec, ReduceKind, ReduceSpec, Resul
 
 const REDUCE_WGSL: &str = include_str!("reduce.wgsl");
 const NORMALIZE_WGSL: &str = include_str!("normalize.wgsl");
+/// Workgroup-wide trees in workgroup memory (every adapter).
+const TREE_WGSL: &str = include_str!("tree.wgsl");
+/// The same trees on subgroup shuffles (adapters with `SUBGROUP`).
+const TREE_SUBGROUP_WGSL: &str = include_str!("tree_subgroup.wgsl");
+
+/// The tree placeholders of a reduction kernel: the tree functions, and the builtins
+/// that the subgroup trees read (declared on `main` and stored in private variables).
+fn tree_constants(subgroups: bool) -> [(&'static str, String); 3] {
+    if subgroups {
+        [
+            ("TREE", TREE_SUBGROUP_WGSL.to_string()),
+            (
+                "SG_BUILTINS",
+                ", @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_size) sgs: u32"
+                    .to_string(),
+            ),
+            ("SG_INIT", "sg_lane = sgl;\n    sg_size = sgs;".to_string()),
+        ]
+    } else {
+        [
+            ("TREE", TREE_WGSL.to_string()),
+            ("SG_BUILTINS", String::new()),
+            ("SG_INIT", String::new()),
+        ]
+    }
+}
 
 /// Rows longer than this are split across workgroups (phases 1 and 2).
 const SPLIT_MIN: usize = 8192;
@@ -47,6 +81,15 @@ fn kind_code(kind: ReduceKind) -> u32 {
         ReduceKind::ArgMax => 4,
         ReduceKind::ArgMin => 5,
         ReduceKind::LogSumExp => 6,
+    }
+}
+
+/// The tree operation of a reduction: 0 add, 1 max, 2 min.
+fn op_code(kind: ReduceKind) -> u32 {
+    match kind {
+        ReduceKind::Max | ReduceKind::LogSumExp => 1,
+        ReduceKind::Min => 2,
+        _ => 0,
     }
 }
 
@@ -78,34 +121,41 @@ fn norm_bindings(dtype: DType) -> [(&'static str, Slot); 3] {
 
 /// The WGSL of one single-pass reduction (for the naga tests).
 #[cfg(test)]
-pub(crate) fn reduce_source(dtype: DType, kind: ReduceKind) -> String {
-    reduce_phase_source(dtype, kind, 0)
+pub(crate) fn reduce_source(dtype: DType, kind: ReduceKind, subgroups: bool) -> String {
+    reduce_phase_source(dtype, kind, 0, subgroups)
 }
 
 /// The WGSL of one reduction phase: 0 single pass, 1 partial states of long rows'
-/// chunks, 2 merge of the partials.
-pub(crate) fn reduce_phase_source(dtype: DType, kind: ReduceKind, phase: u32) -> String {
-    assemble(
-        REDUCE_WGSL,
-        &reduce_bindings(dtype),
-        &[
-            ("KIND", kind_code(kind).to_string()),
-            ("PHASE", phase.to_string()),
-            ("CHUNK", CHUNK.to_string()),
-        ],
-    )
+/// chunks, 2 merge of the partials; with subgroup trees or workgroup-memory trees.
+pub(crate) fn reduce_phase_source(
+    dtype: DType,
+    kind: ReduceKind,
+    phase: u32,
+    subgroups: bool,
+) -> String {
+    let mut constants = tree_constants(subgroups).to_vec();
+    constants.extend([
+        ("KIND", kind_code(kind).to_string()),
+        ("OP", op_code(kind).to_string()),
+        ("PHASE", phase.to_string()),
+        ("CHUNK", CHUNK.to_string()),
+    ]);
+    assemble(REDUCE_WGSL, &reduce_bindings(dtype), &constants)
 }
 
 /// The WGSL of one normalisation (also used by the naga tests).
-pub(crate) fn normalize_source(dtype: DType, kind: NormKind, weight: bool) -> String {
-    assemble(
-        NORMALIZE_WGSL,
-        &norm_bindings(dtype),
-        &[
-            ("KIND", norm_code(kind).to_string()),
-            ("WEIGHT", u32::from(weight).to_string()),
-        ],
-    )
+pub(crate) fn normalize_source(
+    dtype: DType,
+    kind: NormKind,
+    weight: bool,
+    subgroups: bool,
+) -> String {
+    let mut constants = tree_constants(subgroups).to_vec();
+    constants.extend([
+        ("KIND", norm_code(kind).to_string()),
+        ("WEIGHT", u32::from(weight).to_string()),
+    ]);
+    assemble(NORMALIZE_WGSL, &norm_bindings(dtype), &constants)
 }
 
 impl WgpuBackend {
@@ -114,10 +164,16 @@ impl WgpuBackend {
         self.check_dtype(spec.kind.name(), spec.dtype)?;
         let rows = spec.outer * spec.inner;
         let split = spec.axis_len > SPLIT_MIN;
+        let sg = self.subgroup_trees();
         let kernel_for = |phase: u32| {
-            let key = format!("reduce/{}/{}/{phase}", spec.dtype, kind_code(spec.kind));
+            let key = format!(
+                "reduce/{}/{}/{phase}/{}",
+                spec.dtype,
+                kind_code(spec.kind),
+                u8::from(sg)
+            );
             self.kernel(&key, &reduce_bindings(spec.dtype), || {
-                reduce_phase_source(spec.dtype, spec.kind, phase)
+                reduce_phase_source(spec.dtype, spec.kind, phase, sg)
             })
         };
         let out_dtype = spec.kind.output_dtype(spec.dtype);
@@ -174,14 +230,16 @@ impl WgpuBackend {
         let rows = spec.outer * spec.inner;
         let len = rows * spec.axis_len;
         let has_w = weight.is_some();
+        let sg = self.subgroup_trees();
         let key = format!(
-            "normalize/{}/{}/{}",
+            "normalize/{}/{}/{}/{}",
             spec.dtype,
             norm_code(spec.kind),
-            u32::from(has_w)
+            u32::from(has_w),
+            u8::from(sg)
         );
         let kernel = self.kernel(&key, &norm_bindings(spec.dtype), || {
-            normalize_source(spec.dtype, spec.kind, has_w)
+            normalize_source(spec.dtype, spec.kind, has_w, sg)
         })?;
         let eps = match spec.kind {
             NormKind::RmsNorm { eps } => eps,
@@ -210,6 +268,7 @@ impl WgpuBackend {
 #[cfg(test)]
 mod tests {
     use super::reduce_phase_source;
+    use crate::wgsl_tests::validate_with;
     use xkern_core::{DType, ReduceKind};
 
     #[test]
@@ -217,18 +276,13 @@ mod tests {
         for dtype in DType::FLOATS {
             for kind in ReduceKind::ALL {
                 for phase in [1, 2] {
-                    let src = reduce_phase_source(dtype, kind, phase);
-                    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-                        panic!("{dtype} {kind:?} {phase}: {}", e.emit_to_string(&src))
-                    });
-                    naga::valid::Validator::new(
-                        naga::valid::ValidationFlags::all(),
-                        naga::valid::Capabilities::SHADER_FLOAT16,
-                    )
-                    .validate(&module)
-                    .unwrap_or_else(|e| {
-                        panic!("{dtype} {kind:?} {phase}: {}", e.emit_to_string(&src))
-                    });
+                    for sg in [false, true] {
+                        validate_with(
+                            &format!("{dtype} {kind:?} phase {phase} subgroups={sg}"),
+                            &reduce_phase_source(dtype, kind, phase, sg),
+                            sg,
+                        );
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@
 // NaN propagates (max/min); argmax/argmin prefer NaN, then the better value, then the
 // lower index, so ties and NaN go to the first index. logsumexp = m + log Σ exp(x − m),
 // or m itself when m is ±∞ or NaN; an empty axis gives 0 (sum), NaN (mean), −∞ (lse).
+// Workgroup trees: tree.wgsl, or tree_subgroup.wgsl on adapters with subgroups.
 // Partial states: sum/mean (partial sum, 0); max/min (extreme, 0); argmax/argmin
 // (value bits, absolute index); logsumexp (m, Σ exp(x − m)) with the sum 0 when m is
 // not finite, merged as M = max m, S = Σ s·exp(m − M) over the chunks with m > −∞.
@@ -19,74 +20,18 @@ const KIND: u32 = {{KIND}}u;
 const PHASE: u32 = {{PHASE}}u;
 const CHUNK: u32 = {{CHUNK}}u;
 const WG: u32 = 128u;
-const NONE: u32 = 0xffffffffu;
-
-var<workgroup> sv: array<f32, 128>;
-var<workgroup> si: array<u32, 128>;
-
-struct Arg { v: f32, i: u32 }
-
-// True when (va, ia) should win over (vb, ib) for argmax/argmin.
-fn arg_better(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
-    if (ia == NONE) { return false; }
-    if (ib == NONE) { return true; }
-    let na = is_nan(va);
-    let nb = is_nan(vb);
-    if (na || nb) {
-        if (na && nb) { return ia < ib; }
-        return na;
-    }
-    if (KIND == 4u && va > vb) { return true; }
-    if (KIND == 5u && va < vb) { return true; }
-    if (va == vb) { return ia < ib; }
-    return false;
-}
+// 0 add, 1 max, 2 min: the tree operation of this KIND (logsumexp's first pass is a max).
+const OP: u32 = {{OP}}u;
+const WANT_MAX: bool = KIND == 4u;
 
 fn combine(a: f32, b: f32) -> f32 {
-    if (KIND == 3u) { return nan_min(a, b); }
-    if (KIND == 2u || KIND == 6u) { return nan_max(a, b); }
-    return a + b;
+    return op_combine(a, b, OP);
 }
 
 fn identity() -> f32 {
-    if (KIND == 2u || KIND == 6u) { return neg_inf_f32(); }
-    if (KIND == 3u) { return -neg_inf_f32(); }
+    if (OP == 1u) { return neg_inf_f32(); }
+    if (OP == 2u) { return -neg_inf_f32(); }
     return 0.0;
-}
-
-// Combines every invocation's `v` with combine() (add when `add`); the result is read by
-// all. Called in uniform control flow.
-fn tree(lid: u32, v: f32, add: bool) -> f32 {
-    sv[lid] = v;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st / 2u) {
-        if (lid < st) {
-            if (add) {
-                sv[lid] = sv[lid] + sv[lid + st];
-            } else {
-                sv[lid] = combine(sv[lid], sv[lid + st]);
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = sv[0];
-    workgroupBarrier();
-    return r;
-}
-
-// The best (value, index) of every invocation's candidate, for argmax/argmin.
-fn tree_arg(lid: u32, bv: f32, bi: u32) -> Arg {
-    sv[lid] = bv;
-    si[lid] = bi;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st / 2u) {
-        if (lid < st && arg_better(sv[lid + st], si[lid + st], sv[lid], si[lid])) {
-            sv[lid] = sv[lid + st];
-            si[lid] = si[lid + st];
-        }
-        workgroupBarrier();
-    }
-    return Arg(sv[0], si[0]);
 }
 
 // The final value of a float reduction from its reduced value `r` and exp-sum `s`.
@@ -110,9 +55,9 @@ fn merge_partials(g: u32, lid: u32) {
         for (var c = lid; c < P.chunks; c = c + WG) {
             let v = bitcast<f32>(part[2u * (pb + c)]);
             let ix = part[2u * (pb + c) + 1u];
-            if (arg_better(v, ix, bv, bi)) { bv = v; bi = ix; }
+            if (arg_better(v, ix, bv, bi, WANT_MAX)) { bv = v; bi = ix; }
         }
-        let best = tree_arg(lid, bv, bi);
+        let best = tree_arg(lid, bv, bi, WANT_MAX);
         if (lid == 0u) { out[g] = best.i; }
         return;
     }
@@ -120,7 +65,7 @@ fn merge_partials(g: u32, lid: u32) {
     for (var c = lid; c < P.chunks; c = c + WG) {
         acc = combine(acc, bitcast<f32>(part[2u * (pb + c)]));
     }
-    let r = tree(lid, acc, false);
+    let r = tree_op(lid, acc, OP);
     var s = 0.0;
     if (KIND == 6u) {
         var e = 0.0;
@@ -130,14 +75,15 @@ fn merge_partials(g: u32, lid: u32) {
                 e = e + bitcast<f32>(part[2u * (pb + c) + 1u]) * exp(m - r);
             }
         }
-        s = tree(lid, e, true);
+        s = tree_op(lid, e, 0u);
     }
     if (lid == 0u) { out[g] = bitcast<u32>(finish(r, s)); }
 }
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+        @builtin(local_invocation_index) lid: u32{{SG_BUILTINS}}) {
+    {{SG_INIT}}
     let g = group_index(wid, nwg);
     if (g >= P.groups) { return; }
     if (PHASE == 2u) {
@@ -161,9 +107,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var bi = NONE;
         for (var a = a0 + lid; a < a1; a = a + WG) {
             let v = load_x(base + a * P.inner);
-            if (arg_better(v, a, bv, bi)) { bv = v; bi = a; }
+            if (arg_better(v, a, bv, bi, WANT_MAX)) { bv = v; bi = a; }
         }
-        let best = tree_arg(lid, bv, bi);
+        let best = tree_arg(lid, bv, bi, WANT_MAX);
         if (lid == 0u) {
             if (PHASE == 1u) {
                 out[2u * g] = bitcast<u32>(best.v);
@@ -178,14 +124,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var a = a0 + lid; a < a1; a = a + WG) {
         acc = combine(acc, load_x(base + a * P.inner));
     }
-    let r = tree(lid, acc, false);
+    let r = tree_op(lid, acc, OP);
     var s = 0.0;
     if (KIND == 6u) {
         var e = 0.0;
         for (var a = a0 + lid; a < a1; a = a + WG) {
             e = e + exp(load_x(base + a * P.inner) - r);
         }
-        s = tree(lid, e, true);
+        s = tree_op(lid, e, 0u);
     }
     if (lid == 0u) {
         if (PHASE == 1u) {
@@ -196,3 +142,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 }
+{{TREE}}

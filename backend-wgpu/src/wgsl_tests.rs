@@ -8,9 +8,18 @@ use crate::reduce::{normalize_source, reduce_source};
 use xkern_core::{Activation, DType, NormKind, ReduceKind};
 
 fn validate(name: &str, src: &str) {
+    validate_with(name, src, false);
+}
+
+/// Validates `src` with the subgroup capability only when `subgroups`, so a fallback
+/// variant that used a subgroup builtin would fail here.
+pub(crate) fn validate_with(name: &str, src: &str, subgroups: bool) {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: parse error:\n{}", e.emit_to_string(src)));
-    let caps = naga::valid::Capabilities::SHADER_FLOAT16;
+    let mut caps = naga::valid::Capabilities::SHADER_FLOAT16;
+    if subgroups {
+        caps |= naga::valid::Capabilities::SUBGROUP;
+    }
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: invalid:\n{}", e.emit_to_string(src)));
@@ -47,11 +56,14 @@ fn every_kernel_variant_validates() {
         validate(&format!("attention {dtype}"), &attention_source(dtype));
         n += 1;
         for kind in ReduceKind::ALL {
-            validate(
-                &format!("reduce {dtype} {kind:?}"),
-                &reduce_source(dtype, kind),
-            );
-            n += 1;
+            for sg in [false, true] {
+                validate_with(
+                    &format!("reduce {dtype} {kind:?} subgroups={sg}"),
+                    &reduce_source(dtype, kind, sg),
+                    sg,
+                );
+                n += 1;
+            }
         }
         for kind in [
             NormKind::Softmax,
@@ -59,13 +71,16 @@ fn every_kernel_variant_validates() {
             NormKind::RmsNorm { eps: 0.0 },
         ] {
             for w in [false, true] {
-                validate(
-                    &format!("normalize {dtype} {kind:?}"),
-                    &normalize_source(dtype, kind, w),
-                );
-                n += 1;
+                for sg in [false, true] {
+                    validate_with(
+                        &format!("normalize {dtype} {kind:?} subgroups={sg}"),
+                        &normalize_source(dtype, kind, w, sg),
+                        sg,
+                    );
+                    n += 1;
+                }
             }
         }
     }
-    assert_eq!(n, 16 + 2 + 3 * (8 + 1 + 7 + 6));
+    assert_eq!(n, 16 + 2 + 3 * (8 + 1 + 2 * 7 + 2 * 6));
 }

@@ -1,6 +1,8 @@
 //! The shared conformance suite on the wgpu backend, twice: on the device as the adapter
-//! reports it (`gpu/...`), and with grids folded at 31 workgroups per dimension
-//! (`fold31/...`) so that every kernel's folding path runs on small inputs. The f16 cases
+//! reports it (`gpu/...`, subgroup trees where offered), and with grids folded at 31
+//! workgroups per dimension and subgroups off (`fold31/...`), so that every kernel's
+//! folding path and the workgroup-memory trees run on small inputs. Subgroup sizes 4, 8
+//! and 16 are covered by `tests/subgroups.rs`. The f16 cases
 //! on a device without `shader-f16` run in `tests/device.rs`.
 //!
 //! No adapter is a loud failure, not a skip: CI installs Mesa's lavapipe so that the
@@ -32,6 +34,7 @@ fn main() {
     let other = open(&DeviceOptions::default());
     let folded = open(&DeviceOptions {
         max_workgroups_per_dim: Some(31),
+        without_subgroups: true,
         ..DeviceOptions::default()
     });
     main_many(vec![

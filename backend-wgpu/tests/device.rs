@@ -164,6 +164,24 @@ fn oversized_tensors_are_clear_errors() {
         }
         other => panic!("expected a binding-limit error, got {other:?}"),
     }
+    // Casts split such a tensor into bindable chunks: every element is converted exactly.
+    drop(t);
+    let n = over as usize + 1000;
+    let host: Vec<f32> = (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 * 1.0e-3 - 8000.0)
+        .collect();
+    let t = Tensor::from_slice(&dev, &[n], &host).unwrap();
+    let bf = t.to_dtype(DType::BF16).unwrap();
+    let back = bf.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+    let want: Vec<f32> = host
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_f32())
+        .collect();
+    assert!(
+        back == want,
+        "chunked casts differ from the host's rounding"
+    );
+    drop((t, bf));
     // The device still works afterwards.
     let ok = Tensor::from_slice(&dev, &[3], &[1.0f32, 2.0, 3.0]).unwrap();
     assert_eq!(ok.sum_all().unwrap().to_vec::<f32>().unwrap(), vec![6.0]);
