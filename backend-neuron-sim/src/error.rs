@@ -100,7 +100,7 @@ pub enum SimError {
         "allocation of {requested} bytes per partition in {memory} does not fit: {available} bytes per partition are free in one piece (capacity {capacity})"
     )]
     OutOfMemory {
-        /// "SBUF" or "PSUM".
+        /// "SBUF", "PSUM", or HBM's host backing store (bytes, not per partition).
         memory: &'static str,
         /// Bytes per partition requested.
         requested: usize,

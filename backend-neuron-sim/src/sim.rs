@@ -206,11 +206,19 @@ impl Simulator {
                 what: "hbm_tensor",
                 detail: format!("[{rows}, {cols}] overflows the address space"),
             })?;
-        let data = if self.functional() {
-            vec![0u8; len]
-        } else {
-            Vec::new()
-        };
+        let mut data = Vec::new();
+        if self.functional() {
+            // The host backs simulated HBM: a request it cannot satisfy is an error of
+            // this call, not an abort of the process.
+            data.try_reserve_exact(len)
+                .map_err(|_| SimError::OutOfMemory {
+                    memory: "HBM (host backing store)",
+                    requested: len,
+                    available: 0,
+                    capacity: 0,
+                })?;
+            data.resize(len, 0u8);
+        }
         let alloc = self.push_alloc(Allocation {
             mem: MemKind::Hbm,
             offset: 0,
