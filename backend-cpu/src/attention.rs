@@ -26,6 +26,10 @@
 //! A row that sees no key ends with `l = 0` and is written as zeros; the max is
 //! NaN-propagating, so a NaN score poisons exactly the rows that see it.
 
+// Kernel code: every slice is cut from a buffer sized from the validated spec (rows,
+// head dims, key blocks), with loop bounds no larger than those sizes.
+#![allow(clippy::indexing_slicing)]
+
 use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b};
 use crate::reduce::rows::RowKernels;
 use crate::simd::exp::exp;
@@ -268,7 +272,7 @@ fn tile<K: MicroKernel, T: Scalar>(
                 *x *= spec.scale;
             }
             row[visible..].fill(f32::NEG_INFINITY);
-            // SAFETY (both kernel calls): `rk` was built for an ISA detected on this CPU.
+            // SAFETY: `rk` was built for an ISA detected on this CPU.
             let m_new = nan_max(st.m[r], unsafe { (rk.extreme)(&row[..visible], 1.0) });
             if m_new == f32::NEG_INFINITY {
                 // No key seen yet: nothing to add, and exp(−∞ − (−∞)) would be NaN.
@@ -276,6 +280,7 @@ fn tile<K: MicroKernel, T: Scalar>(
                 continue;
             }
             let correction = exp(st.m[r] - m_new);
+            // SAFETY: `rk` was built for an ISA detected on this CPU.
             let sum = unsafe { (rk.exp_shift)(row, m_new) };
             st.l[r] = st.l[r] * correction + sum;
             if correction != 1.0 {
@@ -395,12 +400,13 @@ fn decode<T: Scalar>(
         }
         for r in 0..rows {
             let row = &mut s[r * DECODE_BLOCK..r * DECODE_BLOCK + bk];
-            // SAFETY (both kernel calls): `rk` was built for an ISA detected on this CPU.
+            // SAFETY: `rk` was built for an ISA detected on this CPU.
             let m_new = nan_max(st.m[r], unsafe { (rk.extreme)(row, 1.0) });
             if m_new == f32::NEG_INFINITY {
                 continue;
             }
             let correction = exp(st.m[r] - m_new);
+            // SAFETY: `rk` was built for an ISA detected on this CPU.
             let sum = unsafe { (rk.exp_shift)(row, m_new) };
             st.l[r] = st.l[r] * correction + sum;
             let o = &mut st.o[r * dv..(r + 1) * dv];

@@ -5,6 +5,10 @@
 //! Allocations are fallible (`try_reserve_exact`), so a request the allocator cannot
 //! satisfy is `Error::OutOfMemory`, not an abort.
 
+// Offsets and extents come from validated layouts whose element ranges lie inside
+// the storage (core checks them before dispatch).
+#![allow(clippy::indexing_slicing)]
+
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use std::borrow::Cow;

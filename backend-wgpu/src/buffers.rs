@@ -79,7 +79,7 @@ impl Pool {
 
 /// A buffer on loan from the pool; dropping it gives it back.
 pub(crate) struct PooledBuffer {
-    buffer: Option<wgpu::Buffer>,
+    buffer: wgpu::Buffer,
     usage: wgpu::BufferUsages,
     class: u64,
     pool: Arc<Pool>,
@@ -87,16 +87,15 @@ pub(crate) struct PooledBuffer {
 
 impl PooledBuffer {
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        // The option is only emptied in `drop`.
-        self.buffer.as_ref().unwrap_or_else(|| unreachable!())
+        &self.buffer
     }
 }
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        let Some(buffer) = self.buffer.take() else {
-            return;
-        };
+        // A wgpu::Buffer is a shared handle: the pool keeps a clone, and dropping this
+        // one does not free the memory.
+        let buffer = self.buffer.clone();
         if let Ok(mut s) = self.pool.free.lock()
             && s.bytes + self.class <= POOL_CAP_BYTES
         {
@@ -176,7 +175,7 @@ impl Gpu {
             s.bytes -= class;
             s.hits += 1;
             return Ok(PooledBuffer {
-                buffer: Some(b),
+                buffer: b,
                 usage,
                 class,
                 pool: Arc::clone(pool),
@@ -194,7 +193,7 @@ impl Gpu {
             s.misses += 1;
         }
         Ok(PooledBuffer {
-            buffer: Some(buffer),
+            buffer,
             usage,
             class,
             pool: Arc::clone(pool),
@@ -335,7 +334,13 @@ impl Gpu {
                         message: format!("reading the staging buffer failed: {e}"),
                     })?;
             let skip = (start - a0) as usize;
-            host_from_bytes(dtype, &view[skip..skip + (end - start) as usize])
+            let bytes = view
+                .get(skip..skip + (end - start) as usize)
+                .ok_or_else(|| Error::Backend {
+                    backend: "wgpu",
+                    message: "the staging buffer is shorter than the download".into(),
+                })?;
+            host_from_bytes(dtype, bytes)
         };
         staging.buffer().unmap();
         out

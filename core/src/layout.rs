@@ -5,6 +5,10 @@
 //! op specs) only change strides; nothing here touches data. Every element count is
 //! checked so that it, and its size in bytes at the widest dtype, fits in `isize`.
 
+// Indices are axis numbers below the rank and positions below the extent of their axis,
+// checked on entry of each public function (shapes and strides have the rank's length).
+#![allow(clippy::indexing_slicing)]
+
 use crate::{Error, Result};
 
 /// The widest element, in bytes: element counts are bounded so that bytes fit in `isize`.

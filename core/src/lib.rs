@@ -5,13 +5,29 @@
 //! - [`Backend`]: what a device must implement (`backend.rs` is the one place that says
 //!   so); it receives only validated, canonical op specs.
 //! - [`ops`]: each op family's spec, validation and `Tensor` methods.
-//! - [`reference`]: f64 kernels that define the right answer.
+//! - [`reference`](mod@reference): f64 kernels that define the right answer.
 //! - [`conformance`]: the shared suite every backend instantiates, with [`Tolerance`].
 //!
 //! Users normally depend on the `xkern` facade crate, which re-exports this crate and
 //! adds the runtime `Device` choice.
 
 #![deny(missing_docs)]
+// No panics from library code: a bad input or a failed resource is an `Err`. Unit tests
+// may unwrap. Modules whose kernels index slices within bounds that validation has
+// established allow `indexing_slicing` at their top, saying why.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing
+    )
+)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod backend;
 pub mod conformance;

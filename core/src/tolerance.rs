@@ -13,6 +13,9 @@
 //! format (2⁻¹¹ and 2⁻⁹ relative), since the reference runs on the rounded inputs and the
 //! only other error is f32 accumulation.
 
+// Indices come from enumerating the slices they index (after a length check).
+#![allow(clippy::indexing_slicing)]
+
 use crate::DType;
 
 /// An error bound for comparing a result to the reference.

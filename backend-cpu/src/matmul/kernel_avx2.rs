@@ -5,6 +5,9 @@
 //! hold 12 accumulators + 2 B vectors + 1 broadcast (the classic Haswell shape, also
 //! BLIS's).
 
+// Accumulator arrays are indexed by constant-bounded register-tile loops.
+#![allow(clippy::indexing_slicing)]
+
 use super::MicroKernel;
 use std::arch::x86_64::*;
 

@@ -6,6 +6,9 @@
 //! FMA per cycle (Zen 4 double-pumps 512-bit FMAs over its two 256-bit pipes; Intel cores
 //! with two 512-bit pipes need 8 in flight), so the loop is FMA-throughput-bound.
 
+// Accumulator arrays are indexed by constant-bounded register-tile loops.
+#![allow(clippy::indexing_slicing)]
+
 use super::MicroKernel;
 use std::arch::x86_64::*;
 

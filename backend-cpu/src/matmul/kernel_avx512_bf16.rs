@@ -6,6 +6,9 @@
 //! at the same issue rate. Accumulation is f32. `vdpbf16ps` treats bf16 denormal inputs
 //! as zero and does not consult MXCSR (Intel SDM, DPBF16PS).
 
+// Accumulator arrays are indexed by constant-bounded register-tile loops.
+#![allow(clippy::indexing_slicing)]
+
 use super::MicroKernel;
 use std::arch::x86_64::*;
 

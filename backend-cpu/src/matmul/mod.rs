@@ -23,6 +23,10 @@
 //! batch), and matrix-vector products (M = 1 or N = 1) take a streaming path at memory
 //! bandwidth.
 
+// Kernel code: slices of packed panels and of C are sized from the validated spec and
+// the blocking; loop bounds never exceed them.
+#![allow(clippy::indexing_slicing)]
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -332,6 +336,7 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
                     for j in 0..cols {
                         // SAFETY: (ir + i, jr + j) is inside C.
                         edge[i * nr + j] = if accumulate {
+                            // SAFETY: (ir + i, jr + j) is inside C, as above.
                             unsafe { *tile.add(i * ldc + j) }
                         } else {
                             0.0

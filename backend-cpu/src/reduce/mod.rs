@@ -17,6 +17,10 @@
 //! Normalisations: rows are independent; each `outer` block is one parallel task, and
 //! rows along a non-last axis are gathered into a scratch row and scattered back.
 
+// Kernel code: rows and columns are cut at multiples of the validated axis length from
+// buffers of outer · axis · inner elements.
+#![allow(clippy::indexing_slicing)]
+
 pub(crate) mod rows;
 
 use crate::simd::Isa;
@@ -178,13 +182,14 @@ where
 /// Reductions of rows (`inner = 1`) through the vectorised kernels.
 fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage> {
     let (outer, axis) = (spec.outer, spec.axis_len);
-    // SAFETY (every kernel call below): `k` was built for an ISA detected on this CPU.
+    // SAFETY: `k` was built for an ISA detected on this CPU (every call below).
     let sum = |x: &[f32], _, _| unsafe { (k.sum)(x) };
     let extreme = |sign: f32| {
         fold_rows(
             x,
             outer,
             axis,
+            // SAFETY: `k` was built for an ISA detected on this CPU.
             move |c, _, _| unsafe { (k.extreme)(c, sign) },
             move |a: f32, b: f32| sign * nan_max(sign * a, sign * b),
         )
@@ -201,6 +206,7 @@ fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage
             x,
             outer,
             axis,
+            // SAFETY: `k` was built for an ISA detected on this CPU.
             move |c, start, _| unsafe { (k.arg)(c, sign) }.map(|(v, j)| (v, j + start as u32)),
             move |a: Option<(f32, u32)>, b: Option<(f32, u32)>| match (a, b) {
                 (Some(a), Some(b)) => Some(if better(b, a) { b } else { a }),
@@ -234,6 +240,7 @@ fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage
                 x,
                 outer,
                 axis,
+                // SAFETY: `k` was built for an ISA detected on this CPU.
                 |c, _, o| unsafe { (k.sum_exp)(c, m[o]) },
                 |a, b| a + b,
             );

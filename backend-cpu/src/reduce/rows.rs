@@ -13,6 +13,10 @@
 //! adds are free); max/min propagate NaN; argmax/argmin keep the first index on ties and
 //! report the first NaN.
 
+// Kernel code: lane arrays are indexed by constant-bounded loops and rows by their
+// own lengths.
+#![allow(clippy::indexing_slicing)]
+
 use crate::simd::Isa;
 use crate::simd::exp::exp;
 use crate::simd::nan_max as max_nan;

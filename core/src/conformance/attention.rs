@@ -1,6 +1,9 @@
 //! Attention cases: sequence lengths (Sq < Skv, Sq = Skv, Sq = 1, Sq > Skv), causal and
 //! not, GQA/MQA, head dims, permuted layouts, a custom scale, NaN, empty sequences.
 
+// Test code: indexes host copies whose lengths the case has checked.
+#![allow(clippy::indexing_slicing)]
+
 use super::{Cases, Ctx, Outcome, check, input, input_from, seed_of, unsupported};
 use crate::{AttentionOptions, Backend, DType, attention, reference};
 

@@ -1,6 +1,9 @@
 //! Matmul cases: sizes along each of M, K, N; transposed operands; broadcast and strided
 //! batches; the fused epilogue; empty dimensions; NaN and ±∞.
 
+// Test code: indexes host copies whose lengths the case has checked.
+#![allow(clippy::indexing_slicing)]
+
 use super::{Cases, Ctx, Outcome, SIZES, check, input, input_from, seed_of, unsupported};
 use crate::{Activation, Backend, DType, reference};
 

@@ -2,6 +2,9 @@
 //! over all axes, odd row lengths, keepdim, permuted inputs, NaN/±∞ rows, ties, empty
 //! axes.
 
+// Test code: indexes host copies whose lengths the case has checked.
+#![allow(clippy::indexing_slicing)]
+
 use super::{
     Cases, Ctx, Outcome, SIZES, check, expect_err, input, input_from, seed_of, unsupported,
 };

@@ -1,5 +1,8 @@
 //! Tensor plumbing: upload/download of every dtype, casts, strided copies, views, randn.
 
+// Test code: indexes host copies whose lengths the case has checked.
+#![allow(clippy::indexing_slicing)]
+
 use super::{Cases, Fail, check, input, permute_host, seed_of, unsupported};
 use crate::reference::HostTensor;
 use crate::{Backend, DType, HostData, Tensor};

@@ -7,6 +7,9 @@
 //! four axes is accepted (a `[B, S, H, D]` tensor permuted to `[B, H, S, D]` is read in
 //! place).
 
+// Indices are axis numbers of 4-D operands whose rank the validation checks first.
+#![allow(clippy::indexing_slicing)]
+
 use crate::tensor::{require_dtype, require_float, same_device};
 use crate::{Backend, DType, Error, Result, Tensor};
 

@@ -6,6 +6,9 @@
 //! so a backend walks `spec.batch()` matrices and reads each operand through
 //! [`MatrixView`] without ever materialising a broadcast or a transpose.
 
+// Indices and slices are axes of operands whose rank (≥ 2) the validation checks first.
+#![allow(clippy::indexing_slicing)]
+
 use crate::layout::{broadcast_shapes, broadcast_strides, checked_numel};
 use crate::tensor::{require_dtype, require_float, same_device};
 use crate::{Backend, DType, Error, Result, Tensor};

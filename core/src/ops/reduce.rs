@@ -12,6 +12,10 @@
 //! ±∞ is that max. Softmax and log-softmax use `exp(x − max)`; a row whose max is −∞ or
 //! +∞ (or holds NaN) therefore gives NaN, as PyTorch does.
 
+// Indices and slices are axes below the rank, normalised and checked by `axis_index`
+// before use.
+#![allow(clippy::indexing_slicing)]
+
 use crate::layout::{checked_numel, resolve_axis};
 use crate::tensor::{require_dtype, require_float, same_device};
 use crate::{Backend, DType, Error, Result, Tensor};
