@@ -34,11 +34,13 @@
 
 mod attention;
 mod matmul;
+mod pool;
 mod probe;
 mod reduce;
 mod simd;
 mod storage;
 
+pub use pool::{POOL_MIN_BYTES, PoolStats, pool_stats, trim_pool};
 pub use simd::Isa;
 pub use storage::CpuStorage;
 

@@ -3,14 +3,17 @@
 //! results back rounded once to the output dtype.
 //!
 //! Allocations are fallible (`try_reserve_exact`), so a request the allocator cannot
-//! satisfy is `Error::OutOfMemory`, not an abort.
+//! satisfy is `Error::OutOfMemory`, not an abort. Large buffers come from and return to
+//! the caching pool of `pool.rs` (a dropped `CpuStorage` gives its buffer back).
 
 // Offsets and extents come from validated layouts whose element ranges lie inside
 // the storage (core checks them before dispatch).
 #![allow(clippy::indexing_slicing)]
 
+use crate::pool::{self, Pooled};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+use rayon::iter::ParallelExtend;
 use std::borrow::Cow;
 use xkern_core::{DType, Error, HostData, HostSlice, Layout, Result};
 
@@ -27,16 +30,35 @@ pub enum CpuStorage {
     U32(Vec<u32>),
 }
 
-/// A vector of `len` copies of `value`, or `OutOfMemory`.
-pub(crate) fn try_vec<T: Clone>(len: usize, value: T) -> Result<Vec<T>> {
+/// An empty vector with room for `len` elements (from the buffer pool when one fits), or
+/// `OutOfMemory`.
+pub(crate) fn try_with_capacity<T: Pooled>(len: usize) -> Result<Vec<T>> {
+    if let Some(v) = pool::take(len) {
+        return Ok(v);
+    }
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
         device: "cpu".into(),
         bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
     })?;
-    v.resize(len, value);
     Ok(v)
 }
+
+/// A vector of `len` copies of `value`, or `OutOfMemory`.
+/// Large vectors are filled by every thread of the pool, so the page faults of fresh
+/// memory and the stores to reused memory are spread over the cores.
+pub(crate) fn try_vec<T: Pooled + Clone + Send + Sync>(len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(len)?;
+    if len.saturating_mul(std::mem::size_of::<T>()) >= PARALLEL_FILL_BYTES {
+        v.par_extend(rayon::iter::repeat_n(value, len));
+    } else {
+        v.resize(len, value);
+    }
+    Ok(v)
+}
+
+/// Vectors of at least this many bytes are filled in parallel.
+const PARALLEL_FILL_BYTES: usize = 4 << 20;
 
 /// An element type a kernel can read as f32.
 pub(crate) trait Scalar: Copy + Send + Sync {
@@ -91,6 +113,18 @@ fn gather<T: Scalar>(
     }
 }
 
+/// A dropped tensor's buffer goes back to the pool (see `pool.rs`) when it is large.
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        match self {
+            CpuStorage::F32(v) => pool::give(std::mem::take(v)),
+            CpuStorage::F16(v) => pool::give(std::mem::take(v)),
+            CpuStorage::BF16(v) => pool::give(std::mem::take(v)),
+            CpuStorage::U32(v) => pool::give(std::mem::take(v)),
+        }
+    }
+}
+
 impl CpuStorage {
     /// The dtype of the elements.
     pub fn dtype(&self) -> DType {
@@ -118,13 +152,8 @@ impl CpuStorage {
     }
 
     pub(crate) fn upload(data: HostSlice<'_>) -> Result<CpuStorage> {
-        fn copy<T: Copy + Default>(s: &[T]) -> Result<Vec<T>> {
-            let mut v = try_vec(0, T::default())?;
-            v.try_reserve_exact(s.len())
-                .map_err(|_| Error::OutOfMemory {
-                    device: "cpu".into(),
-                    bytes: (s.len() * 4) as u64,
-                })?;
+        fn copy<T: Copy + Pooled>(s: &[T]) -> Result<Vec<T>> {
+            let mut v = try_with_capacity(s.len())?;
             v.extend_from_slice(s);
             Ok(v)
         }
@@ -239,13 +268,8 @@ impl CpuStorage {
                 message: "strided view outside its storage".into(),
             });
         }
-        fn pick<T: Copy + Default>(v: &[T], layout: &Layout) -> Result<Vec<T>> {
-            let mut out = try_vec(0, T::default())?;
-            out.try_reserve_exact(layout.numel())
-                .map_err(|_| Error::OutOfMemory {
-                    device: "cpu".into(),
-                    bytes: (layout.numel() * 4) as u64,
-                })?;
+        fn pick<T: Copy + Pooled>(v: &[T], layout: &Layout) -> Result<Vec<T>> {
+            let mut out = try_with_capacity(layout.numel())?;
             out.extend(layout.offsets().map(|o| v[o]));
             Ok(out)
         }
