@@ -27,6 +27,7 @@
 // the blocking; loop bounds never exceed them.
 #![allow(clippy::indexing_slicing)]
 
+mod gemv;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -485,66 +486,8 @@ fn gemm<K: MicroKernel, T: Scalar>(
     Ok(())
 }
 
-/// Matrix-vector products (M = 1 or N = 1) stream the matrix once, at memory bandwidth;
-/// packing would only add traffic. Returns `false` when the layout has no streaming path
-/// (the packed GEMM then handles it).
-fn gemv<T: Scalar>(
-    a: View<'_, T>,
-    b: View<'_, T>,
-    c: &mut [f32],
-    (m, k, n): (usize, usize, usize),
-) -> bool {
-    const CHUNK: usize = 256;
-    // The matrix whose rows (`rows_contiguous`) or columns stream, and the vector.
-    let (mat, vec, rows_contiguous) = match () {
-        _ if m == 1 && b.cs == 1 => (b, a, false),
-        _ if m == 1 && b.rs == 1 => (
-            View {
-                data: b.data,
-                offset: b.offset,
-                rs: b.cs,
-                cs: 1,
-            },
-            a,
-            true,
-        ),
-        _ if n == 1 && a.cs == 1 => (a, b, true),
-        _ => return false,
-    };
-    let v: Vec<f32> = (0..k)
-        .map(|p| if m == 1 { vec.at(0, p) } else { vec.at(p, 0) })
-        .collect();
-    if rows_contiguous {
-        // c[i] = Σ_p mat[i, p] · v[p]: one dot product per output, 8 partial sums each.
-        c.par_chunks_mut(16).enumerate().for_each(|(ci, out)| {
-            for (ii, x) in out.iter_mut().enumerate() {
-                let row = &mat.data[mat.offset + (ci * 16 + ii) * mat.rs..][..k];
-                let mut acc = [0.0f32; 8];
-                for (r8, v8) in row.chunks(8).zip(v.chunks(8)) {
-                    for ((s, r), w) in acc.iter_mut().zip(r8).zip(v8) {
-                        *s += r.to_f32() * w;
-                    }
-                }
-                *x = acc.iter().sum();
-            }
-        });
-    } else {
-        // c[j] = Σ_p v[p] · mat[p, j]: rows streamed, threads split the columns.
-        c.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, out)| {
-            out.fill(0.0);
-            let j0 = ci * CHUNK;
-            for (p, &vp) in v.iter().enumerate() {
-                let row = &mat.data[mat.offset + p * mat.rs + j0..][..out.len()];
-                for (o, x) in out.iter_mut().zip(row) {
-                    *o += vp * x.to_f32();
-                }
-            }
-        });
-    }
-    true
-}
-
 fn matmul_typed<K: MicroKernel, T: Scalar>(
+    isa: Isa,
     spec: &MatmulSpec,
     a: &[T],
     b: &[T],
@@ -563,7 +506,7 @@ fn matmul_typed<K: MicroKernel, T: Scalar>(
     if (m == 1 || n == 1) && k > 0 {
         let mut streamed = true;
         for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
-            streamed &= gemv(av(bi), bv(bi), c, (m, k, n));
+            streamed &= gemv::gemv(isa, av(bi), bv(bi), c, (m, k, n));
             if !streamed {
                 break;
             }
@@ -595,6 +538,7 @@ fn matmul_typed<K: MicroKernel, T: Scalar>(
 }
 
 fn matmul_isa<K: MicroKernel>(
+    isa: Isa,
     spec: &MatmulSpec,
     a: &CpuStorage,
     b: &CpuStorage,
@@ -602,9 +546,11 @@ fn matmul_isa<K: MicroKernel>(
     epi: Epilogue<'_>,
 ) -> Result<()> {
     match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => matmul_typed::<K, _>(spec, a, b, out, epi),
-        (CpuStorage::F16(a), CpuStorage::F16(b)) => matmul_typed::<K, _>(spec, a, b, out, epi),
-        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => matmul_typed::<K, _>(spec, a, b, out, epi),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => matmul_typed::<K, _>(isa, spec, a, b, out, epi),
+        (CpuStorage::F16(a), CpuStorage::F16(b)) => matmul_typed::<K, _>(isa, spec, a, b, out, epi),
+        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
+            matmul_typed::<K, _>(isa, spec, a, b, out, epi)
+        }
         _ => Err(xkern_core::Error::Backend {
             backend: "cpu",
             message: "matmul operands of different or integer dtypes".into(),
@@ -642,13 +588,13 @@ pub(crate) fn matmul(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if bf16_dot && matches!(a, CpuStorage::BF16(_)) => {
-            matmul_isa::<kernel_avx512_bf16::Avx512Bf16>(spec, a, b, &mut out, epi)?
+            matmul_isa::<kernel_avx512_bf16::Avx512Bf16>(isa, spec, a, b, &mut out, epi)?
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => matmul_isa::<kernel_avx512::Avx512>(spec, a, b, &mut out, epi)?,
+        Isa::Avx512 => matmul_isa::<kernel_avx512::Avx512>(isa, spec, a, b, &mut out, epi)?,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => matmul_isa::<kernel_avx2::Avx2>(spec, a, b, &mut out, epi)?,
-        _ => matmul_isa::<kernel_generic::Generic>(spec, a, b, &mut out, epi)?,
+        Isa::Avx2 => matmul_isa::<kernel_avx2::Avx2>(isa, spec, a, b, &mut out, epi)?,
+        _ => matmul_isa::<kernel_generic::Generic>(isa, spec, a, b, &mut out, epi)?,
     }
     CpuStorage::from_f32(spec.dtype, out)
 }

@@ -1,0 +1,193 @@
+//! Matrix-vector products (M = 1 or N = 1): the matrix is streamed once from memory, so
+//! the floor is its size over the memory bandwidth (64 MiB of f32 at 1×4096×4096: ~1.4 ms
+//! at 47 GB/s); packing would only add traffic.
+//!
+//! Two layouts, two loops, each compiled per ISA (FMA where the ISA has it):
+//! - **axpy** (`x · B` with B's rows contiguous, the usual `x @ W`): threads own blocks
+//!   of output columns, as wide as possible (each row of B is read as one long run, in
+//!   order: hardware prefetchers stream it and every page is touched once), and each
+//!   block accumulates four rows of B per pass over its outputs (kept in L1).
+//! - **dot** (`x · Wᵀ` views and `A · v`: the matrix's rows are the dot products): threads
+//!   own blocks of outputs, each a dot product with 32 independent partial sums.
+//!
+//! Every output is computed by one task in a fixed order (the row order for axpy, fixed
+//! lanes for dot), whatever the block width, so results do not depend on the thread count.
+
+use super::View;
+use crate::simd::Isa;
+use crate::storage::Scalar;
+use rayon::prelude::*;
+
+/// `out[j] = ((out[j] + w0·r0[j]) + w1·r1[j]) + …` over the rows given, fused when `FMA`.
+#[inline(always)]
+fn axpy<T: Scalar, const FMA: bool>(out: &mut [f32], w: &[f32], rows: &[&[T]]) {
+    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
+    match (w, rows) {
+        ([w0, w1, w2, w3], [r0, r1, r2, r3]) => {
+            for ((((o, a), b), c), d) in out.iter_mut().zip(*r0).zip(*r1).zip(*r2).zip(*r3) {
+                let mut t = madd(*w0, a.to_f32(), *o);
+                t = madd(*w1, b.to_f32(), t);
+                t = madd(*w2, c.to_f32(), t);
+                *o = madd(*w3, d.to_f32(), t);
+            }
+        }
+        _ => {
+            for (&wp, row) in w.iter().zip(rows) {
+                for (o, x) in out.iter_mut().zip(*row) {
+                    *o = madd(wp, x.to_f32(), *o);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ a[p]·b[p]` with 32 lane sums (fixed lanes, then a fixed tree).
+#[inline(always)]
+fn dot<T: Scalar, const FMA: bool>(a: &[T], b: &[f32]) -> f32 {
+    const L: usize = 32;
+    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
+    let mut acc = [0.0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
+            *s = madd(p.to_f32(), *q, *s);
+        }
+    }
+    for ((s, p), q) in acc.iter_mut().zip(ra).zip(rb) {
+        *s = madd(p.to_f32(), *q, *s);
+    }
+    let mut width = L;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
+}
+
+macro_rules! isa_gemv {
+    ($name:ident, $feat:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use crate::storage::Scalar;
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn axpy<T: Scalar>(out: &mut [f32], w: &[f32], rows: &[&[T]]) {
+                super::axpy::<T, true>(out, w, rows)
+            }
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn dot<T: Scalar>(a: &[T], b: &[f32]) -> f32 {
+                super::dot::<T, true>(a, b)
+            }
+        }
+    };
+}
+isa_gemv!(avx512, "avx512f,avx512vl,fma");
+isa_gemv!(avx2, "avx2,fma");
+
+fn axpy_isa<T: Scalar>(isa: Isa, out: &mut [f32], w: &[f32], rows: &[&[T]]) {
+    match isa {
+        // SAFETY: a device only holds an ISA that was detected on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::axpy(out, w, rows) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::axpy(out, w, rows) },
+        _ => axpy::<T, false>(out, w, rows),
+    }
+}
+
+fn dot_isa<T: Scalar>(isa: Isa, a: &[T], b: &[f32]) -> f32 {
+    match isa {
+        // SAFETY: a device only holds an ISA that was detected on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::dot(a, b) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::dot(a, b) },
+        _ => dot::<T, false>(a, b),
+    }
+}
+
+/// Computes `c` (m·n outputs, m = 1 or n = 1) from views `a` and `b`; `false` when the
+/// layout has no streaming path (the packed GEMM then handles it).
+pub(super) fn gemv<T: Scalar>(
+    isa: Isa,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) -> bool {
+    // The streamed matrix, the vector, and whether the matrix's rows are the dot products.
+    let (mat, vec, dots) = match () {
+        _ if m == 1 && b.cs == 1 => (b, a, false),
+        _ if m == 1 && b.rs == 1 => (
+            View {
+                data: b.data,
+                offset: b.offset,
+                rs: b.cs,
+                cs: 1,
+            },
+            a,
+            true,
+        ),
+        _ if n == 1 && a.cs == 1 => (a, b, true),
+        _ => return false,
+    };
+    let v: Vec<f32> = (0..k)
+        .map(|p| if m == 1 { vec.at(0, p) } else { vec.at(p, 0) })
+        .collect();
+    let outputs = c.len();
+    let Some(data) = mat.data.get(mat.offset..) else {
+        return false;
+    };
+    let row = |i: usize, from: usize, len: usize| {
+        data.get(i * mat.rs + from..).and_then(|r| r.get(..len))
+    };
+    let threads = rayon::current_num_threads().max(1);
+    if dots {
+        // One dot product per output; blocks of outputs per task.
+        let block = outputs.div_ceil(4 * threads).clamp(1, 64);
+        return c
+            .par_chunks_mut(block)
+            .enumerate()
+            .map(|(bi, out)| {
+                for (ii, x) in out.iter_mut().enumerate() {
+                    let Some(r) = row(bi * block + ii, 0, k) else {
+                        return false;
+                    };
+                    *x = dot_isa(isa, r, &v);
+                }
+                true
+            })
+            .all(|ok| ok);
+    }
+    // axpy: column blocks as wide as the thread count allows (multiples of 64 columns,
+    // at least 256 so a block's rows stay long runs).
+    let block = outputs
+        .div_ceil(threads)
+        .next_multiple_of(64)
+        .clamp(256, outputs.max(256));
+    c.par_chunks_mut(block)
+        .enumerate()
+        .map(|(bi, out)| {
+            out.fill(0.0);
+            let (j0, len) = (bi * block, out.len());
+            let mut p = 0;
+            while p < k {
+                let step = (k - p).min(4);
+                let mut rows: [&[T]; 4] = [&[]; 4];
+                for (q, r) in rows.iter_mut().enumerate().take(step) {
+                    match row(p + q, j0, len) {
+                        Some(s) => *r = s,
+                        None => return false,
+                    }
+                }
+                axpy_isa(isa, out, &v[p..p + step], &rows[..step]);
+                p += step;
+            }
+            true
+        })
+        .all(|ok| ok)
+}
