@@ -314,20 +314,15 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
     if spec.inner == 1 {
         return reduce_rows(RowKernels::for_isa(isa), spec, x);
     }
+    let k = RowKernels::for_isa(isa);
     let col_sum = || {
-        let add = |st: &mut [f64], row: &[f32]| {
-            st.iter_mut()
-                .zip(row)
-                .for_each(|(s, &v)| *s += f64::from(v))
-        };
+        // SAFETY: `k` was built for an ISA detected on this CPU.
+        let add = |st: &mut [f64], row: &[f32]| unsafe { (k.col_add)(st, row) };
         fold_cols(x, spec, 0.0f64, add, |a, b| a + b)
     };
     let col_extreme = |sign: f32| {
-        let push = move |st: &mut [f32], row: &[f32]| {
-            st.iter_mut()
-                .zip(row)
-                .for_each(|(s, &v)| *s = nan_max(*s, sign * v))
-        };
+        // SAFETY: as above.
+        let push = move |st: &mut [f32], row: &[f32]| unsafe { (k.col_extreme)(st, row, sign) };
         fold_cols(x, spec, f32::NEG_INFINITY, push, nan_max)
             .into_iter()
             .map(|v| sign * v)

@@ -228,6 +228,26 @@ pub(crate) struct RowKernels {
     pub arg: ArgFn,
     pub softmax: unsafe fn(&[f32], &mut [f32], bool),
     pub rms_norm: RmsNormFn,
+    /// `st[j] += row[j]` in f64 (column sums of outer-axis reductions).
+    pub col_add: unsafe fn(&mut [f64], &[f32]),
+    /// `st[j] = nan_max(st[j], sign · row[j])` (column extremes).
+    pub col_extreme: unsafe fn(&mut [f32], &[f32], f32),
+}
+
+/// `st[j] += row[j]`, widened to f64.
+#[inline(always)]
+fn col_add(st: &mut [f64], row: &[f32]) {
+    for (s, &v) in st.iter_mut().zip(row) {
+        *s += f64::from(v);
+    }
+}
+
+/// `st[j] = nan_max(st[j], sign · row[j])`.
+#[inline(always)]
+fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
+    for (s, &v) in st.iter_mut().zip(row) {
+        *s = max_nan(*s, sign * v);
+    }
 }
 
 /// Compiles the kernels above inside wrappers carrying the ISA's attributes. One
@@ -267,8 +287,25 @@ macro_rules! isa_kernels {
             unsafe fn rms_norm(x: &[f32], o: &mut [f32], w: Option<&[f32]>, eps: f32) {
                 super::rms_norm(x, o, w, eps)
             }
-            pub(super) const KERNELS: RowKernels =
-                RowKernels { sum, sum_exp, exp_shift, extreme, arg, softmax, rms_norm };
+            $(#[$fn_attr])*
+            unsafe fn col_add(st: &mut [f64], row: &[f32]) {
+                super::col_add(st, row)
+            }
+            $(#[$fn_attr])*
+            unsafe fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
+                super::col_extreme(st, row, sign)
+            }
+            pub(super) const KERNELS: RowKernels = RowKernels {
+                sum,
+                sum_exp,
+                exp_shift,
+                extreme,
+                arg,
+                softmax,
+                rms_norm,
+                col_add,
+                col_extreme,
+            };
         }
     };
 }
