@@ -7,6 +7,10 @@
 //! (DMA engines, fixed cost, efficiency by payload), the architecture guides (clocks,
 //! bandwidths); all figures are fields of [`NeuronConfig`].
 
+// Simulator code: partition, engine and queue indices are below the fixed counts of
+// the configuration, and byte ranges are checked against each allocation before use.
+#![allow(clippy::indexing_slicing)]
+
 use crate::config::NeuronConfig;
 use crate::engines::Engine;
 

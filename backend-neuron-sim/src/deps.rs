@@ -18,6 +18,10 @@
 //! ordered form a race; with automatic tracking that can only happen when the author opts
 //! out for an instruction ([`crate::IssueOptions::no_sync`]).
 
+// Simulator code: partition, engine and queue indices are below the fixed counts of
+// the configuration, and byte ranges are checked against each allocation before use.
+#![allow(clippy::indexing_slicing)]
+
 use crate::engines::Stream;
 use crate::memory::MemKind;
 

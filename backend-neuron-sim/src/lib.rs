@@ -58,6 +58,22 @@
 //! ```
 
 #![deny(missing_docs)]
+// No panics from library code: a bad input or a failed resource is an `Err`. Unit tests
+// may unwrap. Modules whose kernels index slices within bounds that validation has
+// established allow `indexing_slicing` at their top, saying why.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing
+    )
+)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod backend;
 mod config;

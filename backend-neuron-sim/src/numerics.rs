@@ -14,6 +14,9 @@
 //! - Freshly allocated on-chip memory is poisoned with the dtype's quiet NaN (u32: all
 //!   ones) so that reads of unwritten data show up.
 
+// Element indices come from access patterns validated against their tensor or tile.
+#![allow(clippy::indexing_slicing)]
+
 use half::{bf16, f16};
 use xkern_core::DType;
 

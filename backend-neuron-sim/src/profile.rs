@@ -3,6 +3,9 @@
 //! peak, 128·128·2·clock), instruction counts and races. Built from the instruction
 //! records by [`crate::Simulator::profile`].
 
+// Engine indices come from `Engine::index`, below the engine count.
+#![allow(clippy::indexing_slicing)]
+
 use crate::engines::{Engine, Stream};
 use crate::sim::{ByteCounts, Simulator};
 use std::collections::BTreeMap;

@@ -6,6 +6,10 @@
 //! [`Timeline`]: straight-line Rust is scheduled as the hardware would overlap it. The
 //! instruction methods themselves live in `isa/`, one file per engine.
 
+// Simulator code: partition, engine and queue indices are below the fixed counts of
+// the configuration, and byte ranges are checked against each allocation before use.
+#![allow(clippy::indexing_slicing)]
+
 use crate::config::{Generation, NeuronConfig};
 use crate::deps::{Access, Clocks, Footprint, Hazard, History, ONCHIP, Race};
 use crate::engines::{Engine, Ports, StationaryKey, Stream, Timeline};

@@ -3,6 +3,9 @@
 //! a self-contained SVG timeline for HTML reports (instructions closer than half a pixel
 //! are merged into one bar, so the SVG stays small for 100 000-instruction runs).
 
+// Engine and queue indices are below the counts the trace was built with.
+#![allow(clippy::indexing_slicing)]
+
 use crate::engines::{Engine, Stream};
 use crate::error::{Result, SimError};
 use crate::sim::Simulator;

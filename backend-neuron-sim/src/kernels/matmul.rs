@@ -17,6 +17,10 @@
 //!   to HBM. fp32 operands stay fp32 on the PE array (quarter rate).
 //! - Ragged edges use partial tiles (fewer partitions or columns); K = 0 evicts zeros.
 
+// Kernel code: tile and block indices are bounded by the validated op spec and the
+// tile sizes this kernel chose.
+#![allow(clippy::indexing_slicing)]
+
 use crate::{ActFn, AluOp, Engine, HbmTensor, Result, Simulator, Tile};
 use xkern_core::{Activation, DType, MatmulSpec, MatrixView};
 

@@ -46,6 +46,10 @@
 //! Indices are computed in fp32, exact below 2^24; longer axes are refused for
 //! argmax/argmin with an error rather than answered wrongly.
 
+// Kernel code: tile and block indices are bounded by the validated op spec and the
+// tile sizes this kernel chose.
+#![allow(clippy::indexing_slicing)]
+
 use super::unsupported;
 use crate::{ActFn, Affine, AluOp, CmpOp, Engine, HbmTensor, Result, ScalarArg, Simulator, Tile};
 use xkern_core::{DType, NormKind, NormSpec, ReduceKind, ReduceSpec};

@@ -2,6 +2,9 @@
 //! every partition). Free blocks are kept sorted and coalesced; allocation and free are
 //! linear in the number of free blocks, which stays small for tile-sized allocations.
 
+// Block lists are indexed by positions found in the same lists.
+#![allow(clippy::indexing_slicing)]
+
 /// A first-fit allocator of `[0, capacity)` with a fixed alignment.
 #[derive(Clone, Debug)]
 pub(crate) struct Allocator {

@@ -3,6 +3,10 @@
 //! matmul rule "accumulating onto uninitialised PSUM is an error" needs it in both modes,
 //! so it is a bitmap of one bit per 4-byte word, set and checked with word-wide masks).
 
+// Simulator code: partition, engine and queue indices are below the fixed counts of
+// the configuration, and byte ranges are checked against each allocation before use.
+#![allow(clippy::indexing_slicing)]
+
 /// One on-chip memory's bytes (empty in timing-only mode).
 #[derive(Clone, Debug)]
 pub(crate) struct OnChip {
