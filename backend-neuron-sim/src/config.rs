@@ -96,6 +96,9 @@ pub struct NeuronConfig {
     /// HBM bandwidth available to one core in GB/s (= bytes/ns): 410 on trn1 (820 GB/s per
     /// 2-core chip), 362 on trn2 (2.9 TB/s per 8-core chip).
     pub hbm_bandwidth_gbps: f64,
+    /// HBM one core may hold, bytes: 16 GiB on trn1 (32 GiB per 2-core chip), 12 GiB on
+    /// trn2 (96 GiB per 8-core chip). Tensors of a device beyond it are `OutOfMemory`.
+    pub hbm_capacity_bytes: u64,
     /// DMA engines per core: 16. A 128-partition tile spreads over all of them, 8
     /// partitions each.
     pub dma_engines: usize,
@@ -156,6 +159,7 @@ impl NeuronConfig {
             shared_sbuf_port_vector_gpsimd: true,
             shared_psum_port_vector_scalar: true,
             hbm_bandwidth_gbps: 410.0,
+            hbm_capacity_bytes: 16 << 30,
             dma_engines: 16,
             dma_queues: 16,
             dma_store_queues: 4,
@@ -186,6 +190,7 @@ impl NeuronConfig {
             shared_sbuf_port_vector_gpsimd: false,
             shared_psum_port_vector_scalar: false,
             hbm_bandwidth_gbps: 362.0,
+            hbm_capacity_bytes: 12 << 30,
             dma_engine_bandwidth_gbps: 23.0,
             ..Self::trn1()
         }

@@ -72,3 +72,31 @@ fn parse_options() {
     assert!(NeuronBackend::parse_options("trn3").is_none());
     assert!(NeuronBackend::parse_options("trn2:fast").is_none());
 }
+
+#[test]
+fn simulated_hbm_capacity_is_enforced_and_released() {
+    // A timing-only trn2 core: no host memory behind its tensors, the same 12 GiB of HBM.
+    let dev = NeuronBackend::new(NeuronConfig::trn2(), Mode::TimingOnly);
+    let cap = dev.config().hbm_capacity_bytes;
+    assert_eq!(cap, 12 << 30);
+    let big = Tensor::zeros(&dev, &[5 << 30], DType::BF16).unwrap(); // 10 GiB
+    assert_eq!(dev.hbm_used_bytes(), 10 << 30);
+    // 4 GiB more does not fit, as a tensor or as an op's output.
+    match Tensor::zeros(&dev, &[1 << 30], DType::F32) {
+        Err(Error::OutOfMemory { bytes, device }) => {
+            assert_eq!(bytes, 4 << 30);
+            assert!(device.contains("simulated HBM"), "{device}");
+        }
+        other => panic!("expected OutOfMemory, got {other:?}"),
+    }
+    let a = Tensor::zeros(&dev, &[32768, 1], DType::F32).unwrap();
+    let b = Tensor::zeros(&dev, &[1, 32768], DType::F32).unwrap();
+    assert!(matches!(a.matmul(&b), Err(Error::OutOfMemory { .. })));
+    // Dropping the big tensor gives its bytes back.
+    drop(big);
+    assert_eq!(dev.hbm_used_bytes(), 2 * 32768 * 4);
+    let c = a.matmul(&b).unwrap();
+    assert_eq!(dev.hbm_used_bytes(), 2 * 32768 * 4 + (4 << 30));
+    drop((a, b, c));
+    assert_eq!(dev.hbm_used_bytes(), 0);
+}

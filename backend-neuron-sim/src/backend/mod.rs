@@ -28,9 +28,42 @@ use xkern_core::{
 
 static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
 
+/// A share of a device's simulated HBM, released when its tensor is dropped.
+#[derive(Debug)]
+struct HbmLease {
+    used: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Clone for HbmLease {
+    // A cloned storage is a second copy in HBM: counted, without a capacity check, as
+    // `Clone` cannot fail (the next allocation sees the total).
+    fn clone(&self) -> Self {
+        self.used.fetch_add(self.bytes, Ordering::SeqCst);
+        HbmLease {
+            used: Arc::clone(&self.used),
+            bytes: self.bytes,
+        }
+    }
+}
+
+impl PartialEq for HbmLease {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Drop for HbmLease {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
 /// A tensor buffer in simulated HBM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronStorage {
+    /// This tensor's share of the device's HBM capacity.
+    lease: HbmLease,
     device: u64,
     dtype: DType,
     len: usize,
@@ -68,6 +101,8 @@ struct Inner {
     label: String,
     /// The simulator of the last op that ran a kernel.
     last: Mutex<Option<Simulator>>,
+    /// Bytes of HBM held by this device's live tensors.
+    hbm_used: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for NeuronBackend {
@@ -97,6 +132,7 @@ impl NeuronBackend {
                 mode,
                 label,
                 last: Mutex::new(None),
+                hbm_used: Arc::new(AtomicU64::new(0)),
             }),
         }
     }
@@ -167,8 +203,48 @@ impl NeuronBackend {
         self.last().as_ref().map(|s| s.svg_timeline(width))
     }
 
-    fn storage_of(&self, dtype: DType, len: usize, data: Option<Vec<u8>>) -> NeuronStorage {
+    /// Bytes of simulated HBM held by this device's live tensors.
+    pub fn hbm_used_bytes(&self) -> u64 {
+        self.inner.hbm_used.load(Ordering::SeqCst)
+    }
+
+    /// Takes `len` elements of `dtype` from the device's HBM capacity, or `OutOfMemory`
+    /// (in both modes: a timing-only device holds no data but the same capacity).
+    fn reserve(&self, dtype: DType, len: usize) -> Result<HbmLease> {
+        let cap = self.inner.cfg.hbm_capacity_bytes;
+        let bytes = (len as u64).saturating_mul(dtype.size_in_bytes() as u64);
+        let used = &self.inner.hbm_used;
+        let mut cur = used.load(Ordering::SeqCst);
+        loop {
+            if cur.saturating_add(bytes) > cap {
+                return Err(Error::OutOfMemory {
+                    device: format!(
+                        "{} (simulated HBM: {cur} of {cap} bytes in use)",
+                        self.inner.label
+                    ),
+                    bytes,
+                });
+            }
+            match used.compare_exchange(cur, cur + bytes, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        Ok(HbmLease {
+            used: Arc::clone(used),
+            bytes,
+        })
+    }
+
+    fn storage_of(
+        &self,
+        lease: HbmLease,
+        dtype: DType,
+        len: usize,
+        data: Option<Vec<u8>>,
+    ) -> NeuronStorage {
         NeuronStorage {
+            lease,
             device: self.inner.id,
             dtype,
             len,
@@ -185,6 +261,7 @@ impl NeuronBackend {
         out_len: usize,
         kernel: impl FnOnce(&mut Simulator, &[crate::HbmTensor], crate::HbmTensor) -> crate::Result<()>,
     ) -> Result<NeuronStorage> {
+        let lease = self.reserve(out_dtype, out_len)?;
         let mut sim = Simulator::new(self.inner.cfg.clone(), self.inner.mode);
         let mut hbm = Vec::with_capacity(inputs.len());
         for s in inputs {
@@ -209,7 +286,7 @@ impl NeuronBackend {
             Mode::TimingOnly => None,
         };
         *self.last() = Some(sim);
-        Ok(self.storage_of(out_dtype, out_len, data))
+        Ok(self.storage_of(lease, out_dtype, out_len, data))
     }
 }
 
@@ -252,14 +329,26 @@ impl Backend for NeuronBackend {
     }
 
     fn upload(&self, data: HostSlice<'_>) -> Result<NeuronStorage> {
+        let lease = self.reserve(data.dtype(), data.len())?;
         let bytes = match self.inner.mode {
-            Mode::Functional => Some(data.as_bytes().to_vec()),
+            Mode::Functional => {
+                let src = data.as_bytes();
+                let mut v = Vec::new();
+                v.try_reserve_exact(src.len())
+                    .map_err(|_| Error::OutOfMemory {
+                        device: self.name(),
+                        bytes: src.len() as u64,
+                    })?;
+                v.extend_from_slice(src);
+                Some(v)
+            }
             Mode::TimingOnly => None,
         };
-        Ok(self.storage_of(data.dtype(), data.len(), bytes))
+        Ok(self.storage_of(lease, data.dtype(), data.len(), bytes))
     }
 
     fn zeros(&self, dtype: DType, len: usize) -> Result<NeuronStorage> {
+        let lease = self.reserve(dtype, len)?;
         let bytes = match self.inner.mode {
             Mode::Functional => {
                 let n = len
@@ -278,7 +367,7 @@ impl Backend for NeuronBackend {
             }
             Mode::TimingOnly => None,
         };
-        Ok(self.storage_of(dtype, len, bytes))
+        Ok(self.storage_of(lease, dtype, len, bytes))
     }
 
     fn download(
