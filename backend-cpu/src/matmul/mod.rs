@@ -151,7 +151,62 @@ fn pack<T: Scalar>(
             }
             return;
         }
-        // Otherwise walk each lane along the depth (contiguous for A row-major).
+        if v.cs == 1 {
+            // Each lane is contiguous along the depth (A row-major, B transposed): read it
+            // as one slice and scatter it down its column of the (L1-resident) panel.
+            for i in 0..w {
+                if i >= valid {
+                    for s in 0..steps {
+                        out[s * w + i] = 0.0;
+                    }
+                    continue;
+                }
+                let start = v.offset + (x0 + i) * v.rs + p0;
+                let lane = &v.data[start..start + kc];
+                if ku == 1 {
+                    // Done below, eight depths at a time for all lanes together.
+                    continue;
+                } else {
+                    let mut pairs = lane.chunks_exact(2);
+                    for (s, pr) in (&mut pairs).enumerate() {
+                        out[s * w + i] = bf16_pair(pr[0].to_f32(), pr[1].to_f32());
+                    }
+                    if let [last] = pairs.remainder() {
+                        out[(kc / 2) * w + i] = bf16_pair(last.to_f32(), 0.0);
+                    }
+                }
+            }
+            if ku == 1 {
+                // Transpose 8-deep blocks through a register-sized tile: eight contiguous
+                // reads per lane, then eight contiguous slot writes (a strided store per
+                // element measured as slow as the matmul itself at 4096×4096×128).
+                const D: usize = 8;
+                let mut tile = [[0.0f32; D]; 32];
+                let lanes = valid.min(32);
+                let blocks = if w <= 32 { kc / D } else { 0 };
+                for sb in 0..blocks {
+                    for (i, row) in tile.iter_mut().enumerate().take(lanes) {
+                        let start = v.offset + (x0 + i) * v.rs + p0 + sb * D;
+                        for (t, e) in row.iter_mut().zip(&v.data[start..start + D]) {
+                            *t = e.to_f32();
+                        }
+                    }
+                    for t in 0..D {
+                        let slot = &mut out[(sb * D + t) * w..(sb * D + t + 1) * w];
+                        for (i, o) in slot[..lanes].iter_mut().enumerate() {
+                            *o = tile[i][t];
+                        }
+                    }
+                }
+                for s in blocks * D..kc {
+                    for i in 0..valid {
+                        out[s * w + i] = v.data[v.offset + (x0 + i) * v.rs + p0 + s].to_f32();
+                    }
+                }
+            }
+            return;
+        }
+        // Otherwise walk each lane along the depth.
         for i in 0..w {
             for s in 0..steps {
                 out[s * w + i] = match (i < valid, ku) {
