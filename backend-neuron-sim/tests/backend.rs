@@ -23,6 +23,35 @@ fn matmul_profile_counts_tensor_engine_work() -> Result<(), Error> {
     Ok(())
 }
 
+/// B stored `[N, K]` and read through `.t()` is loaded in rows and transposed on the
+/// tensor engine: ragged n-groups (600 = 4·128 + 88), several N-blocks and, at K = 2200
+/// in fp32, several K-blocks accumulated in SBUF.
+#[test]
+fn matmul_transposed_b_in_rows() -> Result<(), Error> {
+    let dev = NeuronBackend::trn1();
+    let (m, k, n) = (130, 2200, 600);
+    let a = Tensor::randn(&dev, &[m, k], DType::F32, 3)?;
+    let b = Tensor::randn(&dev, &[n, k], DType::F32, 4)?;
+    let c = a.matmul(&b.t()?)?;
+    let p = dev.last_profile().expect("a profile after an op");
+    let (av, bv, cv) = (a.to_vec::<f32>()?, b.to_vec::<f32>()?, c.to_vec::<f32>()?);
+    let mut worst = 0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k)
+                .map(|l| av[i * k + l] as f64 * bv[j * k + l] as f64)
+                .sum();
+            worst = worst.max((cv[i * n + j] as f64 - want).abs());
+        }
+    }
+    assert!(worst < 1e-3, "max abs error {worst}");
+    // Every B element is transposed on chip, once per (M-block, N-block): at least
+    // 5 groups × 18 k-tiles per N-block pair.
+    let transposes = p.instruction_counts.get("transpose").copied().unwrap_or(0);
+    assert!(transposes >= 5 * 18, "{transposes} transposes");
+    Ok(())
+}
+
 #[test]
 fn timing_only_costs_but_refuses_reads() -> Result<(), Error> {
     let dev = NeuronBackend::new(NeuronConfig::trn2(), Mode::TimingOnly);
