@@ -101,3 +101,48 @@ fn parse_options() {
     assert!(NeuronBackend::parse_options("trn3").is_none());
     assert!(NeuronBackend::parse_options("trn2:fast").is_none());
 }
+
+/// Reductions over a non-last axis load contiguous `[128 axis positions, ≤ 4096 inner]`
+/// blocks and reduce across partitions on GpSimd: two outer rows, a ragged last axis
+/// block (300 = 2·128 + 44) and two column chunks (4200 = 4096 + 104), with NaN and ±∞
+/// in a few columns; no transposing DMA, so the DMA engines are not the bottleneck.
+#[test]
+fn column_reductions_in_row_blocks() -> Result<(), Error> {
+    use xkern_core::ReduceKind;
+    use xkern_core::reference::{self, HostTensor};
+    let dev = NeuronBackend::trn2();
+    let shape = [2, 300, 4200];
+    let len: usize = shape.iter().product();
+    let mut x: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 5.0)
+        .collect();
+    x[4200 * 17 + 5] = f32::NAN;
+    x[4200 * 290 + 4100] = f32::INFINITY;
+    x[4200 * 3 + 4100] = f32::NEG_INFINITY;
+    let t = Tensor::from_slice(&dev, &shape, &x)?;
+    let host = HostTensor::new(&shape, x.iter().map(|&v| v as f64).collect());
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+    ] {
+        let got = t.reduce(kind, 1, false)?.to_f64_vec()?;
+        let p = dev.last_profile().expect("a profile");
+        assert!(p.instruction_counts.contains_key("partition_reduce"));
+        assert_eq!(p.races, 0);
+        let want = reference::reduce(&host, kind, Some(1), false).data;
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else if w.is_infinite() {
+                g == w
+            } else {
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0)
+            };
+            assert!(ok, "{kind:?} column {i}: got {g}, want {w}");
+        }
+    }
+    Ok(())
+}
