@@ -154,6 +154,24 @@ impl Tile {
         Ok(t)
     }
 
+    /// Indices `[start, start + count)` of the outer free axis (same inner axis).
+    pub fn outer(&self, start: usize, count: usize) -> Result<Tile> {
+        let [[os, on], _] = self.free;
+        if count == 0 || start.saturating_add(count) > on {
+            return Err(self.oob(
+                "Tile::outer",
+                format!(
+                    "blocks {start}..{} of an outer free axis of {on}",
+                    start.saturating_add(count)
+                ),
+            ));
+        }
+        let mut t = *self;
+        t.offset += start * os * self.dtype.size_in_bytes();
+        t.free[0][1] = count;
+        Ok(t)
+    }
+
     /// Views a contiguous 1-D free axis as `[blocks, len / blocks]` (outer, inner).
     pub fn split(&self, blocks: usize) -> Result<Tile> {
         let n = self.free_size();

@@ -23,6 +23,35 @@ fn matmul_profile_counts_tensor_engine_work() -> Result<(), Error> {
     Ok(())
 }
 
+/// B stored `[N, K]` and read through `.t()` is loaded in rows and transposed on the
+/// tensor engine: ragged n-groups (600 = 4·128 + 88), several N-blocks and, at K = 2200
+/// in fp32, several K-blocks accumulated in SBUF.
+#[test]
+fn matmul_transposed_b_in_rows() -> Result<(), Error> {
+    let dev = NeuronBackend::trn1();
+    let (m, k, n) = (130, 2200, 600);
+    let a = Tensor::randn(&dev, &[m, k], DType::F32, 3)?;
+    let b = Tensor::randn(&dev, &[n, k], DType::F32, 4)?;
+    let c = a.matmul(&b.t()?)?;
+    let p = dev.last_profile().expect("a profile after an op");
+    let (av, bv, cv) = (a.to_vec::<f32>()?, b.to_vec::<f32>()?, c.to_vec::<f32>()?);
+    let mut worst = 0f64;
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k)
+                .map(|l| av[i * k + l] as f64 * bv[j * k + l] as f64)
+                .sum();
+            worst = worst.max((cv[i * n + j] as f64 - want).abs());
+        }
+    }
+    assert!(worst < 1e-3, "max abs error {worst}");
+    // Every B element is transposed on chip, once per (M-block, N-block): at least
+    // 5 groups × 18 k-tiles per N-block pair.
+    let transposes = p.instruction_counts.get("transpose").copied().unwrap_or(0);
+    assert!(transposes >= 5 * 18, "{transposes} transposes");
+    Ok(())
+}
+
 #[test]
 fn timing_only_costs_but_refuses_reads() -> Result<(), Error> {
     let dev = NeuronBackend::new(NeuronConfig::trn2(), Mode::TimingOnly);
@@ -99,4 +128,49 @@ fn simulated_hbm_capacity_is_enforced_and_released() {
     assert_eq!(dev.hbm_used_bytes(), 2 * 32768 * 4 + (4 << 30));
     drop((a, b, c));
     assert_eq!(dev.hbm_used_bytes(), 0);
+}
+
+/// Reductions over a non-last axis load contiguous `[128 axis positions, ≤ 4096 inner]`
+/// blocks and reduce across partitions on GpSimd: two outer rows, a ragged last axis
+/// block (300 = 2·128 + 44) and two column chunks (4200 = 4096 + 104), with NaN and ±∞
+/// in a few columns; no transposing DMA, so the DMA engines are not the bottleneck.
+#[test]
+fn column_reductions_in_row_blocks() -> Result<(), Error> {
+    use xkern_core::ReduceKind;
+    use xkern_core::reference::{self, HostTensor};
+    let dev = NeuronBackend::trn2();
+    let shape = [2, 300, 4200];
+    let len: usize = shape.iter().product();
+    let mut x: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919) % 1009) as f32 / 97.0 - 5.0)
+        .collect();
+    x[4200 * 17 + 5] = f32::NAN;
+    x[4200 * 290 + 4100] = f32::INFINITY;
+    x[4200 * 3 + 4100] = f32::NEG_INFINITY;
+    let t = Tensor::from_slice(&dev, &shape, &x)?;
+    let host = HostTensor::new(&shape, x.iter().map(|&v| v as f64).collect());
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+    ] {
+        let got = t.reduce(kind, 1, false)?.to_f64_vec()?;
+        let p = dev.last_profile().expect("a profile");
+        assert!(p.instruction_counts.contains_key("partition_reduce"));
+        assert_eq!(p.races, 0);
+        let want = reference::reduce(&host, kind, Some(1), false).data;
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else if w.is_infinite() {
+                g == w
+            } else {
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0)
+            };
+            assert!(ok, "{kind:?} column {i}: got {g}, want {w}");
+        }
+    }
+    Ok(())
 }
