@@ -859,3 +859,41 @@ fn regression_gelu_tail_keeps_relative_accuracy() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The CPU's GEMV path (M = 1 or N = 1) read the vector by `m == 1` rather than by which
+/// operand it was: with M = N = 1, A row-major and B a view whose rows and columns both
+/// have non-unit strides, it took B's column with A's indexing and read past the
+/// storage (a panic: "index out of bounds: the len is 4 but the index is 4"). Shrunk
+/// from seed 7, 1000 cases: batch [2], B `[2, 2, 1]` stored `[1, 2, 2]`, permuted and `.t()`.
+#[test]
+fn regression_cpu_gemv_with_m_and_n_one_reads_the_right_vector() {
+    let c = MatmulCase {
+        dtype: DType::F32,
+        batch: vec![2],
+        a_batch: BatchUse {
+            drop: 0,
+            ones: [false, false],
+        },
+        b_batch: BatchUse {
+            drop: 0,
+            ones: [false, false],
+        },
+        m: 1,
+        k: 2,
+        n: 1,
+        a: View {
+            keys: [0; 4],
+            t: false,
+        },
+        b: View {
+            keys: [1, 1, 0, 0],
+            t: true,
+        },
+        bias: false,
+        act: None,
+        seed: 0,
+    };
+    if let Err(e) = on_every_device(|cx| check_matmul(cx, &c)) {
+        panic!("{e}");
+    }
+}

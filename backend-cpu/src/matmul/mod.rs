@@ -490,9 +490,12 @@ fn gemv<T: Scalar>(
     (m, k, n): (usize, usize, usize),
 ) -> bool {
     const CHUNK: usize = 256;
-    // The matrix whose rows (`rows_contiguous`) or columns stream, and the vector.
-    let (mat, vec, rows_contiguous) = match () {
-        _ if m == 1 && b.cs == 1 => (b, a, false),
+    // The matrix whose rows (`rows_contiguous`) or columns stream, and the vector: A's
+    // row when the matrix is B, B's column when it is A. (Which one is decided by the
+    // branch, not by `m == 1`: with M = N = 1 either may be the vector.)
+    let a_row = || (0..k).map(|p| a.at(0, p)).collect::<Vec<f32>>();
+    let (mat, v, rows_contiguous) = match () {
+        _ if m == 1 && b.cs == 1 => (b, a_row(), false),
         _ if m == 1 && b.rs == 1 => (
             View {
                 data: b.data,
@@ -500,15 +503,12 @@ fn gemv<T: Scalar>(
                 rs: b.cs,
                 cs: 1,
             },
-            a,
+            a_row(),
             true,
         ),
-        _ if n == 1 && a.cs == 1 => (a, b, true),
+        _ if n == 1 && a.cs == 1 => (a, (0..k).map(|p| b.at(p, 0)).collect(), true),
         _ => return false,
     };
-    let v: Vec<f32> = (0..k)
-        .map(|p| if m == 1 { vec.at(0, p) } else { vec.at(p, 0) })
-        .collect();
     if rows_contiguous {
         // c[i] = Σ_p mat[i, p] · v[p]: one dot product per output, 8 partial sums each.
         c.par_chunks_mut(16).enumerate().for_each(|(ci, out)| {
