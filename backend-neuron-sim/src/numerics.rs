@@ -8,7 +8,7 @@
 //! - Vector, scalar and GpSimd compute in fp32 with free casts on input and output.
 //! - Activation functions: the hardware evaluates piecewise polynomials with published
 //!   valid input ranges. We model each as the correctly-rounded-ish f32 function of
-//!   `libm`/std (exp, tanh, erf-based gelu, ...): within the valid ranges the hardware's
+//!   `libm`/std (exp, tanh, erfc-based gelu, ...): within the valid ranges the hardware's
 //!   error is below bf16 resolution, and outside them this model is more accurate than
 //!   the hardware, never less. Outputs stay within xkern's conformance tolerances.
 //! - Freshly allocated on-chip memory is poisoned with the dtype's quiet NaN (u32: all
@@ -215,7 +215,8 @@ impl ActFn {
             }
             ActFn::Tanh => x.tanh(),
             ActFn::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            ActFn::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            // x·Φ(x) with Φ(x) = erfc(−x/√2)/2: 1 + erf(x/√2) would cancel for x < 0.
+            ActFn::Gelu => 0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2),
             ActFn::Silu => x / (1.0 + (-x).exp()),
             ActFn::Square => x * x,
             ActFn::Sqrt => x.sqrt(),

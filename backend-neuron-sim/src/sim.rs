@@ -592,11 +592,19 @@ impl Simulator {
         }
     }
 
-    fn store_of(&self, mem: MemKind) -> &OnChip {
+    pub(crate) fn store_of(&self, mem: MemKind) -> &OnChip {
         if mem == MemKind::Sbuf {
             &self.sbuf
         } else {
             &self.psum
+        }
+    }
+
+    pub(crate) fn store_of_mut(&mut self, mem: MemKind) -> &mut OnChip {
+        if mem == MemKind::Sbuf {
+            &mut self.sbuf
+        } else {
+            &mut self.psum
         }
     }
 
@@ -624,11 +632,7 @@ impl Simulator {
         let n = t.free_size();
         let esz = t.dtype.size_in_bytes();
         let contiguous = t.is_contiguous();
-        let store = if t.mem == MemKind::Sbuf {
-            &mut self.sbuf
-        } else {
-            &mut self.psum
-        };
+        let store = self.store_of_mut(t.mem);
         for (i, row) in values.chunks_exact(n).enumerate() {
             let p = t.part_start + i;
             if contiguous {

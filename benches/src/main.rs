@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use xkern::Device;
 use xkern_bench::measure::{Budget, Contestant, interleaved};
-use xkern_bench::report::{PeerResult, Row, table};
+use xkern_bench::numerics;
+use xkern_bench::report::{PeerResult, Row, short_name, table};
 use xkern_bench::{cases, html, workload};
 
 /// Cross-backend benchmark of xkern's ops.
@@ -54,6 +55,12 @@ struct Cli {
     /// List the cases and exit.
     #[arg(long)]
     list: bool,
+    /// Instead of timing: run the numerics workloads (a fixed list per op) in every dtype
+    /// on every chosen backend and print their error against the f64 reference (relative,
+    /// in ulps) and their difference from the other backends. Takes --backend, --filter,
+    /// --json, --list and --quiet.
+    #[arg(long)]
+    numerics: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +82,9 @@ fn run() -> anyhow::Result<bool> {
     let threads = peer_threads(&cli.backend);
     // SAFETY: nothing else runs yet: this program has not spawned any thread.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    if cli.numerics {
+        return run_numerics(&cli);
+    }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let when = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
 
@@ -98,17 +108,7 @@ fn run() -> anyhow::Result<bool> {
         }
         return Ok(true);
     }
-    let devices = if cli.backend.is_empty() {
-        Device::available()
-    } else {
-        cli.backend
-            .iter()
-            .map(|b| Device::parse(b).with_context(|| format!("backend {b}")))
-            .collect::<anyhow::Result<_>>()?
-    };
-    if devices.is_empty() {
-        bail!("no backend is compiled in and available");
-    }
+    let devices = devices(&cli.backend)?;
 
     let progress = if cli.quiet {
         ProgressBar::hidden()
@@ -192,6 +192,74 @@ fn run() -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
+/// The devices `--backend` names, or every available one.
+fn devices(names: &[String]) -> anyhow::Result<Vec<Device>> {
+    let devices = if names.is_empty() {
+        Device::available()
+    } else {
+        names
+            .iter()
+            .map(|b| Device::parse(b).with_context(|| format!("backend {b}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if devices.is_empty() {
+        bail!("no backend is compiled in and available");
+    }
+    Ok(devices)
+}
+
+/// `--numerics`: the cross-backend numerics table; `Ok(false)` when a result exceeds its
+/// tolerance or an op failed.
+fn run_numerics(cli: &Cli) -> anyhow::Result<bool> {
+    if cli.cases.is_some() || cli.html.is_some() || cli.trace.is_some() {
+        bail!("--numerics runs its own workloads: it takes no --cases, --html or --trace");
+    }
+    let mut cases = numerics::suite(numerics::Size::Moderate);
+    if let Some(f) = &cli.filter {
+        cases.retain(|c| c.id.contains(f.as_str()));
+    }
+    if cases.is_empty() {
+        bail!("no numerics case matches");
+    }
+    if cli.list {
+        for c in &cases {
+            println!("{}\t{}", c.id, c.op.name());
+        }
+        return Ok(true);
+    }
+    let devices = devices(&cli.backend)?;
+    let dtypes = xkern::DType::FLOATS;
+    let progress = if cli.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(ProgressStyle::with_template(
+            "{elapsed_precise} {spinner} {msg}",
+        )?);
+        pb
+    };
+    let report = numerics::run(&devices, &cases, &dtypes, |what| {
+        progress.set_message(what.to_string());
+        progress.tick();
+    });
+    progress.finish_and_clear();
+    print!("{}", numerics::table(&report));
+    if let Some(path) = &cli.json {
+        let mut text = String::new();
+        for r in &report.rows {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} rows to {}", report.rows.len(), path.display());
+    }
+    let ok = report.all_within_tolerance();
+    if !ok {
+        eprintln!("some results exceeded their tolerance or failed to run (see above)");
+    }
+    Ok(ok)
+}
+
 /// Threads of the CPU device the run will use: `cpu:<n>` if asked for, else rayon's
 /// default (`RAYON_NUM_THREADS`, else the available parallelism).
 fn peer_threads(backends: &[String]) -> usize {
@@ -255,14 +323,7 @@ fn run_case(
         })
         .collect();
     let mut row = Row::new(case, info, xkern, &p, accuracy, peer_results);
-    // The device's own short name tells rows of one backend apart (neuron-sim:trn1 and
-    // :trn2, wgpu:<adapter>): the first word of `Device::name`.
-    row.backend = dev
-        .name()
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_string();
+    row.backend = short_name(dev);
     row.checked = !timing_only;
     if let Some(profile) = &profile {
         row.apply_profile(profile, info, p.low_precision);

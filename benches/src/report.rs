@@ -285,7 +285,32 @@ pub fn table(rows: &[Row]) -> String {
         });
         lines.push(line);
     }
-    let widths: Vec<usize> = (0..lines[0].len())
+    let mut out = columns(&lines, |c| c < 3);
+    out.push_str("vs <peer>: the peer's median time over xkern's, measured interleaved in this run (> 1: xkern is faster).\n");
+    if sim {
+        out.push_str("sim ms: simulated NeuronCore time of one run (median ms is the host time of the simulation); throughput, roof % and MFU of neuron-sim rows use the simulated time; busiest: the engine (or DMA) busy longest, as % of the simulated time.\n");
+    }
+    out.push_str("roof %: the device's roofline time for the case (FMA peak or memory bandwidth, whichever binds) over the measured median.\n");
+    out
+}
+
+/// The device's short name, which tells rows of one backend apart (`cpu`,
+/// `wgpu:llvmpipe`, `neuron-sim:trn1`): the first word of `Device::name`.
+pub fn short_name(dev: &xkern::Device) -> String {
+    dev.name()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Lays out `lines` (the first one the header) as aligned columns with a rule under the
+/// header: column `c` left-aligned where `left(c)`, right-aligned (numbers) elsewhere.
+pub fn columns(lines: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
+    let Some(header) = lines.first() else {
+        return String::new();
+    };
+    let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             lines
                 .iter()
@@ -301,7 +326,7 @@ pub fn table(rows: &[Row]) -> String {
             .zip(&widths)
             .enumerate()
             .map(|(c, (s, w))| {
-                if c < 3 {
+                if left(c) {
                     format!("{s:<w$}")
                 } else {
                     format!("{s:>w$}")
@@ -315,10 +340,5 @@ pub fn table(rows: &[Row]) -> String {
             out.push('\n');
         }
     }
-    out.push_str("vs <peer>: the peer's median time over xkern's, measured interleaved in this run (> 1: xkern is faster).\n");
-    if sim {
-        out.push_str("sim ms: simulated NeuronCore time of one run (median ms is the host time of the simulation); throughput, roof % and MFU of neuron-sim rows use the simulated time; busiest: the engine (or DMA) busy longest, as % of the simulated time.\n");
-    }
-    out.push_str("roof %: the device's roofline time for the case (FMA peak or memory bandwidth, whichever binds) over the measured median.\n");
     out
 }

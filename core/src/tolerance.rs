@@ -7,6 +7,8 @@
 //! the same infinity, and where it is finite the result must be finite (NaN never passes
 //! where a number is expected). The `abs` floor is the dtype's smallest normal number, so
 //! that an all-zero reference (e.g. `K = 0`) demands zeros up to denormal noise.
+//! [`Tolerance::check_scaled`] takes the relative bound against another norm (the op on
+//! absolute values) for results that cancel, such as short sums near zero.
 //!
 //! The `rel` bounds: f32 `1e-5` (f32 accumulation of up to ~1000 terms is ~1e-6 in
 //! practice); f16 `2e-3` and bf16 `1e-2`, about four times the output rounding of each
@@ -69,16 +71,29 @@ impl Tolerance {
 
     /// Compares `got` to `expected` element-wise (same order); `Err` says why not.
     pub fn check(&self, got: &[f64], expected: &[f64]) -> Result<(), String> {
-        if got.len() != expected.len() {
+        self.check_scaled(got, expected, expected)
+    }
+
+    /// [`Tolerance::check`] with the relative bound taken against `scale` instead of
+    /// `expected`: `‖got − expected‖₂ ≤ rel · ‖scale‖₂ + abs · √n` over the positions
+    /// where `expected` is finite (special values are checked exactly, as in `check`).
+    ///
+    /// For results that may cancel, such as a sum or dot product of few terms whose exact
+    /// value is near zero, f32 accumulation is only accurate relative to the magnitude of
+    /// the terms: pass the same op computed on their absolute values (`Σ|x|`, `|A|·|B|`)
+    /// as `scale`. With `scale == expected` this is exactly `check`.
+    pub fn check_scaled(&self, got: &[f64], expected: &[f64], scale: &[f64]) -> Result<(), String> {
+        if got.len() != expected.len() || scale.len() != expected.len() {
             return Err(format!(
-                "{} elements, expected {}",
+                "{} elements, expected {} (scale {})",
                 got.len(),
-                expected.len()
+                expected.len(),
+                scale.len()
             ));
         }
-        let (mut diff2, mut ref2, mut finite) = (0.0f64, 0.0f64, 0usize);
+        let (mut diff2, mut ref2, mut scale2, mut finite) = (0.0f64, 0.0f64, 0.0f64, 0usize);
         let mut worst: Option<(usize, f64)> = None;
-        for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        for (i, ((&g, &e), &s)) in got.iter().zip(expected).zip(scale).enumerate() {
             let special_ok = if e.is_nan() {
                 g.is_nan()
             } else if e.is_infinite() {
@@ -93,24 +108,31 @@ impl Tolerance {
                 let d = (g - e).abs();
                 diff2 += d * d;
                 ref2 += e * e;
+                scale2 += s * s;
                 finite += 1;
                 if worst.is_none_or(|(_, w)| d > w) {
                     worst = Some((i, d));
                 }
             }
         }
-        let (err, norm) = (diff2.sqrt(), ref2.sqrt());
-        let bound = self.rel * norm + self.abs * (finite as f64).sqrt();
+        let (err, norm, scale_norm) = (diff2.sqrt(), ref2.sqrt(), scale2.sqrt());
+        let bound = self.rel * scale_norm + self.abs * (finite as f64).sqrt();
         if err <= bound {
             return Ok(());
         }
         let (i, d) = worst.unwrap_or((0, 0.0));
+        let rel_err = err / norm.max(f64::MIN_POSITIVE);
+        let measure = if std::ptr::eq(scale, expected) {
+            format!("relative Frobenius error {rel_err:.3e}")
+        } else {
+            format!(
+                "error relative to ‖scale‖ {scale_norm:.3e} of {:.3e} (relative Frobenius error {rel_err:.3e})",
+                err / scale_norm.max(f64::MIN_POSITIVE)
+            )
+        };
         Err(format!(
-            "relative Frobenius error {:.3e} exceeds {:.1e} (‖diff‖ {err:.3e}, ‖ref‖ {norm:.3e}); worst element {i}: got {}, expected {} (|diff| {d:.3e})",
-            err / norm.max(f64::MIN_POSITIVE),
-            self.rel,
-            got[i],
-            expected[i],
+            "{measure} exceeds {:.1e} (‖diff‖ {err:.3e}, ‖ref‖ {norm:.3e}); worst element {i}: got {}, expected {} (|diff| {d:.3e})",
+            self.rel, got[i], expected[i],
         ))
     }
 }
@@ -142,5 +164,18 @@ mod tests {
         assert!(t.check(&[1e-3, 0.0], &[0.0, 0.0]).is_err());
         assert!(Tolerance::EXACT.check(&[3.0], &[4.0]).is_err());
         assert!(t.check(&[1.0], &[1.0, 2.0]).is_err());
+    }
+
+    #[test]
+    fn scaled_bound_uses_the_scale() {
+        let t = Tolerance::for_dtype(DType::F32);
+        // A cancelling sum: exact 1e-3, terms of magnitude 2e3 (Σ|x|).
+        let (got, want) = ([1e-3 + 1e-5], [1e-3]);
+        assert!(t.check(&got, &want).is_err());
+        assert!(t.check_scaled(&got, &want, &[2e3]).is_ok());
+        assert!(t.check_scaled(&[1e-3 + 1.0], &want, &[2e3]).is_err());
+        // Special values stay exact whatever the scale.
+        assert!(t.check_scaled(&[1.0], &[f64::NAN], &[1e30]).is_err());
+        assert!(t.check_scaled(&[1.0], &[1.0], &[1.0, 2.0]).is_err());
     }
 }

@@ -120,8 +120,11 @@ pub(super) fn gemv<T: Scalar>(
     (m, k, n): (usize, usize, usize),
 ) -> bool {
     // The streamed matrix, the vector, and whether the matrix's rows are the dot products.
-    let (mat, vec, dots) = match () {
-        _ if m == 1 && b.cs == 1 => (b, a, false),
+    // The vector is A's row when the matrix is B and B's column when it is A, decided by
+    // the branch, not by `m == 1`: with M = N = 1 either may be the vector.
+    let a_row = || (0..k).map(|p| a.at(0, p)).collect::<Vec<f32>>();
+    let (mat, v, dots) = match () {
+        _ if m == 1 && b.cs == 1 => (b, a_row(), false),
         _ if m == 1 && b.rs == 1 => (
             View {
                 data: b.data,
@@ -129,15 +132,12 @@ pub(super) fn gemv<T: Scalar>(
                 rs: b.cs,
                 cs: 1,
             },
-            a,
+            a_row(),
             true,
         ),
-        _ if n == 1 && a.cs == 1 => (a, b, true),
+        _ if n == 1 && a.cs == 1 => (a, (0..k).map(|p| b.at(p, 0)).collect(), true),
         _ => return false,
     };
-    let v: Vec<f32> = (0..k)
-        .map(|p| if m == 1 { vec.at(0, p) } else { vec.at(p, 0) })
-        .collect();
     let outputs = c.len();
     let Some(data) = mat.data.get(mat.offset..) else {
         return false;

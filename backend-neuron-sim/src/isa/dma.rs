@@ -13,6 +13,7 @@ use crate::memory::{AccessPattern, MemKind};
 use crate::numerics;
 use crate::sim::{InstrId, Simulator, Timing};
 use crate::tile::Tile;
+use xkern_core::DType;
 
 /// One end of a DMA: an HBM access pattern or an SBUF tile.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,6 +43,13 @@ impl DmaEnd {
         match self {
             DmaEnd::Hbm(ap) => [ap.partitions(), ap.free_size()],
             DmaEnd::Tile(t) => t.shape(),
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            DmaEnd::Hbm(ap) => ap.tensor.dtype,
+            DmaEnd::Tile(t) => t.dtype,
         }
     }
 }
@@ -97,7 +105,12 @@ impl Simulator {
             });
         }
         let [parts, free] = src.shape();
-        if self.functional() {
+        if self.functional() && src.dtype() == dst.dtype() {
+            // Same dtype: the DMA moves bytes. Through fp32, u32 values above 2²⁴ (and NaN
+            // payloads) would not survive.
+            let bytes = self.read_bytes(&src, parts, free);
+            self.write_bytes(&dst, parts, free, &bytes);
+        } else if self.functional() {
             let values = match &src {
                 DmaEnd::Tile(t) => self.read_f32(t),
                 DmaEnd::Hbm(ap) => self.read_ap(ap, parts, free),
@@ -129,6 +142,71 @@ impl Simulator {
             hbm,
         };
         Ok(self.issue(DMA, None, &[rfp], &[wfp], timing, 0.0))
+    }
+
+    /// Where element `(i, j)` of `end` starts: a byte of the HBM tensor, or of partition
+    /// `i` for a tile.
+    fn byte_at(end: &DmaEnd, i: usize, j: usize) -> usize {
+        match end {
+            DmaEnd::Hbm(ap) => ap.index(i, j) * ap.tensor.dtype.size_in_bytes(),
+            DmaEnd::Tile(t) => t.elem_offset(j),
+        }
+    }
+
+    /// Whether each row of `end` is one contiguous run of bytes.
+    fn row_contiguous(end: &DmaEnd, free: usize) -> bool {
+        match end {
+            DmaEnd::Hbm(ap) => ap.contiguous_bytes() >= free * ap.tensor.dtype.size_in_bytes(),
+            DmaEnd::Tile(t) => t.is_contiguous(),
+        }
+    }
+
+    /// `len` bytes from byte `at` of row `i` of `end`'s memory.
+    fn bytes_of(&self, end: &DmaEnd, i: usize, at: usize, len: usize) -> &[u8] {
+        match end {
+            DmaEnd::Hbm(ap) => &self.allocs[ap.tensor.alloc as usize].data[at..at + len],
+            DmaEnd::Tile(t) => self.store_of(t.mem).row(t.part_start + i, at, len),
+        }
+    }
+
+    fn bytes_of_mut(&mut self, end: &DmaEnd, i: usize, at: usize, len: usize) -> &mut [u8] {
+        match end {
+            DmaEnd::Hbm(ap) => &mut self.allocs[ap.tensor.alloc as usize].data[at..at + len],
+            DmaEnd::Tile(t) => self.store_of_mut(t.mem).row_mut(t.part_start + i, at, len),
+        }
+    }
+
+    /// The `[parts][free]` elements of `end` as raw bytes, row-major.
+    fn read_bytes(&self, end: &DmaEnd, parts: usize, free: usize) -> Vec<u8> {
+        let esz = end.dtype().size_in_bytes();
+        let mut out = Vec::with_capacity(parts * free * esz);
+        for i in 0..parts {
+            if Self::row_contiguous(end, free) {
+                out.extend_from_slice(self.bytes_of(end, i, Self::byte_at(end, i, 0), free * esz));
+            } else {
+                for j in 0..free {
+                    out.extend_from_slice(self.bytes_of(end, i, Self::byte_at(end, i, j), esz));
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes raw bytes from [`Simulator::read_bytes`] into `end` (of the same dtype).
+    fn write_bytes(&mut self, end: &DmaEnd, parts: usize, free: usize, bytes: &[u8]) {
+        let esz = end.dtype().size_in_bytes();
+        for (i, row) in bytes.chunks_exact(free * esz).enumerate().take(parts) {
+            if Self::row_contiguous(end, free) {
+                let at = Self::byte_at(end, i, 0);
+                self.bytes_of_mut(end, i, at, free * esz)
+                    .copy_from_slice(row);
+            } else {
+                for (j, e) in row.chunks_exact(esz).enumerate() {
+                    let at = Self::byte_at(end, i, j);
+                    self.bytes_of_mut(end, i, at, esz).copy_from_slice(e);
+                }
+            }
+        }
     }
 
     fn read_ap(&self, ap: &AccessPattern, parts: usize, free: usize) -> Vec<f32> {

@@ -15,6 +15,11 @@
 //! seed derived from the case name; the reference runs on the exact values the backend
 //! received. Dtypes the device does not list in `info().dtypes` must be refused with
 //! [`Error::UnsupportedDType`], which the cases check.
+//!
+//! The helpers that build inputs with their host values ([`input`], [`input_from`],
+//! [`permute_host`]) and compare results ([`check`], [`check_conditioned`],
+//! [`unsupported`], [`expect_err`]) are public, so other suites (the facade's property
+//! tests) compare the same way.
 
 // The conformance suite is test code shipped for backends: it indexes host copies of
 // results whose lengths it has just checked.
@@ -149,7 +154,7 @@ pub(crate) fn seed_of(name: &str) -> u64 {
 
 /// A random input stored with shape `stored` and viewed through `perm` (identity for a
 /// contiguous input), with its logical values on the host.
-pub(crate) fn input<B: Backend>(
+pub fn input<B: Backend>(
     cx: &Ctx<B>,
     stored: &[usize],
     perm: Option<&[usize]>,
@@ -161,7 +166,7 @@ pub(crate) fn input<B: Backend>(
 }
 
 /// An input from explicit f32 values (rounded to `dtype`), viewed through `perm`.
-pub(crate) fn input_from<B: Backend>(
+pub fn input_from<B: Backend>(
     cx: &Ctx<B>,
     stored: &[usize],
     perm: Option<&[usize]>,
@@ -186,7 +191,7 @@ fn view_of<B: Backend>(
 }
 
 /// Host-side permutation (the reference for `Tensor::permute` + `contiguous`).
-pub(crate) fn permute_host(x: &HostTensor, perm: &[usize]) -> HostTensor {
+pub fn permute_host(x: &HostTensor, perm: &[usize]) -> HostTensor {
     let strides = x.strides();
     let layout = crate::Layout::from_parts(
         perm.iter().map(|&p| x.shape[p]).collect(),
@@ -200,7 +205,30 @@ pub(crate) fn permute_host(x: &HostTensor, perm: &[usize]) -> HostTensor {
 }
 
 /// Checks dtype, shape and values of `got` against the reference with `dtype`'s tolerance.
-pub(crate) fn check<B: Backend>(got: &Tensor<B>, expected: &HostTensor, dtype: DType) -> Outcome {
+pub fn check<B: Backend>(got: &Tensor<B>, expected: &HostTensor, dtype: DType) -> Outcome {
+    check_shape(got, expected, dtype)?;
+    Tolerance::for_dtype(dtype)
+        .check(&got.to_f64_vec()?, &expected.data)
+        .map_err(Fail)
+}
+
+/// [`check`] with the relative bound taken against `magnitude` (see
+/// [`Tolerance::check_scaled`]): for random inputs of arbitrary small shapes, whose sums
+/// and dot products may cancel to near zero. `magnitude` is the op on absolute values
+/// (`Σ|x|`, `|A|·|B|`), of `expected`'s shape.
+pub fn check_conditioned<B: Backend>(
+    got: &Tensor<B>,
+    expected: &HostTensor,
+    magnitude: &HostTensor,
+    dtype: DType,
+) -> Outcome {
+    check_shape(got, expected, dtype)?;
+    Tolerance::for_dtype(dtype)
+        .check_scaled(&got.to_f64_vec()?, &expected.data, &magnitude.data)
+        .map_err(Fail)
+}
+
+fn check_shape<B: Backend>(got: &Tensor<B>, expected: &HostTensor, dtype: DType) -> Outcome {
     if got.dtype() != dtype {
         return Err(Fail(format!(
             "output dtype {}, expected {dtype}",
@@ -214,14 +242,12 @@ pub(crate) fn check<B: Backend>(got: &Tensor<B>, expected: &HostTensor, dtype: D
             expected.shape
         )));
     }
-    Tolerance::for_dtype(dtype)
-        .check(&got.to_f64_vec()?, &expected.data)
-        .map_err(Fail)
+    Ok(())
 }
 
 /// When the device does not support `dtype`, the case checks that it says so clearly.
 /// Returns `Some(outcome)` in that case, `None` when the case should run normally.
-pub(crate) fn unsupported<B: Backend>(cx: &Ctx<B>, dtype: DType) -> Option<Outcome> {
+pub fn unsupported<B: Backend>(cx: &Ctx<B>, dtype: DType) -> Option<Outcome> {
     if cx.dtypes.contains(&dtype) {
         return None;
     }
@@ -237,7 +263,7 @@ pub(crate) fn unsupported<B: Backend>(cx: &Ctx<B>, dtype: DType) -> Option<Outco
 }
 
 /// Expects `r` to be an error matching `pred`; `what` describes the expected error.
-pub(crate) fn expect_err<T: std::fmt::Debug>(
+pub fn expect_err<T: std::fmt::Debug>(
     r: Result<T, Error>,
     what: &str,
     pred: impl Fn(&Error) -> bool,

@@ -24,6 +24,19 @@ pub(crate) fn cases<B: Backend>(c: &mut Cases<B>) {
         }
         Ok(())
     });
+    c.add("tensor/u32/contiguous-transpose", |cx| {
+        // Indices above 2^24 are not f32 values: a copy must move bits, not numbers.
+        let data: Vec<u32> = vec![1_495_832_340, 16_777_217, u32::MAX, 3, 1 << 31, 42];
+        let t = Tensor::from_slice(&cx.dev, &[2, 3], &data)?;
+        let got = t.t()?.contiguous()?.to_vec::<u32>()?;
+        let want = vec![data[0], data[3], data[1], data[4], data[2], data[5]];
+        if got != want {
+            return Err(Fail(format!(
+                "u32 transpose gave {got:?}, expected {want:?}"
+            )));
+        }
+        Ok(())
+    });
     for dtype in DType::FLOATS {
         c.add(format!("tensor/{dtype}/round-trip-bits"), move |cx| {
             if let Some(o) = unsupported(cx, dtype) {

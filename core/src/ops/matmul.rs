@@ -49,7 +49,9 @@ impl Activation {
                     x
                 }
             }
-            Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            // erfc, not 1 + erf: the latter cancels for x < 0 (relative error ~1e-1 at
+            // x = −5, a flush to −0 below −5.5) where GELU is small but not zero.
+            Activation::Gelu => 0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2),
             Activation::Silu => x / (1.0 + (-x).exp()),
         }
     }
@@ -64,7 +66,10 @@ impl Activation {
                     x
                 }
             }
-            Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+            // Φ(x) = erfc(−x/√2)/2: the same function as (1 + erf(x/√2))/2 without its
+            // cancellation, which flushed the reference to −0 below x ≈ −8.3 (and cost
+            // digits from x ≈ −3) where the exact value is tiny but not zero.
+            Activation::Gelu => 0.5 * x * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2),
             Activation::Silu => x / (1.0 + (-x).exp()),
         }
     }
@@ -256,5 +261,29 @@ impl<B: Backend> Tensor<B> {
             bias.map(|t| &*t.storage),
         )?;
         Tensor::from_storage(&self.device, storage, &spec.output_shape(), spec.dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+
+    /// The reference GELU is accurate in the far negative tail: values from an
+    /// independent erfc (Python's `math.erfc`), `x/2 · erfc(−x/√2)`.
+    #[test]
+    fn reference_gelu_is_accurate_in_the_tail() {
+        for (x, want) in [
+            (-10.0, -7.619853024160593e-23),
+            (-8.5, -8.057604598872852e-17),
+            (-5.75, -2.565749160993427e-8),
+            (-1.0, -0.15865525393145707),
+            (3.0, 2.99595030590511),
+        ] {
+            let got = Activation::Gelu.apply_f64(x);
+            assert!(
+                (got - want).abs() <= 1e-13 * want.abs(),
+                "gelu({x}) = {got:e}, expected {want:e}"
+            );
+        }
     }
 }
