@@ -277,7 +277,7 @@ impl Backend for CpuBackend {
     }
 
     fn cast(&self, spec: &CastSpec, src: &CpuStorage) -> Result<CpuStorage> {
-        let values = src.f32_range(spec.offset, spec.len)?.into_owned();
+        let values = src.f32_range(spec.offset, spec.len)?.into_vec();
         CpuStorage::from_f32(spec.to, values)
     }
 

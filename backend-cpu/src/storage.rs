@@ -14,6 +14,7 @@ use crate::pool::{self, Pooled};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::iter::ParallelExtend;
+use rayon::prelude::*;
 use std::borrow::Cow;
 use xkern_core::{DType, Error, HostData, HostSlice, Layout, Result};
 
@@ -59,6 +60,53 @@ pub(crate) fn try_vec<T: Pooled + Clone + Send + Sync>(len: usize, value: T) -> 
 
 /// Vectors of at least this many bytes are filled in parallel.
 const PARALLEL_FILL_BYTES: usize = 4 << 20;
+
+/// Elements per task of a parallel dtype conversion.
+const CONVERT_CHUNK: usize = 1 << 16;
+
+/// Converts `src` into `dst` (same length) chunk by chunk on every thread.
+fn par_convert<S: Sync, D: Send>(src: &[S], dst: &mut [D], f: impl Fn(&mut [D], &[S]) + Sync) {
+    dst.par_chunks_mut(CONVERT_CHUNK)
+        .zip(src.par_chunks(CONVERT_CHUNK))
+        .for_each(|(d, s)| f(d, s));
+}
+
+/// `src` widened to f32, in a pooled buffer.
+fn widen<T: Scalar>(src: &[T]) -> Result<Vec<f32>> {
+    let mut out = try_vec(src.len(), 0.0f32)?;
+    par_convert(src, &mut out, |d, s| {
+        for (o, x) in d.iter_mut().zip(s) {
+            *o = x.to_f32();
+        }
+    });
+    Ok(out)
+}
+
+/// A contiguous range of a storage as f32: borrowed for f32 storage, else a converted
+/// copy that goes back to the buffer pool when dropped.
+pub(crate) struct F32Input<'a>(Cow<'a, [f32]>);
+
+impl F32Input<'_> {
+    /// The values as an owned vector (copied when borrowed).
+    pub(crate) fn into_vec(mut self) -> Vec<f32> {
+        std::mem::replace(&mut self.0, Cow::Borrowed(&[])).into_owned()
+    }
+}
+
+impl std::ops::Deref for F32Input<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl Drop for F32Input<'_> {
+    fn drop(&mut self) {
+        if let Cow::Owned(v) = std::mem::replace(&mut self.0, Cow::Borrowed(&[])) {
+            pool::give(v);
+        }
+    }
+}
 
 /// An element type a kernel can read as f32.
 pub(crate) trait Scalar: Copy + Send + Sync {
@@ -200,22 +248,14 @@ impl CpuStorage {
 
     /// `len` contiguous elements from `offset` as f32: borrowed for f32 storage,
     /// converted (with F16C where the `half` crate finds it) otherwise.
-    pub(crate) fn f32_range(&self, offset: usize, len: usize) -> Result<Cow<'_, [f32]>> {
+    pub(crate) fn f32_range(&self, offset: usize, len: usize) -> Result<F32Input<'_>> {
         let r = self.range(offset, len)?;
-        Ok(match self {
+        Ok(F32Input(match self {
             CpuStorage::F32(v) => Cow::Borrowed(&v[r]),
-            CpuStorage::F16(v) => {
-                let mut out = try_vec(len, 0.0f32)?;
-                v[r].convert_to_f32_slice(&mut out);
-                Cow::Owned(out)
-            }
-            CpuStorage::BF16(v) => {
-                let mut out = try_vec(len, 0.0f32)?;
-                v[r].convert_to_f32_slice(&mut out);
-                Cow::Owned(out)
-            }
-            CpuStorage::U32(v) => Cow::Owned(v[r].iter().map(|&x| x as f32).collect()),
-        })
+            CpuStorage::F16(v) => Cow::Owned(widen(&v[r])?),
+            CpuStorage::BF16(v) => Cow::Owned(widen(&v[r])?),
+            CpuStorage::U32(v) => Cow::Owned(widen(&v[r])?),
+        }))
     }
 
     /// Reads a strided `rows × cols` matrix into `dst` (row-major f32). The caller (a
@@ -243,12 +283,14 @@ impl CpuStorage {
             DType::F32 => CpuStorage::F32(values),
             DType::F16 => {
                 let mut out = try_vec(values.len(), f16::ZERO)?;
-                out.convert_from_f32_slice(&values);
+                par_convert(&values, &mut out, |d, s| d.convert_from_f32_slice(s));
+                pool::give(values);
                 CpuStorage::F16(out)
             }
             DType::BF16 => {
                 let mut out = try_vec(values.len(), bf16::ZERO)?;
-                out.convert_from_f32_slice(&values);
+                par_convert(&values, &mut out, |d, s| d.convert_from_f32_slice(s));
+                pool::give(values);
                 CpuStorage::BF16(out)
             }
             DType::U32 => {

@@ -26,6 +26,7 @@ pub(crate) mod rows;
 use crate::simd::Isa;
 use crate::simd::nan_max;
 use crate::storage::{CpuStorage, try_vec};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use rows::RowKernels;
 use xkern_core::{NormKind, NormSpec, ReduceKind, ReduceSpec, Result};
@@ -382,8 +383,6 @@ pub(crate) fn normalize(
 ) -> Result<CpuStorage> {
     let k = RowKernels::for_isa(isa);
     let (outer, axis, inner) = (spec.outer, spec.axis_len, spec.inner);
-    let xs = x.f32_range(spec.offset, outer * axis * inner)?;
-    let mut out = try_vec(outer * axis * inner, 0.0f32)?;
     let w = match (weight, &spec.weight) {
         (Some(s), Some(view)) => {
             let mut w = try_vec(axis, 0.0f32)?;
@@ -392,9 +391,6 @@ pub(crate) fn normalize(
         }
         _ => None,
     };
-    if out.is_empty() {
-        return CpuStorage::from_f32(spec.dtype, out);
-    }
     let row = |x: &[f32], o: &mut [f32]| {
         // SAFETY: `k` was built for an ISA detected on this CPU.
         unsafe {
@@ -405,6 +401,41 @@ pub(crate) fn normalize(
             }
         }
     };
+    let len = outer * axis * inner;
+    if inner == 1 && len > 0 {
+        // 16-bit rows are widened and narrowed one row at a time in L1, instead of three
+        // whole-tensor conversion passes through memory.
+        match x {
+            CpuStorage::F16(v) if spec.dtype == xkern_core::DType::F16 => {
+                let src = v
+                    .get(spec.offset..spec.offset + len)
+                    .ok_or_else(out_of_range)?;
+                let widen = |s: &[half::f16], d: &mut [f32]| s.convert_to_f32_slice(d);
+                let narrow = |s: &[f32], d: &mut [half::f16]| d.convert_from_f32_slice(s);
+                return Ok(CpuStorage::F16(normalize_16(
+                    src, axis, row, widen, narrow,
+                )?));
+            }
+            CpuStorage::BF16(v) if spec.dtype == xkern_core::DType::BF16 => {
+                let src = v
+                    .get(spec.offset..spec.offset + len)
+                    .ok_or_else(out_of_range)?;
+                // SAFETY: `k` was built for an ISA detected on this CPU.
+                let widen = |s: &[half::bf16], d: &mut [f32]| unsafe { (k.widen_bf16)(s, d) };
+                // SAFETY: as above.
+                let narrow = |s: &[f32], d: &mut [half::bf16]| unsafe { (k.narrow_bf16)(s, d) };
+                return Ok(CpuStorage::BF16(normalize_16(
+                    src, axis, row, widen, narrow,
+                )?));
+            }
+            _ => {}
+        }
+    }
+    let xs = x.f32_range(spec.offset, len)?;
+    let mut out = try_vec(len, 0.0f32)?;
+    if out.is_empty() {
+        return CpuStorage::from_f32(spec.dtype, out);
+    }
     out.par_chunks_mut(axis * inner)
         .zip(xs.par_chunks(axis * inner))
         .for_each(|(o_blk, x_blk)| {
@@ -424,4 +455,34 @@ pub(crate) fn normalize(
             }
         });
     CpuStorage::from_f32(spec.dtype, out)
+}
+
+fn out_of_range() -> xkern_core::Error {
+    xkern_core::Error::Backend {
+        backend: "cpu",
+        message: "normalisation range outside its storage".into(),
+    }
+}
+
+/// Rows of `axis` 16-bit elements through `row` (f32 in, f32 out), each widened into and
+/// narrowed from per-thread scratch rows.
+fn normalize_16<T: Copy + Default + Send + Sync + crate::pool::Pooled>(
+    src: &[T],
+    axis: usize,
+    row: impl Fn(&[f32], &mut [f32]) + Sync,
+    widen: impl Fn(&[T], &mut [f32]) + Sync,
+    narrow: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Result<Vec<T>> {
+    let mut out = try_vec(src.len(), T::default())?;
+    out.par_chunks_mut(axis)
+        .zip(src.par_chunks(axis))
+        .for_each_init(
+            || (vec![0.0f32; axis], vec![0.0f32; axis]),
+            |(xr, or), (o, x)| {
+                widen(x, xr);
+                row(xr, or);
+                narrow(or, o);
+            },
+        );
+    Ok(out)
 }

@@ -192,10 +192,16 @@ fn softmax(x: &[f32], out: &mut [f32], log: bool) {
 #[inline(always)]
 fn rms_norm(x: &[f32], out: &mut [f32], weight: Option<&[f32]>, eps: f32) {
     let mut acc = [0.0f64; LANES];
-    for c in x.chunks(LANES) {
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    // Whole chunks first (the accumulators stay in registers), then the tail.
+    for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
             *a += f64::from(v) * f64::from(v);
         }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a += f64::from(v) * f64::from(v);
     }
     let ms = fold_lanes(acc, |a, b| a + b) / x.len() as f64;
     let r = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
@@ -232,6 +238,33 @@ pub(crate) struct RowKernels {
     pub col_add: unsafe fn(&mut [f64], &[f32]),
     /// `st[j] = nan_max(st[j], sign · row[j])` (column extremes).
     pub col_extreme: unsafe fn(&mut [f32], &[f32], f32),
+    /// bf16 → f32 (exact).
+    pub widen_bf16: unsafe fn(&[half::bf16], &mut [f32]),
+    /// f32 → bf16, round to nearest even, NaN kept quiet (bit-identical to `half`).
+    pub narrow_bf16: unsafe fn(&[f32], &mut [half::bf16]),
+}
+
+/// bf16 → f32: the bf16 bits are the top half of the f32.
+#[inline(always)]
+fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+    }
+}
+
+/// f32 → bf16 with round to nearest even, branch-free so it vectorises: round up when
+/// the first dropped bit is set and any other dropped bit or the kept last bit is set;
+/// NaN keeps its top bits and becomes quiet. Same bits as `half::bf16::from_f32`.
+#[inline(always)]
+fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        let x = s.to_bits();
+        let up = u32::from((x & 0x8000) != 0 && (x & 0x1_7fff) != 0);
+        let rounded = (x >> 16) + up;
+        let nan = (x & 0x7fff_ffff) > 0x7f80_0000;
+        let bits = if nan { (x >> 16) | 0x40 } else { rounded };
+        *d = half::bf16::from_bits(bits as u16);
+    }
 }
 
 /// `st[j] += row[j]`, widened to f64.
@@ -295,6 +328,14 @@ macro_rules! isa_kernels {
             unsafe fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
                 super::col_extreme(st, row, sign)
             }
+            $(#[$fn_attr])*
+            unsafe fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
+                super::widen_bf16(src, dst)
+            }
+            $(#[$fn_attr])*
+            unsafe fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
+                super::narrow_bf16(src, dst)
+            }
             pub(super) const KERNELS: RowKernels = RowKernels {
                 sum,
                 sum_exp,
@@ -305,6 +346,8 @@ macro_rules! isa_kernels {
                 rms_norm,
                 col_add,
                 col_extreme,
+                widen_bf16,
+                narrow_bf16,
             };
         }
     };
@@ -419,6 +462,61 @@ mod speed {
                 time("softmax", &mut || (k.softmax)(&x, &mut o, false));
                 time("rms_norm", &mut || (k.rms_norm)(&x, &mut o, None, 1e-6));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod bf16_conversion {
+    use super::{narrow_bf16, widen_bf16};
+    use half::bf16;
+
+    /// The vectorisable conversion gives `half`'s bits for every class of value: ties
+    /// (even and odd), carries into the exponent, overflow to ∞, denormals, ±0, ∞, NaNs.
+    #[test]
+    fn narrow_bf16_matches_half_bit_for_bit() {
+        let mut xs: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xffc1_2345),
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            f32::from_bits(0x0000_8000),
+            f32::from_bits(0x3f80_8000),
+            f32::from_bits(0x3f81_8000),
+            f32::from_bits(0x3f80_8001),
+            f32::from_bits(0x7f7f_8000),
+            f32::from_bits(0x7f7f_ffff),
+        ];
+        let mut state = 0x9e37_79b9_u32;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            xs.push(f32::from_bits(state));
+        }
+        let mut got = vec![bf16::ZERO; xs.len()];
+        narrow_bf16(&xs, &mut got);
+        for (x, g) in xs.iter().zip(&got) {
+            assert_eq!(
+                g.to_bits(),
+                bf16::from_f32(*x).to_bits(),
+                "{:#010x}",
+                x.to_bits()
+            );
+        }
+        let mut back = vec![0.0f32; got.len()];
+        widen_bf16(&got, &mut back);
+        for (g, b) in got.iter().zip(&back) {
+            assert_eq!(b.to_bits(), g.to_f32().to_bits());
         }
     }
 }
