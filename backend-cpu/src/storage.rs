@@ -34,7 +34,8 @@ pub enum CpuStorage {
 /// An empty vector with room for `len` elements (from the buffer pool when one fits), or
 /// `OutOfMemory`.
 pub(crate) fn try_with_capacity<T: Pooled>(len: usize) -> Result<Vec<T>> {
-    if let Some(v) = pool::take(len) {
+    if let Some(mut v) = pool::take(len) {
+        v.clear();
         return Ok(v);
     }
     let mut v = Vec::new();
@@ -56,6 +57,26 @@ pub(crate) fn try_vec<T: Pooled + Clone + Send + Sync>(len: usize, value: T) -> 
         v.resize(len, value);
     }
     Ok(v)
+}
+
+/// A vector of `len` elements for a kernel that overwrites every one of them: a pooled
+/// buffer is used with whatever values it holds (saving a fill pass through memory);
+/// a fresh one is filled with `value` (in parallel when large, spreading page faults).
+pub(crate) fn try_vec_overwrite<T: Pooled + Clone + Send + Sync>(
+    len: usize,
+    value: T,
+) -> Result<Vec<T>> {
+    match pool::take::<T>(len) {
+        Some(mut v) => {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, value);
+            }
+            Ok(v)
+        }
+        None => try_vec(len, value),
+    }
 }
 
 /// Vectors of at least this many bytes are filled in parallel.

@@ -25,7 +25,7 @@ pub(crate) mod rows;
 
 use crate::simd::Isa;
 use crate::simd::nan_max;
-use crate::storage::{CpuStorage, try_vec};
+use crate::storage::{CpuStorage, try_vec, try_vec_overwrite};
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use rows::RowKernels;
@@ -432,7 +432,8 @@ pub(crate) fn normalize(
         }
     }
     let xs = x.f32_range(spec.offset, len)?;
-    let mut out = try_vec(len, 0.0f32)?;
+    // Every element is written below (each row in full).
+    let mut out = try_vec_overwrite(len, 0.0f32)?;
     if out.is_empty() {
         return CpuStorage::from_f32(spec.dtype, out);
     }
@@ -473,7 +474,8 @@ fn normalize_16<T: Copy + Default + Send + Sync + crate::pool::Pooled>(
     widen: impl Fn(&[T], &mut [f32]) + Sync,
     narrow: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Result<Vec<T>> {
-    let mut out = try_vec(src.len(), T::default())?;
+    // Every element is written below (each row in full).
+    let mut out = try_vec_overwrite(src.len(), T::default())?;
     out.par_chunks_mut(axis)
         .zip(src.par_chunks(axis))
         .for_each_init(
