@@ -88,51 +88,42 @@ fn extreme(x: &[f32], sign: f32) -> f32 {
 }
 
 /// (value, index) of the first maximum of sign·x, or of the first NaN; `None` when empty.
+///
+/// Two passes: the NaN-propagating extreme (the fast `extreme` loop, no index tracking),
+/// then the first position holding it, found 16 lanes at a time (the row is in cache
+/// from the first pass). ±0 compare equal, so the first zero wins, as with a strict `>`.
 #[inline(always)]
 fn arg(x: &[f32], sign: f32) -> Option<(f32, u32)> {
-    // Lane state: best value and the index where it was first seen (u32::MAX: none yet).
-    let mut best = [f32::NEG_INFINITY; LANES];
-    let mut at = [u32::MAX; LANES];
+    if x.is_empty() {
+        return None;
+    }
+    let m = extreme(x, sign);
+    let j = if m.is_nan() {
+        first(x, |v| v.is_nan())
+    } else {
+        first(x, |v| v == m)
+    }?;
+    x.get(j).map(|&v| (v, j as u32))
+}
+
+/// The first index where `hit` holds, a 16-lane chunk at a time without branches (a
+/// vector compare into a lane mask).
+#[inline(always)]
+fn first(x: &[f32], hit: impl Fn(f32) -> bool) -> Option<usize> {
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
-    let beats = |v: f32, b: f32, seen: bool| !seen || (!b.is_nan() && (v > b || v.is_nan()));
     for (ci, c) in chunks.enumerate() {
-        for i in 0..LANES {
-            let v = sign * c[i];
-            if beats(v, best[i], at[i] != u32::MAX) {
-                best[i] = v;
-                at[i] = (ci * LANES + i) as u32;
-            }
+        // A lane mask, as a vector compare produces it; its lowest set bit is the hit.
+        let mut mask = 0u32;
+        for (i, &v) in c.iter().enumerate() {
+            mask |= u32::from(hit(v)) << i;
+        }
+        if mask != 0 {
+            return Some(ci * LANES + mask.trailing_zeros() as usize);
         }
     }
     let base = x.len() - tail.len();
-    for (i, &v) in tail.iter().enumerate() {
-        let v = sign * v;
-        if beats(v, best[i], at[i] != u32::MAX) {
-            best[i] = v;
-            at[i] = (base + i) as u32;
-        }
-    }
-    // Across lanes: NaN first, then larger, then the smaller index.
-    let mut out: Option<(f32, u32)> = None;
-    for i in 0..LANES {
-        if at[i] == u32::MAX {
-            continue;
-        }
-        let (v, j) = (best[i], at[i]);
-        out = match out {
-            None => Some((v, j)),
-            Some((bv, bj)) => {
-                let better = if v.is_nan() || bv.is_nan() {
-                    v.is_nan() && (!bv.is_nan() || j < bj)
-                } else {
-                    v > bv || (v == bv && j < bj)
-                };
-                Some(if better { (v, j) } else { (bv, bj) })
-            }
-        };
-    }
-    out.map(|(v, j)| (sign * v, j))
+    tail.iter().position(|&v| hit(v)).map(|i| base + i)
 }
 
 /// `out ← exp(x − m)` element-wise (exact 16-lane chunks, then the tail, so the loop
