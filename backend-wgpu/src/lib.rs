@@ -45,6 +45,8 @@ mod buffers;
 mod copy;
 mod device;
 mod matmul;
+#[cfg(test)]
+mod matmul_tests;
 mod pipelines;
 mod reduce;
 #[cfg(test)]
@@ -125,6 +127,12 @@ impl WgpuBackend {
     /// Number of kernels compiled so far (each is compiled once).
     pub fn compiled_kernels(&self) -> usize {
         self.inner.pipelines.len()
+    }
+
+    /// The keys of the compiled kernels.
+    #[cfg(test)]
+    pub(crate) fn kernel_keys(&self) -> Vec<String> {
+        self.inner.pipelines.keys()
     }
 
     /// The per-dimension workgroup limit dispatches are folded at.

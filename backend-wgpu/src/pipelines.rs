@@ -28,6 +28,11 @@ pub(crate) const COMMON_WGSL: &str = include_str!("common.wgsl");
 pub(crate) enum Slot {
     /// A read-only input decoded to f32 by `load_<name>`.
     Input(DType),
+    /// A read-only input bound as four-element vectors (`vec4<f32>`, `vec4<f16>`, or
+    /// `vec2<u32>` holding four bf16), decoded by `load4_<name>(q) -> vec4<f32>`, which
+    /// returns elements `4q .. 4q + 3`: one 16- or 8-byte load instead of four. Only for
+    /// kernels whose host side guarantees that every vector read lies inside the tensor.
+    InputVec4(DType),
     /// A read-only array of raw 32-bit words (`array<u32>`).
     Words,
     /// The read-write output, `array<f32>` (f32 results; 16-bit outputs go through a
@@ -62,6 +67,30 @@ fn declarations(bindings: &[Binding]) -> String {
                     "fn load_{name}(i: u32) -> f32 {{ return bitcast<f32>(half_bits({name}[i >> 1u], i) << 16u); }}\n"
                 );
             }
+            Slot::InputVec4(DType::F32) => {
+                s += &decl("read", "vec4<f32>");
+                s += &format!("fn load4_{name}(q: u32) -> vec4<f32> {{ return {name}[q]; }}\n");
+            }
+            Slot::InputVec4(DType::F16) => {
+                s += &decl("read", "vec4<f16>");
+                s += &format!(
+                    "fn load4_{name}(q: u32) -> vec4<f32> {{ return vec4<f32>({name}[q]); }}\n"
+                );
+            }
+            Slot::InputVec4(DType::BF16) => {
+                // A bf16 is the high half of an f32: the low element of a word shifts up,
+                // the high element is masked in place.
+                s += &decl("read", "vec2<u32>");
+                s += &format!(
+                    "fn load4_{name}(q: u32) -> vec4<f32> {{ let w = {name}[q]; return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u)); }}\n"
+                );
+            }
+            Slot::InputVec4(DType::U32) => {
+                s += &decl("read", "vec4<u32>");
+                s += &format!(
+                    "fn load4_{name}(q: u32) -> vec4<f32> {{ return vec4<f32>({name}[q]); }}\n"
+                );
+            }
             Slot::Input(DType::U32) => {
                 s += &decl("read", "u32");
                 s += &format!("fn load_{name}(i: u32) -> f32 {{ return f32({name}[i]); }}\n");
@@ -81,7 +110,9 @@ fn declarations(bindings: &[Binding]) -> String {
 /// The complete WGSL of a kernel: `enable f16;` if needed, common code, declarations,
 /// and the body with `{{KEY}}` placeholders replaced.
 pub(crate) fn assemble(body: &str, bindings: &[Binding], constants: &[(&str, String)]) -> String {
-    let f16 = bindings.iter().any(|(_, s)| *s == Slot::Input(DType::F16));
+    let f16 = bindings
+        .iter()
+        .any(|(_, s)| matches!(s, Slot::Input(DType::F16) | Slot::InputVec4(DType::F16)));
     let mut src = String::new();
     if f16 {
         src += "enable f16;\n";
@@ -122,6 +153,14 @@ impl Pipelines {
     /// Number of compiled kernels (tests check that repeated calls compile nothing).
     pub(crate) fn len(&self) -> usize {
         self.cache.lock().map_or(0, |c| c.len())
+    }
+
+    /// The keys of the compiled kernels (tests check which variants ran).
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.cache
+            .lock()
+            .map_or_else(|_| Vec::new(), |c| c.keys().cloned().collect())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::attention::attention_source;
 use crate::copy::{cast_source, strided_source};
-use crate::matmul::matmul_source;
+use crate::matmul::{Operand, gemv_source, matmul_source, tiled_source};
 use crate::reduce::{normalize_source, reduce_source};
 use xkern_core::{Activation, DType, NormKind, ReduceKind};
 
@@ -24,6 +24,27 @@ pub(crate) fn validate_with(name: &str, src: &str, subgroups: bool) {
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: invalid:\n{}", e.emit_to_string(src)));
 }
+
+/// Every layout of one operand of the tiled matmul: contiguous along K or not, scalar or
+/// vector loads.
+const OPERANDS: [Operand; 4] = [
+    Operand {
+        k_major: false,
+        vec4: false,
+    },
+    Operand {
+        k_major: false,
+        vec4: true,
+    },
+    Operand {
+        k_major: true,
+        vec4: false,
+    },
+    Operand {
+        k_major: true,
+        vec4: true,
+    },
+];
 
 #[test]
 fn every_kernel_variant_validates() {
@@ -51,6 +72,22 @@ fn every_kernel_variant_validates() {
                     &matmul_source(dtype, act, bias),
                 );
                 n += 1;
+                for dot in [false, true] {
+                    validate(
+                        &format!("gemv {dtype} {act:?} {bias} dot={dot}"),
+                        &gemv_source(dtype, act, bias, dot),
+                    );
+                    n += 1;
+                }
+                for a in OPERANDS {
+                    for b in OPERANDS {
+                        validate(
+                            &format!("matmul-tiled {dtype} {act:?} {bias} {a:?} {b:?}"),
+                            &tiled_source(dtype, act, bias, a, b),
+                        );
+                        n += 1;
+                    }
+                }
             }
         }
         validate(&format!("attention {dtype}"), &attention_source(dtype));
@@ -82,5 +119,7 @@ fn every_kernel_variant_validates() {
             }
         }
     }
-    assert_eq!(n, 16 + 2 + 3 * (8 + 1 + 2 * 7 + 2 * 6));
+    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention,
+    // 7 reductions × 2 trees, 3 normalisations × weight × 2 trees.
+    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + 2 * 7 + 2 * 6));
 }

@@ -1,0 +1,515 @@
+//! The matmul kernels on the device (lavapipe where there is no GPU): each case names the
+//! plan it must take, so every variant of the register-tiled kernel (NN, NT, TN, TT, scalar
+//! and vec4 staging), both GEMV layouts for M = 1 and N = 1, and the strided fallback is
+//! shown to run; sizes are ragged against the 64 × 64 × 16 tiles, with batches (broadcast
+//! on either side), the epilogue, and f16/bf16 inputs. Results are compared with an f64
+//! product computed here through the operands' views, with the relative bound taken
+//! against |A|·|B| + |bias| (random sums may cancel). The shared conformance suite covers
+//! the rest of the contract (NaN/∞, empty shapes, bad input); its matmul cases reach only
+//! six tiled layouts (k1x1, k1k1, x1x1, x1k1, k1x4, k4x1 in the cache keys' terms), both
+//! GEMV layouts and never the strided kernel, hence these cases.
+
+use crate::WgpuBackend;
+use crate::matmul::{Operand, Plan, plan};
+use crate::pipelines::fit_u32;
+use xkern_core::{Activation, Backend, DType, MatmulSpec, Tensor, Tolerance};
+
+/// How an operand `[batch.., r, c]` is stored.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    /// Row-major `[batch.., r, c]`.
+    N,
+    /// Row-major `[batch.., c, r]` viewed through `.t()`.
+    T,
+    /// Row-major `[r, c, batch]` permuted to `[batch, r, c]`: no unit stride in the matrix.
+    BatchInner,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    a_batch: Vec<usize>,
+    b_batch: Vec<usize>,
+    m: usize,
+    k: usize,
+    n: usize,
+    sa: Store,
+    sb: Store,
+    bias: bool,
+    act: Option<Activation>,
+    want: Plan,
+}
+
+const fn op(k_major: bool, vec4: bool) -> Operand {
+    Operand { k_major, vec4 }
+}
+
+fn tiled(a: Operand, b: Operand) -> Plan {
+    Plan::Tiled { a, b }
+}
+
+fn case(m: usize, k: usize, n: usize, sa: Store, sb: Store, want: Plan) -> Case {
+    Case {
+        a_batch: vec![],
+        b_batch: vec![],
+        m,
+        k,
+        n,
+        sa,
+        sb,
+        bias: false,
+        act: None,
+        want,
+    }
+}
+
+/// Every case, each with the plan it must take.
+fn cases() -> Vec<Case> {
+    use Store::{BatchInner, N, T};
+    let (k1, k4, x1, x4) = (
+        op(true, false),
+        op(true, true),
+        op(false, false),
+        op(false, true),
+    );
+    let epi = |c: Case, act: Activation| Case {
+        bias: true,
+        act: Some(act),
+        ..c
+    };
+    let batched = |c: Case, ab: &[usize], bb: &[usize]| Case {
+        a_batch: ab.to_vec(),
+        b_batch: bb.to_vec(),
+        ..c
+    };
+    vec![
+        // NN: ragged M, N against 64 and K against 16; scalar and vec4 staging.
+        case(67, 37, 70, N, N, tiled(k1, x1)),
+        case(67, 36, 68, N, N, tiled(k4, x4)),
+        case(130, 36, 71, N, N, tiled(k4, x1)),
+        case(65, 37, 68, N, N, tiled(k1, x4)),
+        // One tile exactly, and K below one vector.
+        case(64, 16, 64, N, N, tiled(k4, x4)),
+        case(5, 3, 6, N, N, tiled(k1, x1)),
+        // NT (b = `.t()` of a row-major [N, K]).
+        case(67, 37, 70, N, T, tiled(k1, k1)),
+        case(67, 36, 70, N, T, tiled(k4, k4)),
+        // TN (a = `.t()` of a row-major [K, M]).
+        case(67, 37, 70, T, N, tiled(x1, x1)),
+        case(68, 37, 72, T, N, tiled(x4, x4)),
+        case(68, 37, 70, T, N, tiled(x4, x1)),
+        case(67, 37, 72, T, N, tiled(x1, x4)),
+        // TT.
+        case(67, 37, 70, T, T, tiled(x1, k1)),
+        case(68, 36, 70, T, T, tiled(x4, k4)),
+        case(67, 36, 70, T, T, tiled(x1, k4)),
+        case(68, 37, 70, T, T, tiled(x4, k1)),
+        // Batches: equal, broadcast on either side, with the epilogue.
+        batched(case(67, 36, 68, N, N, tiled(k4, x4)), &[3], &[3]),
+        batched(
+            epi(case(67, 37, 70, N, T, tiled(k1, k1)), Activation::Gelu),
+            &[2, 3],
+            &[3],
+        ),
+        batched(
+            epi(case(68, 36, 68, T, N, tiled(x4, x4)), Activation::Silu),
+            &[],
+            &[2],
+        ),
+        // The epilogue on each variant family.
+        epi(case(67, 36, 68, N, N, tiled(k4, x4)), Activation::Relu),
+        epi(case(67, 37, 70, T, T, tiled(x1, k1)), Activation::Gelu),
+        // K = 0: act(bias).
+        epi(case(67, 0, 70, N, N, tiled(k1, x1)), Activation::Silu),
+        // GEMV, M = 1: W = B along N (column layout) or along K (dot product).
+        case(
+            1,
+            1000,
+            129,
+            N,
+            N,
+            Plan::Gemv {
+                dot: false,
+                n1: false,
+            },
+        ),
+        case(
+            1,
+            1000,
+            129,
+            N,
+            T,
+            Plan::Gemv {
+                dot: true,
+                n1: false,
+            },
+        ),
+        epi(
+            case(
+                1,
+                33,
+                7,
+                N,
+                T,
+                Plan::Gemv {
+                    dot: true,
+                    n1: false,
+                },
+            ),
+            Activation::Gelu,
+        ),
+        batched(
+            epi(
+                case(
+                    1,
+                    70,
+                    65,
+                    N,
+                    N,
+                    Plan::Gemv {
+                        dot: false,
+                        n1: false,
+                    },
+                ),
+                Activation::Relu,
+            ),
+            &[3],
+            &[1],
+        ),
+        // GEMV, N = 1: W = Aᵀ, the bias one value for every row.
+        case(
+            129,
+            1000,
+            1,
+            N,
+            N,
+            Plan::Gemv {
+                dot: true,
+                n1: true,
+            },
+        ),
+        case(
+            129,
+            1000,
+            1,
+            T,
+            N,
+            Plan::Gemv {
+                dot: false,
+                n1: true,
+            },
+        ),
+        batched(
+            epi(
+                case(
+                    7,
+                    65,
+                    1,
+                    N,
+                    N,
+                    Plan::Gemv {
+                        dot: true,
+                        n1: true,
+                    },
+                ),
+                Activation::Silu,
+            ),
+            &[2],
+            &[],
+        ),
+        // M = N = 1: one dot product.
+        epi(
+            case(
+                1,
+                1000,
+                1,
+                N,
+                N,
+                Plan::Gemv {
+                    dot: true,
+                    n1: false,
+                },
+            ),
+            Activation::Relu,
+        ),
+        // No unit stride in either matrix: the strided fallback.
+        batched(
+            epi(
+                case(33, 20, 35, BatchInner, N, Plan::Strided),
+                Activation::Gelu,
+            ),
+            &[2],
+            &[],
+        ),
+    ]
+}
+
+/// A device operand of logical shape `[batch.., r, c]` stored as `store`, and its stored
+/// values (exactly as rounded to `dtype`).
+fn operand(
+    dev: &WgpuBackend,
+    batch: &[usize],
+    r: usize,
+    c: usize,
+    store: Store,
+    dtype: DType,
+    seed: u64,
+) -> Tensor<WgpuBackend> {
+    let (stored, perm): (Vec<usize>, Option<Vec<usize>>) = match store {
+        Store::N => (batch.iter().copied().chain([r, c]).collect(), None),
+        Store::T => {
+            let rank = batch.len() + 2;
+            let mut perm: Vec<usize> = (0..rank).collect();
+            perm.swap(rank - 2, rank - 1);
+            (batch.iter().copied().chain([c, r]).collect(), Some(perm))
+        }
+        Store::BatchInner => {
+            assert_eq!(batch.len(), 1, "BatchInner takes one batch axis");
+            (vec![r, c, batch[0]], Some(vec![2, 0, 1]))
+        }
+    };
+    let t = Tensor::randn(dev, &stored, dtype, seed).unwrap();
+    match perm {
+        Some(p) => t.permute(&p).unwrap(),
+        None => t,
+    }
+}
+
+/// The spec of `a @ b`, for its plan and the reference.
+fn spec_of(
+    a: &Tensor<WgpuBackend>,
+    b: &Tensor<WgpuBackend>,
+    bias: Option<&Tensor<WgpuBackend>>,
+    act: Option<Activation>,
+) -> MatmulSpec {
+    MatmulSpec::new(a, b, bias, act).unwrap()
+}
+
+/// The f64 product read through the spec's views of the stored values, and the
+/// magnitude |A|·|B| + |bias| the error is measured against.
+fn reference(
+    spec: &MatmulSpec,
+    ha: &[f64],
+    hb: &[f64],
+    hbias: Option<&[f64]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (m, k, n) = (spec.m, spec.k, spec.n);
+    let (mut out, mut mag) = (Vec::new(), Vec::new());
+    for bi in 0..spec.batch() {
+        let (oa, ob) = (spec.a_offset(bi), spec.b_offset(bi));
+        for i in 0..m {
+            for j in 0..n {
+                let (mut acc, mut abs) = (0.0, 0.0);
+                for p in 0..k {
+                    let x = ha[oa + i * spec.a.row_stride + p * spec.a.col_stride];
+                    let y = hb[ob + p * spec.b.row_stride + j * spec.b.col_stride];
+                    acc += x * y;
+                    abs += (x * y).abs();
+                }
+                if let (Some(h), Some(v)) = (hbias, &spec.bias) {
+                    let c = h[v.offset + j * v.stride];
+                    acc += c;
+                    abs += c.abs();
+                }
+                out.push(spec.activation.map_or(acc, |a| a.apply_f64(acc)));
+                mag.push(abs);
+            }
+        }
+    }
+    (out, mag)
+}
+
+/// Runs `c` in `dtype` on `dev`: checks the plan and the result.
+fn run(dev: &WgpuBackend, c: &Case, dtype: DType, seed: u64) {
+    let name = format!("{dtype} {c:?}");
+    let a = operand(dev, &c.a_batch, c.m, c.k, c.sa, dtype, seed);
+    let b = operand(dev, &c.b_batch, c.k, c.n, c.sb, dtype, seed ^ 1);
+    let bias = c
+        .bias
+        .then(|| Tensor::randn(dev, &[c.n], dtype, seed ^ 2).unwrap());
+    let spec = spec_of(&a, &b, bias.as_ref(), c.act);
+    let offs: Vec<u32> = (0..spec.batch())
+        .flat_map(|i| [spec.a_offset(i), spec.b_offset(i)])
+        .map(|o| fit_u32(o).unwrap())
+        .collect();
+    assert_eq!(plan(&spec, &offs), c.want, "{name}: plan");
+    let got = a.matmul_fused(&b, bias.as_ref(), c.act).unwrap();
+    assert_eq!(got.shape(), spec.output_shape().as_slice(), "{name}");
+    assert_eq!(got.dtype(), dtype, "{name}");
+    // Stored values: the contiguous storages downloaded whole.
+    let stored = |t: &Tensor<WgpuBackend>| {
+        let s = t.storage();
+        let len = (s.bytes as usize) / dtype.size_in_bytes();
+        dev.download(s, dtype, 0, len).unwrap().to_f64()
+    };
+    let hbias = bias.as_ref().map(stored);
+    let (want, mag) = reference(&spec, &stored(&a), &stored(&b), hbias.as_deref());
+    Tolerance::for_dtype(dtype)
+        .check_scaled(&got.to_f64_vec().unwrap(), &want, &mag)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+fn device() -> WgpuBackend {
+    WgpuBackend::new().expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)")
+}
+
+#[test]
+fn every_matmul_variant_matches_the_reference() {
+    let dev = device();
+    let mut dtypes = vec![DType::F32, DType::BF16];
+    if dev.info().dtypes.contains(&DType::F16) {
+        dtypes.push(DType::F16);
+    }
+    for dtype in dtypes {
+        for (i, c) in cases().iter().enumerate() {
+            run(&dev, c, dtype, 1000 + i as u64);
+        }
+    }
+}
+
+/// With grids folded at 31 groups per dimension, a batch of tiles past 31 groups.
+#[test]
+fn tiled_and_gemv_grids_fold() {
+    let dev = WgpuBackend::with_options(&crate::DeviceOptions {
+        max_workgroups_per_dim: Some(31),
+        without_subgroups: true,
+        ..crate::DeviceOptions::default()
+    })
+    .unwrap();
+    let c = Case {
+        a_batch: vec![5],
+        b_batch: vec![5],
+        ..case(
+            130,
+            36,
+            200,
+            Store::N,
+            Store::N,
+            tiled(op(true, true), op(false, true)),
+        )
+    };
+    run(&dev, &c, DType::F32, 7);
+    let g = Case {
+        a_batch: vec![3],
+        b_batch: vec![3],
+        ..case(
+            1,
+            40,
+            1500,
+            Store::N,
+            Store::T,
+            Plan::Gemv {
+                dot: true,
+                n1: false,
+            },
+        )
+    };
+    run(&dev, &g, DType::F32, 8);
+}
+
+/// Each variant compiles once: a second round of every case compiles nothing, and the
+/// first compiled exactly one matmul kernel per distinct (variant, epilogue).
+#[test]
+fn each_matmul_variant_compiles_once() {
+    let dev = device();
+    let matmul_keys = |dev: &WgpuBackend| {
+        let mut k: Vec<String> = dev
+            .kernel_keys()
+            .into_iter()
+            .filter(|k| k.starts_with("matmul") || k.starts_with("gemv"))
+            .collect();
+        k.sort();
+        k
+    };
+    for (i, c) in cases().iter().enumerate() {
+        run(&dev, c, DType::F32, i as u64);
+    }
+    let (first, compiled) = (matmul_keys(&dev), dev.compiled_kernels());
+    for (i, c) in cases().iter().enumerate() {
+        run(&dev, c, DType::F32, i as u64);
+    }
+    assert_eq!(
+        dev.compiled_kernels(),
+        compiled,
+        "a kernel was compiled twice"
+    );
+    // One kernel per distinct variant: 14 tiled layouts (the two with A and B both
+    // along K but only one of them vectorised need a padded view), GEMV dot and column,
+    // strided, times the epilogues the cases use.
+    let tiled: std::collections::BTreeSet<&str> = first
+        .iter()
+        .filter_map(|k| {
+            k.rsplit('/')
+                .next()
+                .filter(|_| k.starts_with("matmul-tiled"))
+        })
+        .collect();
+    assert_eq!(tiled.len(), 14, "tiled layouts compiled: {tiled:?}");
+    for kind in ["gemv/", "matmul/"] {
+        assert!(
+            first.iter().any(|k| k.starts_with(kind)),
+            "{kind}: {first:?}"
+        );
+    }
+    let distinct: std::collections::BTreeSet<String> = cases()
+        .iter()
+        .map(|c| format!("{:?}/{}/{:?}", key_of(c.want), c.bias, c.act))
+        .collect();
+    assert_eq!(first.len(), distinct.len(), "{first:?}");
+}
+
+/// The part of a plan that selects a kernel (N = 1 reuses the M = 1 GEMV kernels).
+fn key_of(p: Plan) -> Plan {
+    match p {
+        Plan::Gemv { dot, .. } => Plan::Gemv { dot, n1: false },
+        p => p,
+    }
+}
+
+/// Vector staging only where its bounds hold: aligned batch offsets and strides, a
+/// contiguous extent that is a non-zero multiple of 4.
+#[test]
+fn vec4_staging_needs_aligned_views() {
+    let view = |row_stride, col_stride| xkern_core::MatrixView {
+        offset: 0,
+        row_stride,
+        col_stride,
+        batch_strides: vec![0],
+    };
+    let spec = |m, k, n, a, b| MatmulSpec {
+        dtype: DType::F32,
+        batch_shape: vec![1],
+        m,
+        k,
+        n,
+        a,
+        b,
+        bias: None,
+        activation: None,
+    };
+    let (k4, x4, k1, x1) = (
+        op(true, true),
+        op(false, true),
+        op(true, false),
+        op(false, false),
+    );
+    let s = spec(8, 8, 8, view(8, 1), view(8, 1));
+    assert_eq!(plan(&s, &[0, 0]), tiled(k4, x4));
+    // A misaligned batch offset of either operand.
+    assert_eq!(plan(&s, &[2, 0]), tiled(k1, x4));
+    assert_eq!(plan(&s, &[0, 6]), tiled(k4, x1));
+    // A row stride that breaks alignment though K is a multiple of 4.
+    assert_eq!(
+        plan(&spec(8, 8, 8, view(10, 1), view(8, 1)), &[0, 0]),
+        tiled(k1, x4)
+    );
+    // K = 0: no vector loads (an operand may be a one-word buffer).
+    assert_eq!(
+        plan(&spec(8, 0, 8, view(0, 1), view(8, 1)), &[0, 0]),
+        tiled(k1, x1)
+    );
+    // No unit stride: the strided kernel.
+    assert_eq!(
+        plan(&spec(8, 8, 8, view(16, 2), view(8, 1)), &[0, 0]),
+        Plan::Strided
+    );
+}
