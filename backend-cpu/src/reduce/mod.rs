@@ -272,10 +272,18 @@ const COL_BLOCK: usize = 4096;
 /// chunk, column block) adds its rows into one state per column with `push(states,
 /// row)`, a loop over contiguous memory the compiler vectorises; chunk states merge
 /// pairwise in order.
-fn fold_cols<S, P, M>(x: &[f32], spec: &ReduceSpec, init: S, push: P, merge: M) -> Vec<S>
+fn fold_cols<S, P, P4, M>(
+    x: &[f32],
+    spec: &ReduceSpec,
+    init: S,
+    push: P,
+    push4: P4,
+    merge: M,
+) -> Vec<S>
 where
     S: Copy + Send + Sync,
     P: Fn(&mut [S], &[f32]) + Sync,
+    P4: Fn(&mut [S], [&[f32]; 4]) + Sync,
     M: Fn(S, S) -> S + Sync,
 {
     let (outer, axis, inner) = (spec.outer, spec.axis_len, spec.inner);
@@ -287,11 +295,17 @@ where
             let (o, c, blk) = (u / (chunks * blocks), u / blocks % chunks, u % blocks);
             let (j0, j1) = (blk * COL_BLOCK, ((blk + 1) * COL_BLOCK).min(inner));
             let mut st = vec![init; j1 - j0];
-            for a in c * CHUNK..((c + 1) * CHUNK).min(axis) {
-                push(
-                    &mut st,
-                    &x[(o * axis + a) * inner + j0..(o * axis + a) * inner + j1],
-                );
+            let row = |a: usize| &x[(o * axis + a) * inner + j0..(o * axis + a) * inner + j1];
+            let (a0, a1) = (c * CHUNK, ((c + 1) * CHUNK).min(axis));
+            // Four rows per pass while they last (a fixed grouping: the chunks do not
+            // depend on the thread count), then one at a time.
+            let quads = (a1 - a0) / 4;
+            for q in 0..quads {
+                let a = a0 + 4 * q;
+                push4(&mut st, [row(a), row(a + 1), row(a + 2), row(a + 3)]);
+            }
+            for a in a0 + 4 * quads..a1 {
+                push(&mut st, row(a));
             }
             st
         })
@@ -319,12 +333,19 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
     let col_sum = || {
         // SAFETY: `k` was built for an ISA detected on this CPU.
         let add = |st: &mut [f64], row: &[f32]| unsafe { (k.col_add)(st, row) };
-        fold_cols(x, spec, 0.0f64, add, |a, b| a + b)
+        // SAFETY: as above.
+        let add4 = |st: &mut [f64], rows: [&[f32]; 4]| unsafe { (k.col_add4)(st, rows) };
+        fold_cols(x, spec, 0.0f64, add, add4, |a, b| a + b)
     };
     let col_extreme = |sign: f32| {
         // SAFETY: as above.
         let push = move |st: &mut [f32], row: &[f32]| unsafe { (k.col_extreme)(st, row, sign) };
-        fold_cols(x, spec, f32::NEG_INFINITY, push, nan_max)
+        let push4 = move |st: &mut [f32], rows: [&[f32]; 4]| {
+            for r in rows {
+                push(st, r);
+            }
+        };
+        fold_cols(x, spec, f32::NEG_INFINITY, push, push4, nan_max)
             .into_iter()
             .map(|v| sign * v)
             .collect::<Vec<f32>>()

@@ -227,6 +227,8 @@ pub(crate) struct RowKernels {
     pub rms_norm: RmsNormFn,
     /// `st[j] += row[j]` in f64 (column sums of outer-axis reductions).
     pub col_add: unsafe fn(&mut [f64], &[f32]),
+    /// `st[j] += (r0[j] + r1[j]) + (r2[j] + r3[j])` in f64: four rows per pass over `st`.
+    pub col_add4: unsafe fn(&mut [f64], [&[f32]; 4]),
     /// `st[j] = nan_max(st[j], sign · row[j])` (column extremes).
     pub col_extreme: unsafe fn(&mut [f32], &[f32], f32),
     /// bf16 → f32 (exact).
@@ -263,6 +265,14 @@ fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
 fn col_add(st: &mut [f64], row: &[f32]) {
     for (s, &v) in st.iter_mut().zip(row) {
         *s += f64::from(v);
+    }
+}
+
+/// Four rows per pass over the f64 column sums, halving their load/store traffic per row.
+#[inline(always)]
+fn col_add4(st: &mut [f64], [a, b, c, d]: [&[f32]; 4]) {
+    for ((((s, &p), &q), &r), &t) in st.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+        *s += (f64::from(p) + f64::from(q)) + (f64::from(r) + f64::from(t));
     }
 }
 
@@ -316,6 +326,10 @@ macro_rules! isa_kernels {
                 super::col_add(st, row)
             }
             $(#[$fn_attr])*
+            unsafe fn col_add4(st: &mut [f64], rows: [&[f32]; 4]) {
+                super::col_add4(st, rows)
+            }
+            $(#[$fn_attr])*
             unsafe fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
                 super::col_extreme(st, row, sign)
             }
@@ -336,6 +350,7 @@ macro_rules! isa_kernels {
                 softmax,
                 rms_norm,
                 col_add,
+                col_add4,
                 col_extreme,
                 widen_bf16,
                 narrow_bf16,
