@@ -154,7 +154,7 @@ fn sum_fold(x: &[f32], spec: &ReduceSpec, shift: Option<&[f32]>) -> Vec<f64> {
 }
 
 /// Elements of a row reduced sequentially by one unit of work (a multiple of 16).
-const ROW_CHUNK: usize = 8192;
+const ROW_CHUNK: usize = 65536;
 
 /// Folds every row of `[outer, axis]` with `f(chunk, first index of the chunk, row)` per
 /// fixed chunk, merging a row's chunk results pairwise in order.

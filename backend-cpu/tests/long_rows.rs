@@ -1,0 +1,56 @@
+//! Rows longer than one unit of work (65,536 elements) are folded in fixed chunks and
+//! merged: every reduction across chunk boundaries against the f64 reference, including
+//! ties in different chunks (the first index wins), a NaN in a later chunk, and extremes
+//! on the boundaries.
+use xkern_core::reference::{self, HostTensor};
+use xkern_core::{DType, ReduceKind, Tensor, Tolerance};
+use xkern_cpu::CpuBackend;
+
+#[test]
+fn reductions_across_row_chunks() {
+    let dev = CpuBackend::new();
+    let (rows, axis) = (3, 200_003);
+    let mut x: Vec<f32> = (0..rows * axis)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 9) as f32 * 1e-6 - 4.0)
+        .collect();
+    // Row 0: the same maximum in chunks 0 and 2 (first wins) and the minimum on a boundary.
+    x[10] = 100.0;
+    x[2 * 65_536 + 7] = 100.0;
+    x[65_536] = -100.0;
+    // Row 1: a NaN in chunk 2 (max/min/argmax/argmin/logsumexp/sum see it).
+    x[axis + 2 * 65_536 + 1] = f32::NAN;
+    // Row 2: extremes on the last element and the last chunk's first element.
+    x[3 * axis - 1] = 50.0;
+    x[2 * axis + 3 * 65_536] = -50.0;
+    let t = Tensor::from_slice(&dev, &[rows, axis], &x).unwrap();
+    let host = HostTensor::new(&[rows, axis], x.iter().map(|&v| f64::from(v)).collect());
+    for kind in ReduceKind::ALL {
+        let got = t.reduce(kind, 1, false).unwrap().to_f64_vec().unwrap();
+        let want = reference::reduce(&host, kind, Some(1), false).data;
+        match kind {
+            ReduceKind::ArgMax | ReduceKind::ArgMin | ReduceKind::Max | ReduceKind::Min => {
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        g == w || (g.is_nan() && w.is_nan()),
+                        "{kind:?}: {got:?} vs {want:?}"
+                    );
+                }
+            }
+            _ => {
+                for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                    if w.is_nan() {
+                        assert!(g.is_nan(), "{kind:?} row {r}: {g}");
+                    } else {
+                        Tolerance::for_dtype(DType::F32)
+                            .check(&[*g], &[*w])
+                            .unwrap_or_else(|e| panic!("{kind:?} row {r}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    let am = t.argmax(1, false).unwrap().to_vec::<u32>().unwrap();
+    assert_eq!(am[0], 10, "the first of two equal maxima");
+    assert_eq!(am[1], (2 * 65_536 + 1) as u32, "the NaN");
+    assert_eq!(am[2], (axis - 1) as u32);
+}
