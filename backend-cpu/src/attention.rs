@@ -55,6 +55,9 @@ struct KvPack {
     kt: Vec<f32>,
     /// V (`Skv × Dv`) in chunks of `BK` keys, each chunk in NR-wide panels.
     v: Vec<f32>,
+    /// Per chunk of V: every value is finite, so a masked key (probability exactly 0)
+    /// contributes exactly 0 through the micro-kernel on a diagonal tile.
+    finite: Vec<bool>,
 }
 
 /// The running softmax state of one task's rows.
@@ -220,7 +223,11 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
             false,
         );
     }
-    Ok(KvPack { kt, v: vp })
+    let finite = vp
+        .chunks(dvp * BK)
+        .map(|c| c.iter().all(|x| x.is_finite()))
+        .collect();
+    Ok(KvPack { kt, v: vp, finite })
 }
 
 /// The softmax state of rows `i0..i0 + rows` of head (b, h) over keys `lo..hi`.
@@ -283,6 +290,8 @@ fn tile<K: MicroKernel, T: Scalar>(
             // SAFETY: `rk` was built for an ISA detected on this CPU.
             let sum = unsafe { (rk.exp_shift)(row, m_new) };
             st.l[r] = st.l[r] * correction + sum;
+            // Masked keys get probability exactly 0 (whatever exp(−∞) rounds to).
+            row[visible..].fill(0.0);
             if correction != 1.0 {
                 st.o[r * dv..(r + 1) * dv]
                     .iter_mut()
@@ -291,9 +300,12 @@ fn tile<K: MicroKernel, T: Scalar>(
             st.m[r] = m_new;
         }
         let v_chunk = &kv.v[j0 / BK * dvp * BK..];
+        // With a finite V chunk, the zero probabilities of masked keys add exactly 0, so
+        // a diagonal tile runs entirely on the micro-kernel.
+        let partial_tile = partial_tile && !kv.finite[j0 / BK];
         // Keys every row of the tile sees go through the micro-kernel; on a tile that
-        // crosses the diagonal, each row adds its remaining visible keys one by one, so a
-        // masked key never contributes (not even a NaN or ∞ in its value).
+        // crosses the diagonal of a V chunk holding NaN or ∞, each row adds its remaining
+        // visible keys one by one, so a masked key never contributes (0 · ∞ would be NaN).
         let shared = if partial_tile {
             spec.visible_keys(i0).saturating_sub(j0).min(bk)
         } else {
