@@ -218,6 +218,31 @@ mod tests {
         assert!(suite("huge").is_err());
     }
 
+    /// The case files that are only run elsewhere (the timing-only Trainium targets, the
+    /// real-GPU check and its smoke twin) must parse here; the smoke file mirrors the GPU
+    /// check case by case (same op and dtype, `_smoke` ids), so its run tests the script.
+    #[test]
+    fn external_case_files_parse() {
+        let targets = parse(
+            include_str!("../cases/neuron-targets.json"),
+            "neuron-targets",
+        );
+        assert!(targets.unwrap().len() >= 10);
+        let gpu = parse(include_str!("../cases/gpu-check.json"), "gpu-check").unwrap();
+        let smoke = parse(include_str!("../cases/gpu-check-smoke.json"), "smoke").unwrap();
+        for s in &smoke {
+            let full =
+                s.id.strip_suffix("_smoke")
+                    .expect("smoke ids end in _smoke");
+            let g = gpu
+                .iter()
+                .find(|g| g.id == full)
+                .expect("a GPU case per smoke case");
+            assert_eq!(g.workload.op(), s.workload.op());
+            assert_eq!(g.dtype().unwrap(), s.dtype().unwrap());
+        }
+    }
+
     #[test]
     fn bad_cases_are_refused() {
         let bad_axis = r#"[{"id": "x", "op": "reduce", "dtype": "f32", "params": {"kind": "sum", "shape": [4], "axis": 1}}]"#;
