@@ -31,13 +31,8 @@ pub enum CpuStorage {
     U32(Vec<u32>),
 }
 
-/// An empty vector with room for `len` elements (from the buffer pool when one fits), or
-/// `OutOfMemory`.
-pub(crate) fn try_with_capacity<T: Pooled>(len: usize) -> Result<Vec<T>> {
-    if let Some(mut v) = pool::take(len) {
-        v.clear();
-        return Ok(v);
-    }
+/// A fresh empty vector with room for `len` elements, or `OutOfMemory`.
+fn reserve<T>(len: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
         device: "cpu".into(),
@@ -46,16 +41,33 @@ pub(crate) fn try_with_capacity<T: Pooled>(len: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// A vector of `len` copies of `value`, or `OutOfMemory`.
-/// Large vectors are filled by every thread of the pool, so the page faults of fresh
-/// memory and the stores to reused memory are spread over the cores.
-pub(crate) fn try_vec<T: Pooled + Clone + Send + Sync>(len: usize, value: T) -> Result<Vec<T>> {
-    let mut v = try_with_capacity(len)?;
+/// Appends `len` copies of `value` to the empty `v`. Large vectors are filled by every
+/// thread of the pool, so the page faults of fresh memory and the stores to reused
+/// memory are spread over the cores.
+fn fill<T: Clone + Send + Sync>(v: &mut Vec<T>, len: usize, value: T) {
     if len.saturating_mul(std::mem::size_of::<T>()) >= PARALLEL_FILL_BYTES {
         v.par_extend(rayon::iter::repeat_n(value, len));
     } else {
         v.resize(len, value);
     }
+}
+
+/// An empty vector with room for `len` elements (from the buffer pool when one fits), or
+/// `OutOfMemory`.
+pub(crate) fn try_with_capacity<T: Pooled>(len: usize) -> Result<Vec<T>> {
+    match pool::take(len) {
+        Some(mut v) => {
+            v.clear();
+            Ok(v)
+        }
+        None => reserve(len),
+    }
+}
+
+/// A vector of `len` copies of `value`, or `OutOfMemory`.
+pub(crate) fn try_vec<T: Pooled + Clone + Send + Sync>(len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(len)?;
+    fill(&mut v, len, value);
     Ok(v)
 }
 
@@ -75,7 +87,11 @@ pub(crate) fn try_vec_overwrite<T: Pooled + Clone + Send + Sync>(
             }
             Ok(v)
         }
-        None => try_vec(len, value),
+        None => {
+            let mut v = reserve(len)?;
+            fill(&mut v, len, value);
+            Ok(v)
+        }
     }
 }
 
@@ -244,7 +260,7 @@ impl CpuStorage {
     }
 
     /// Checks that `offset..offset + len` lies inside the buffer.
-    fn range(&self, offset: usize, len: usize) -> Result<std::ops::Range<usize>> {
+    pub(crate) fn range(&self, offset: usize, len: usize) -> Result<std::ops::Range<usize>> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len() => Ok(offset..end),
             _ => Err(Error::Backend {

@@ -108,6 +108,13 @@ fn op_combine(a: f32, b: f32, op: u32) -> f32 {
     return a + b;
 }
 
+// The identity of op_combine's op: 0 for add, −∞ for max, +∞ for min.
+fn op_identity(op: u32) -> f32 {
+    if (op == 1u) { return neg_inf_f32(); }
+    if (op == 2u) { return -neg_inf_f32(); }
+    return 0.0;
+}
+
 // True when (va, ia) should win over (vb, ib) for argmax (want_max) or argmin: NaN
 // first, then the better value, then the lower index, so ties and NaN go to the first
 // index.

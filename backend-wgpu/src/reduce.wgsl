@@ -29,9 +29,7 @@ fn combine(a: f32, b: f32) -> f32 {
 }
 
 fn identity() -> f32 {
-    if (OP == 1u) { return neg_inf_f32(); }
-    if (OP == 2u) { return -neg_inf_f32(); }
-    return 0.0;
+    return op_identity(OP);
 }
 
 // The final value of a float reduction from its reduced value `r` and exp-sum `s`.

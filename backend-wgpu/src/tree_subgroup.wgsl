@@ -17,12 +17,6 @@ var<workgroup> si: array<u32, 128>;
 var<private> sg_lane: u32;
 var<private> sg_size: u32;
 
-fn op_identity(op: u32) -> f32 {
-    if (op == 1u) { return neg_inf_f32(); }
-    if (op == 2u) { return -neg_inf_f32(); }
-    return 0.0;
-}
-
 fn butterfly(v: f32, op: u32) -> f32 {
     var x = v;
     for (var o = sg_size / 2u; o > 0u; o = o / 2u) {

@@ -428,9 +428,7 @@ pub(crate) fn normalize(
         // whole-tensor conversion passes through memory.
         match x {
             CpuStorage::F16(v) if spec.dtype == xkern_core::DType::F16 => {
-                let src = v
-                    .get(spec.offset..spec.offset + len)
-                    .ok_or_else(out_of_range)?;
+                let src = &v[x.range(spec.offset, len)?];
                 let widen = |s: &[half::f16], d: &mut [f32]| s.convert_to_f32_slice(d);
                 let narrow = |s: &[f32], d: &mut [half::f16]| d.convert_from_f32_slice(s);
                 return Ok(CpuStorage::F16(normalize_16(
@@ -438,9 +436,7 @@ pub(crate) fn normalize(
                 )?));
             }
             CpuStorage::BF16(v) if spec.dtype == xkern_core::DType::BF16 => {
-                let src = v
-                    .get(spec.offset..spec.offset + len)
-                    .ok_or_else(out_of_range)?;
+                let src = &v[x.range(spec.offset, len)?];
                 // SAFETY: `k` was built for an ISA detected on this CPU.
                 let widen = |s: &[half::bf16], d: &mut [f32]| unsafe { (k.widen_bf16)(s, d) };
                 // SAFETY: as above.
@@ -477,13 +473,6 @@ pub(crate) fn normalize(
             }
         });
     CpuStorage::from_f32(spec.dtype, out)
-}
-
-fn out_of_range() -> xkern_core::Error {
-    xkern_core::Error::Backend {
-        backend: "cpu",
-        message: "normalisation range outside its storage".into(),
-    }
 }
 
 /// Rows of `axis` 16-bit elements through `row` (f32 in, f32 out), each widened into and

@@ -214,22 +214,16 @@ impl NeuronBackend {
         let cap = self.inner.cfg.hbm_capacity_bytes;
         let bytes = (len as u64).saturating_mul(dtype.size_in_bytes() as u64);
         let used = &self.inner.hbm_used;
-        let mut cur = used.load(Ordering::SeqCst);
-        loop {
-            if cur.saturating_add(bytes) > cap {
-                return Err(Error::OutOfMemory {
-                    device: format!(
-                        "{} (simulated HBM: {cur} of {cap} bytes in use)",
-                        self.inner.label
-                    ),
-                    bytes,
-                });
-            }
-            match used.compare_exchange(cur, cur + bytes, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
-        }
+        used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+            cur.checked_add(bytes).filter(|&total| total <= cap)
+        })
+        .map_err(|cur| Error::OutOfMemory {
+            device: format!(
+                "{} (simulated HBM: {cur} of {cap} bytes in use)",
+                self.inner.label
+            ),
+            bytes,
+        })?;
         Ok(HbmLease {
             used: Arc::clone(used),
             bytes,
