@@ -220,6 +220,30 @@ impl Device {
         }
     }
 
+    /// Starts or stops timing ops on the GPU (wgpu, with timestamp queries); returns
+    /// whether ops are now timed: false on other backends and on adapters without
+    /// `TIMESTAMP_QUERY`.
+    #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
+    pub fn set_gpu_timing(&self, on: bool) -> bool {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => d.set_gpu_timing(on),
+            _ => false,
+        }
+    }
+
+    /// The GPU time of the ops run since the last call while timing was on (see
+    /// [`Device::set_gpu_timing`]); `Ok(None)` when nothing was timed.
+    pub fn take_gpu_time(&self) -> Result<Option<std::time::Duration>> {
+        #[allow(unreachable_patterns)]
+        match self {
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => d.take_gpu_time(),
+            _ => Ok(None),
+        }
+    }
+
     /// The SVG engine timeline of the last op run on a neuron-sim device.
     #[cfg_attr(not(feature = "neuron-sim"), allow(unused_variables))]
     pub fn last_svg_timeline(&self, width: u32) -> Option<String> {

@@ -297,13 +297,25 @@ impl Gpu {
             enc.copy_buffer_to_buffer(src.buffer(), a0, staging.buffer(), 0, a1 - a0);
             Ok(self.queue.submit([enc.finish()]))
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging
-            .buffer()
-            .map_async(wgpu::MapMode::Read, 0..a1 - a0, move |r| {
-                let _ = tx.send(r);
-            });
         self.wait(Some(index))?;
+        let bytes = self.map_read(staging.buffer(), a1 - a0)?;
+        let skip = (start - a0) as usize;
+        let part = bytes
+            .get(skip..skip + (end - start) as usize)
+            .ok_or_else(|| Error::Backend {
+                backend: "wgpu",
+                message: "the staging buffer is shorter than the download".into(),
+            })?;
+        host_from_bytes(dtype, part)
+    }
+
+    /// Maps the first `size` bytes of a `MAP_READ` buffer whose copies were submitted,
+    /// copies them out and unmaps it. A map that never completes marks the device lost.
+    pub(crate) fn map_read(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        buffer.map_async(wgpu::MapMode::Read, 0..size, move |r| {
+            let _ = tx.send(r);
+        });
         // The map callback runs inside some thread's poll: ours, or another thread's that
         // took it first; keep polling until it has run.
         let deadline = std::time::Instant::now() + crate::device::WAIT_TIMEOUT;
@@ -315,34 +327,26 @@ impl Gpu {
                     let _ = self.device.poll(wgpu::PollType::Poll);
                 }
                 Err(_) => {
-                    self.mark_lost("the staging buffer was never mapped".into());
-                    return self.check_alive().map(|()| HostData::F32(Vec::new()));
+                    self.mark_lost("a staging buffer was never mapped".into());
+                    self.check_alive()?;
+                    return Err(Error::DeviceLost {
+                        reason: "a staging buffer was never mapped".into(),
+                    });
                 }
             }
         };
         mapped.map_err(|e| Error::Backend {
             backend: "wgpu",
-            message: format!("mapping the staging buffer failed: {e}"),
+            message: format!("mapping a staging buffer failed: {e}"),
         })?;
-        let out = {
-            let view =
-                staging
-                    .buffer()
-                    .get_mapped_range(0..a1 - a0)
-                    .map_err(|e| Error::Backend {
-                        backend: "wgpu",
-                        message: format!("reading the staging buffer failed: {e}"),
-                    })?;
-            let skip = (start - a0) as usize;
-            let bytes = view
-                .get(skip..skip + (end - start) as usize)
-                .ok_or_else(|| Error::Backend {
-                    backend: "wgpu",
-                    message: "the staging buffer is shorter than the download".into(),
-                })?;
-            host_from_bytes(dtype, bytes)
-        };
-        staging.buffer().unmap();
+        let out = buffer
+            .get_mapped_range(0..size)
+            .map(|view| view.to_vec())
+            .map_err(|e| Error::Backend {
+                backend: "wgpu",
+                message: format!("reading a staging buffer failed: {e}"),
+            });
+        buffer.unmap();
         out
     }
 }

@@ -7,8 +7,10 @@
 //! compiles and caches kernels and records dispatches, and one module + `.wgsl` file per
 //! op family holds the kernels (`copy`, `matmul`, `attention`, `reduce`).
 //!
-//! Tensors stay in GPU buffers until downloaded; each op records into one command
-//! encoder and submits without reading back. dtypes: f32 and u32 everywhere, bf16
+//! Tensors stay in GPU buffers until downloaded; each op records all of its dispatches
+//! into one compute pass of one command encoder and submits without reading back (no
+//! CPU round trip between ops). [`WgpuBackend::set_gpu_timing`] times ops on the GPU
+//! with timestamp queries. dtypes: f32 and u32 everywhere, bf16
 //! stored packed two per 32-bit word and computed in f32 (every adapter), f16 through
 //! `shader-f16` where the adapter offers it (else `Err(UnsupportedDType)`).
 //!
@@ -49,6 +51,7 @@ mod matmul;
 mod matmul_tests;
 mod pipelines;
 mod reduce;
+mod timing;
 #[cfg(test)]
 mod wgsl_tests;
 
@@ -60,6 +63,7 @@ use device::Gpu;
 use pipelines::{Binding, Kernel, Pipelines, Recording};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use timing::Timer;
 use xkern_core::{
     AttentionSpec, Backend, CastSpec, DType, DeviceInfo, Error, HostData, HostSlice, Layout,
     MatmulSpec, NormSpec, ReduceSpec, Result,
@@ -82,6 +86,7 @@ struct Inner {
     pipelines: Pipelines,
     id: usize,
     info: OnceLock<DeviceInfo>,
+    timer: Timer,
 }
 
 impl std::fmt::Debug for Pool {
@@ -115,6 +120,7 @@ impl WgpuBackend {
                 pipelines: Pipelines::default(),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 info: OnceLock::new(),
+                timer: Timer::default(),
             }),
         })
     }
@@ -122,6 +128,27 @@ impl WgpuBackend {
     /// Counters of the buffer pool.
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
+    }
+
+    /// Starts or stops timing ops on the GPU with timestamp queries (see
+    /// [`WgpuBackend::take_gpu_time`]). Returns whether ops are timed: false when the
+    /// adapter lacks `TIMESTAMP_QUERY` (or `on` is false).
+    pub fn set_gpu_timing(&self, on: bool) -> bool {
+        let on = on
+            && self
+                .gpu()
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY);
+        self.inner.timer.set(on);
+        on
+    }
+
+    /// The GPU time of the ops submitted since the last call while timing was on: per op,
+    /// from the start to the end of its compute pass, summed. Waits for those ops.
+    /// `Ok(None)` when no op was timed.
+    pub fn take_gpu_time(&self) -> Result<Option<std::time::Duration>> {
+        self.gpu().check_alive()?;
+        self.inner.timer.take(self.gpu())
     }
 
     /// Number of kernels compiled so far (each is compiled once).
@@ -207,7 +234,7 @@ impl WgpuBackend {
     pub(crate) fn record<T>(&self, f: impl FnOnce(&mut Recording<'_>) -> Result<T>) -> Result<T> {
         let gpu = self.gpu();
         gpu.scoped(0, || {
-            let mut rec = Recording::new(gpu);
+            let mut rec = Recording::new(gpu, &self.inner.timer);
             let out = f(&mut rec)?;
             rec.submit();
             Ok(out)

@@ -15,6 +15,7 @@
 
 use crate::buffers::{PooledBuffer, WgpuStorage};
 use crate::device::Gpu;
+use crate::timing::{Stamp, Timer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
@@ -295,22 +296,55 @@ pub(crate) fn fold_grid(groups: u32, limit: u32) -> [u32; 3] {
     [x as u32, y as u32, z.min(u64::from(u32::MAX)) as u32]
 }
 
-/// One op's recording: an encoder plus the buffers that must outlive the submit.
+/// One op's recording: an encoder with one compute pass holding every dispatch of the
+/// op (wgpu orders dispatches of a pass that share a buffer, inserting the barriers),
+/// plus the buffers that must outlive the submit and, when timing is on, the pass's
+/// timestamp queries.
 pub(crate) struct Recording<'g> {
     gpu: &'g Gpu,
+    timer: &'g Timer,
     encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+    stamp: Option<Stamp>,
     keep: Vec<Arc<PooledBuffer>>,
     uniforms: Vec<wgpu::Buffer>,
 }
 
 impl<'g> Recording<'g> {
-    pub(crate) fn new(gpu: &'g Gpu) -> Self {
+    pub(crate) fn new(gpu: &'g Gpu, timer: &'g Timer) -> Self {
         Recording {
             gpu,
+            timer,
             encoder: gpu.device.create_command_encoder(&Default::default()),
+            pass: None,
+            stamp: timer.stamp(gpu),
             keep: Vec::new(),
             uniforms: Vec::new(),
         }
+    }
+
+    /// The recording's compute pass, begun on first use (with the timestamp writes when
+    /// the op is timed).
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let Recording {
+            encoder,
+            pass,
+            stamp,
+            ..
+        } = self;
+        pass.get_or_insert_with(|| {
+            let timestamp_writes = stamp.as_ref().map(|s| wgpu::ComputePassTimestampWrites {
+                query_set: &s.set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("xkern-op"),
+                    timestamp_writes,
+                })
+                .forget_lifetime()
+        })
     }
 
     /// Keeps `s`'s buffer alive until the recording is submitted.
@@ -419,14 +453,10 @@ impl<'g> Recording<'g> {
                 layout: &kernel.layout,
                 entries: &entries,
             });
-        {
-            let mut pass = self
-                .encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(gx, gy, gz);
-        }
+        let pass = self.pass();
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(gx, gy, gz);
         for b in buffers {
             self.keep.push(Arc::clone(&b.storage.buf));
         }
@@ -436,9 +466,28 @@ impl<'g> Recording<'g> {
 
     /// Submits the recording (no wait); temporaries go back to the pool afterwards.
     pub(crate) fn submit(self) -> wgpu::SubmissionIndex {
-        let index = self.gpu.queue.submit([self.encoder.finish()]);
-        drop(self.keep);
-        drop(self.uniforms);
+        let Recording {
+            gpu,
+            timer,
+            mut encoder,
+            pass,
+            stamp,
+            keep,
+            uniforms,
+        } = self;
+        // A pass that never began wrote no timestamps: nothing to resolve or time.
+        let began = pass.is_some();
+        drop(pass);
+        let stamp = stamp.filter(|_| began);
+        if let Some(s) = &stamp {
+            Timer::resolve(&mut encoder, s);
+        }
+        let index = gpu.queue.submit([encoder.finish()]);
+        if let Some(s) = stamp {
+            timer.submitted(s);
+        }
+        drop(keep);
+        drop(uniforms);
         index
     }
 }

@@ -254,3 +254,46 @@ fn without_shader_f16_every_f16_case_is_a_clear_refusal() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn gpu_timing_reads_timestamps_without_changing_results() {
+    // With TIMESTAMP_QUERY, timing is on and each op's pass time comes back once; without
+    // it, set_gpu_timing says so and nothing is timed. Either way results are the same.
+    let dev = device();
+    let offered = dev.info().features.iter().any(|f| f == "timestamp-query");
+    eprintln!("timestamp-query offered: {offered}");
+    let a = Tensor::randn(&dev, &[129, 257], DType::F32, 1).unwrap();
+    let b = Tensor::randn(&dev, &[257, 67], DType::F32, 2).unwrap();
+    let plain = a.matmul(&b).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(
+        dev.take_gpu_time().unwrap(),
+        None,
+        "timing is off by default"
+    );
+    assert_eq!(dev.set_gpu_timing(true), offered);
+    let timed = a.matmul(&b).unwrap();
+    let x = Tensor::randn(&dev, &[300, 1000], DType::F32, 3).unwrap();
+    let s = x.softmax(1).unwrap();
+    dev.synchronize().unwrap();
+    let t = dev.take_gpu_time().unwrap();
+    if offered {
+        let t = t.expect("two timed ops (and the randn upload, which is no op)");
+        assert!(
+            t > std::time::Duration::ZERO && t < std::time::Duration::from_secs(10),
+            "{t:?}"
+        );
+        // Read once: a second take has nothing new.
+        assert_eq!(dev.take_gpu_time().unwrap(), None);
+    } else {
+        assert_eq!(t, None);
+    }
+    assert_eq!(
+        timed.to_vec::<f32>().unwrap(),
+        plain,
+        "timing changed a result"
+    );
+    assert_eq!(s.shape(), &[300, 1000]);
+    assert!(!dev.set_gpu_timing(false));
+    let _ = a.matmul(&b).unwrap();
+    assert_eq!(dev.take_gpu_time().unwrap(), None, "timing is off again");
+}

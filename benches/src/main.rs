@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use xkern::Device;
-use xkern_bench::measure::{Budget, Contestant, interleaved};
+use xkern_bench::measure::{Budget, Contestant, Stats, interleaved};
 use xkern_bench::numerics;
 use xkern_bench::report::{PeerResult, Row, short_name, table};
 use xkern_bench::{cases, html, workload};
@@ -297,6 +297,17 @@ fn run_case(
         }
         interleaved(&mut contestants, budget)?
     };
+    // GPU time (wgpu with timestamp queries): extra runs after the wall-clock ones, so
+    // the timestamp readbacks stay out of the wall times.
+    let mut gpu_times = Vec::new();
+    if dev.set_gpu_timing(true) {
+        let _ = dev.take_gpu_time()?;
+        for _ in 0..stats[0].reps.clamp(3, 30) {
+            last = Some((p.run)()?);
+            gpu_times.extend(dev.take_gpu_time()?.map(|t| t.as_secs_f64()));
+        }
+        dev.set_gpu_timing(false);
+    }
     let out = last.context("the op never ran")?;
     let profile = dev.last_profile();
     let timing_only = workload::timing_only(dev);
@@ -325,6 +336,9 @@ fn run_case(
     let mut row = Row::new(case, info, xkern, &p, accuracy, peer_results);
     row.backend = short_name(dev);
     row.checked = !timing_only;
+    if !gpu_times.is_empty() {
+        row.apply_gpu_time(Stats::of(gpu_times).median_s, info, p.low_precision);
+    }
     if let Some(profile) = &profile {
         row.apply_profile(profile, info, p.low_precision);
         row.timeline_svg = dev.last_svg_timeline(900);

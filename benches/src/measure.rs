@@ -20,7 +20,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn of(mut times: Vec<f64>) -> Stats {
+    /// The summary of `times` (seconds); all zero when empty.
+    pub fn of(mut times: Vec<f64>) -> Stats {
         times.sort_by(f64::total_cmp);
         let n = times.len();
         if n == 0 {

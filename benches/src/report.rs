@@ -61,6 +61,9 @@ pub struct Row {
     pub peers: Vec<PeerResult>,
     /// Simulated device time (neuron-sim rows).
     pub sim_time_s: Option<f64>,
+    /// Median GPU time from timestamp queries (wgpu rows on adapters with them):
+    /// throughput and roof % are then quoted at this time.
+    pub gpu_time_s: Option<f64>,
     /// Simulated model FLOP utilisation (neuron-sim rows).
     pub mfu: Option<f64>,
     /// Simulated busiest engine (neuron-sim rows).
@@ -87,25 +90,10 @@ impl Row {
         accuracy: crate::workload::Accuracy,
         peers: Vec<PeerResult>,
     ) -> Row {
-        let t = stats.median_s.max(1e-12);
-        let peak = if prepared.low_precision {
-            info.peak_gflops_16.or(info.peak_gflops_f32)
-        } else {
-            info.peak_gflops_f32
-        };
-        let compute_s = peak.map(|p| prepared.flops / (p * 1e9));
-        let memory_s = info.bandwidth_gbs.map(|b| prepared.bytes / (b * 1e9));
-        let (roof_s, bound) = match (compute_s, memory_s) {
-            (Some(c), Some(m)) if c >= m => (Some(c), Some("compute")),
-            (Some(_), Some(m)) => (Some(m), Some("memory")),
-            (Some(c), None) => (Some(c), Some("compute")),
-            (None, Some(m)) => (Some(m), Some("memory")),
-            (None, None) => (None, None),
-        };
         let best = peers
             .iter()
             .min_by(|a, b| a.median_s.total_cmp(&b.median_s));
-        Row {
+        let mut row = Row {
             id: case.id.clone(),
             backend: info.backend.clone(),
             device: info.device.clone(),
@@ -115,10 +103,10 @@ impl Row {
             min_s: stats.min_s,
             max_s: stats.max_s,
             reps: stats.reps,
-            gflops: Some(prepared.flops / t / 1e9),
-            gbps: Some(prepared.bytes / t / 1e9),
-            roof_pct: roof_s.map(|r| 100.0 * r / t),
-            roof_bound: bound.map(str::to_string),
+            gflops: None,
+            gbps: None,
+            roof_pct: None,
+            roof_bound: None,
             rel_err: accuracy.rel_err,
             within_tolerance: accuracy.ok,
             error_detail: accuracy.detail,
@@ -127,13 +115,47 @@ impl Row {
             peer_ratio: best.map(|p| p.ratio),
             peers,
             sim_time_s: None,
+            gpu_time_s: None,
             mfu: None,
             busiest_engine: None,
             checked: true,
             timeline_svg: None,
             flops: prepared.flops,
             bytes: prepared.bytes,
-        }
+        };
+        row.quote(stats.median_s, info, prepared.low_precision);
+        row
+    }
+
+    /// Throughput and roof % at time `t` (seconds per run): the roof is the device's FMA
+    /// peak (16-bit where `low` and known) or its bandwidth, whichever binds.
+    fn quote(&mut self, t: f64, info: &DeviceInfo, low: bool) {
+        let t = t.max(1e-15);
+        let peak = if low {
+            info.peak_gflops_16.or(info.peak_gflops_f32)
+        } else {
+            info.peak_gflops_f32
+        };
+        let compute_s = peak.map(|p| self.flops / (p * 1e9));
+        let memory_s = info.bandwidth_gbs.map(|b| self.bytes / (b * 1e9));
+        let (roof_s, bound) = match (compute_s, memory_s) {
+            (Some(c), Some(m)) if c >= m => (Some(c), Some("compute")),
+            (Some(_), Some(m)) => (Some(m), Some("memory")),
+            (Some(c), None) => (Some(c), Some("compute")),
+            (None, Some(m)) => (Some(m), Some("memory")),
+            (None, None) => (None, None),
+        };
+        self.gflops = Some(self.flops / t / 1e9);
+        self.gbps = Some(self.bytes / t / 1e9);
+        self.roof_pct = roof_s.map(|r| 100.0 * r / t);
+        self.roof_bound = bound.map(str::to_string);
+    }
+
+    /// Records the median GPU time of a wgpu row (timestamp queries) and quotes
+    /// throughput and roof % at it; the wall time stays in `median_s`.
+    pub fn apply_gpu_time(&mut self, t: f64, info: &DeviceInfo, low: bool) {
+        self.gpu_time_s = Some(t);
+        self.quote(t, info, low);
     }
 
     /// Fills the simulated figures of a neuron-sim row: simulated time, MFU, the busiest
@@ -165,24 +187,9 @@ impl Row {
                     .trim_end_matches(')'),
                 100.0 * busiest.1 / p.latency_ns.max(1e-9)
             ));
-            self.gflops = Some(self.flops / t / 1e9);
-            self.gbps = Some(self.bytes / t / 1e9);
-            let peak = if low {
-                info.peak_gflops_16
-            } else {
-                info.peak_gflops_f32
-            };
-            let compute_s = peak.map_or(0.0, |p| self.flops / (p * 1e9));
-            let memory_s = info.bandwidth_gbs.map_or(0.0, |b| self.bytes / (b * 1e9));
-            self.roof_pct = Some(100.0 * compute_s.max(memory_s) / t);
-            self.roof_bound = Some(
-                if compute_s >= memory_s {
-                    "compute"
-                } else {
-                    "memory"
-                }
-                .into(),
-            );
+            // The simulator knows both peaks; `quote` falls back to f32 only where the
+            // 16-bit one is unknown.
+            self.quote(t, info, low);
         }
         #[cfg(not(feature = "neuron-sim"))]
         {
@@ -226,6 +233,10 @@ pub fn table(rows: &[Row]) -> String {
         "roof %".into(),
         "rel err".into(),
     ];
+    let gpu = rows.iter().any(|r| r.gpu_time_s.is_some());
+    if gpu {
+        header.push("gpu ms".into());
+    }
     let sim = rows.iter().any(|r| r.sim_time_s.is_some());
     if sim {
         header.extend(["sim ms".into(), "MFU".into(), "busiest".into()]);
@@ -263,6 +274,9 @@ pub fn table(rows: &[Row]) -> String {
                 "–".into()
             },
         ];
+        if gpu {
+            line.push(r.gpu_time_s.map_or("–".into(), ms));
+        }
         if sim {
             line.push(r.sim_time_s.map_or("–".into(), ms));
             line.push(r.mfu.map_or("–".into(), |m| format!("{:.0}%", 100.0 * m)));
@@ -287,10 +301,13 @@ pub fn table(rows: &[Row]) -> String {
     }
     let mut out = columns(&lines, |c| c < 3);
     out.push_str("vs <peer>: the peer's median time over xkern's, measured interleaved in this run (> 1: xkern is faster).\n");
+    if gpu {
+        out.push_str("gpu ms: median GPU time of one run from timestamp queries (start to end of each op's compute pass; median ms is the wall time with submission and wait); throughput and roof % of such rows use the GPU time.\n");
+    }
     if sim {
         out.push_str("sim ms: simulated NeuronCore time of one run (median ms is the host time of the simulation); throughput, roof % and MFU of neuron-sim rows use the simulated time; busiest: the engine (or DMA) busy longest, as % of the simulated time.\n");
     }
-    out.push_str("roof %: the device's roofline time for the case (FMA peak or memory bandwidth, whichever binds) over the measured median.\n");
+    out.push_str("roof %: the device's roofline time for the case (FMA peak or memory bandwidth, whichever binds) over the measured time (the GPU or simulated time where the row has one, else the median).\n");
     out
 }
 
