@@ -4,12 +4,79 @@
 // or Σ x² for RMS norm, then every invocation writes its slice of the row.
 // Softmax/log-softmax use exp(x − max) exactly as the reference does, so a row whose max
 // is ±∞ or NaN gives NaN; RMS norm is x / sqrt(mean(x²) + eps) · weight.
+// R > 0 (contiguous rows, inner = 1, starts and length multiples of 4, at most
+// 4 · 128 · R elements): the row is read once, as vec4s kept in registers (R per
+// invocation), instead of two or three times from memory; vec4 stores.
 struct Params { groups: u32, axis_len: u32, inner: u32, offset: u32, eps: f32, w_off: u32, w_stride: u32 }
 //!BINDINGS
 // 0 softmax, 1 log-softmax, 2 RMS norm.
 const KIND: u32 = {{KIND}}u;
 const HAS_W: u32 = {{WEIGHT}}u;
 const WG: u32 = 128u;
+// vec4s per invocation of the register-cached path (0: the streaming path).
+const R: u32 = {{CACHE}}u;
+const RA: u32 = {{CACHE_ARRAY}}u;
+{{LOAD_SHIM}}
+{{STORE_SHIM}}
+
+// The register-cached row g (see the header).
+fn cached_row(g: u32, lid: u32) {
+    let n4 = P.axis_len / 4u;
+    let q0 = (P.offset + g * P.axis_len) / 4u;
+    let o0 = g * n4;
+    var c: array<vec4<f32>, RA>;
+    var acc = neg_inf_f32();
+    if (KIND == 2u) { acc = 0.0; }
+    for (var r = 0u; r < R; r = r + 1u) {
+        let q = r * WG + lid;
+        if (q < n4) {
+            let v = load4_x(q0 + q);
+            c[r] = v;
+            if (KIND == 2u) {
+                acc = acc + (((v.x * v.x + v.y * v.y) + v.z * v.z) + v.w * v.w);
+            } else {
+                acc = nan_max(acc, nan_max(nan_max(v.x, v.y), nan_max(v.z, v.w)));
+            }
+        }
+    }
+    var m = 0.0;
+    var total = 0.0;
+    if (KIND == 2u) {
+        total = tree_op(lid, acc, 0u);
+    } else {
+        m = tree_op(lid, acc, 1u);
+        var e = 0.0;
+        for (var r = 0u; r < R; r = r + 1u) {
+            if (r * WG + lid < n4) {
+                let x = exp(c[r] - vec4<f32>(m));
+                e = e + (((x.x + x.y) + x.z) + x.w);
+            }
+        }
+        total = tree_op(lid, e, 0u);
+    }
+    let lse = log(total);
+    let rs = 1.0 / sqrt(total / f32(P.axis_len) + P.eps);
+    for (var r = 0u; r < R; r = r + 1u) {
+        let q = r * WG + lid;
+        if (q < n4) {
+            let x = c[r];
+            var y = vec4<f32>(0.0);
+            if (KIND == 0u) { y = exp(x - vec4<f32>(m)) / total; }
+            if (KIND == 1u) { y = x - vec4<f32>(m + lse); }
+            if (KIND == 2u) {
+                y = x * rs;
+                if (HAS_W == 1u) {
+                    let a = 4u * q;
+                    y = y * vec4<f32>(load_w(P.w_off + a * P.w_stride),
+                        load_w(P.w_off + (a + 1u) * P.w_stride),
+                        load_w(P.w_off + (a + 2u) * P.w_stride),
+                        load_w(P.w_off + (a + 3u) * P.w_stride));
+                }
+            }
+            store4(o0 + q, y);
+        }
+    }
+}
 
 
 @compute @workgroup_size(128)
@@ -18,6 +85,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     {{SG_INIT}}
     let g = group_index(wid, nwg);
     if (g >= P.groups) { return; }
+    if (R > 0u) {
+        cached_row(g, lid);
+        return;
+    }
     let o = g / P.inner;
     let i = g % P.inner;
     let row = o * P.axis_len * P.inner + i;
@@ -47,7 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             y = x * r;
             if (HAS_W == 1u) { y = y * load_w(P.w_off + a * P.w_stride); }
         }
-        out[row + a * P.inner] = y;
+        store(row + a * P.inner, y);
     }
 }
 {{TREE}}

@@ -41,6 +41,9 @@ pub(crate) enum Slot {
     OutF32,
     /// The read-write output as raw words (`array<u32>`).
     OutWords,
+    /// The read-write f32 output as four-element vectors (`array<vec4<f32>>`): 16-byte
+    /// stores, for kernels whose output length is a multiple of 4.
+    OutVec4,
 }
 
 /// One binding: its WGSL name and kind.
@@ -99,6 +102,7 @@ fn declarations(bindings: &[Binding]) -> String {
             Slot::Words => s += &decl("read", "u32"),
             Slot::OutF32 => s += &decl("read_write", "f32"),
             Slot::OutWords => s += &decl("read_write", "u32"),
+            Slot::OutVec4 => s += &decl("read_write", "vec4<f32>"),
         }
     }
     s += &format!(
@@ -188,7 +192,10 @@ impl Gpu {
                         visibility: wgpu::ShaderStages::COMPUTE,
                         ty: wgpu::BindingType::Buffer {
                             ty: wgpu::BufferBindingType::Storage {
-                                read_only: !matches!(slot, Slot::OutF32 | Slot::OutWords),
+                                read_only: !matches!(
+                                    slot,
+                                    Slot::OutF32 | Slot::OutWords | Slot::OutVec4
+                                ),
                             },
                             has_dynamic_offset: false,
                             min_binding_size: None,

@@ -71,6 +71,30 @@ fn tree_constants(subgroups: bool) -> [(&'static str, String); 3] {
 const SPLIT_MIN: usize = 8192;
 /// Elements of a row that one phase-1 workgroup folds (a multiple of 128).
 const CHUNK: usize = 4096;
+/// The same on `vec4` loads: 32 loads per invocation, one accumulator per lane, so each
+/// accumulator still adds 32 elements in order (the accuracy argument above holds).
+const CHUNK_VEC: usize = 16384;
+
+/// The load the binding lacks, for the code paths a kernel compiles but never takes: a
+/// scalar `load_x` over a `vec4` binding, or a `load4_x` over a scalar one.
+const SCALAR_SHIM: &str = "fn load_x(i: u32) -> f32 { return load4_x(i / 4u)[i % 4u]; }";
+const VEC4_SHIM: &str = "fn load4_x(q: u32) -> vec4<f32> { return vec4<f32>(load_x(4u * q), load_x(4u * q + 1u), load_x(4u * q + 2u), load_x(4u * q + 3u)); }";
+
+/// Whether a reduction or normalisation of `spec`'s shape reads `vec4`s: contiguous rows
+/// (inner = 1) whose starts and length are multiples of 4, so every `vec4` is aligned and
+/// wholly inside its row.
+fn vec4_rows(inner: usize, axis_len: usize, offset: usize) -> bool {
+    inner <= 1 && axis_len > 0 && axis_len.is_multiple_of(4) && offset.is_multiple_of(4)
+}
+
+/// The input slot and the shim placeholder of a kernel reading `vec4`s or scalars.
+fn x_slot(dtype: DType, vec: bool) -> (Slot, String) {
+    if vec {
+        (Slot::InputVec4(dtype), SCALAR_SHIM.to_string())
+    } else {
+        (Slot::Input(dtype), VEC4_SHIM.to_string())
+    }
+}
 
 fn kind_code(kind: ReduceKind) -> u32 {
     match kind {
@@ -103,59 +127,95 @@ fn norm_code(kind: NormKind) -> u32 {
 
 /// Every phase binds the input `x`, the partial states `part` (phase 2 reads them; the
 /// other phases bind `x` there, unused) and the output words `out`.
-fn reduce_bindings(dtype: DType) -> [(&'static str, Slot); 3] {
+fn reduce_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot); 3] {
     [
-        ("x", Slot::Input(dtype)),
+        ("x", x_slot(dtype, vec).0),
         ("part", Slot::Words),
         ("out", Slot::OutWords),
     ]
 }
 
-fn norm_bindings(dtype: DType) -> [(&'static str, Slot); 3] {
+fn norm_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot); 3] {
     [
-        ("x", Slot::Input(dtype)),
+        ("x", x_slot(dtype, vec).0),
         ("w", Slot::Input(dtype)),
-        ("out", Slot::OutF32),
+        ("out", if vec { Slot::OutVec4 } else { Slot::OutF32 }),
     ]
+}
+
+/// Stores to `out` as the kernel's own binding allows, plus the other width for the
+/// path it compiles but never takes.
+fn store_shim(vec: bool) -> &'static str {
+    if vec {
+        "fn store(i: u32, y: f32) { out[i / 4u][i % 4u] = y; }\nfn store4(q: u32, y: vec4<f32>) { out[q] = y; }"
+    } else {
+        "fn store(i: u32, y: f32) { out[i] = y; }\nfn store4(q: u32, y: vec4<f32>) { out[4u * q] = y.x; out[4u * q + 1u] = y.y; out[4u * q + 2u] = y.z; out[4u * q + 3u] = y.w; }"
+    }
+}
+
+/// Most `vec4`s one invocation of the register-cached normalisation keeps (rows of up
+/// to 4 · 128 · 16 = 8192 elements): 64 registers of cache, which leaves room for the
+/// rest on every GPU class; longer rows take the streaming path.
+const CACHE_MAX: usize = 16;
+
+/// The `vec4`s per invocation of the cached path for rows of `axis_len` (a power of two
+/// covering the row, so few variants compile), or 0 for the streaming path.
+fn cache_len(vec: bool, axis_len: usize) -> usize {
+    if !vec {
+        return 0;
+    }
+    let need = axis_len.div_ceil(4 * 128).next_power_of_two();
+    if need <= CACHE_MAX { need } else { 0 }
 }
 
 /// The WGSL of one single-pass reduction (for the naga tests).
 #[cfg(test)]
 pub(crate) fn reduce_source(dtype: DType, kind: ReduceKind, subgroups: bool) -> String {
-    reduce_phase_source(dtype, kind, 0, subgroups)
+    reduce_phase_source(dtype, kind, 0, subgroups, false)
 }
 
 /// The WGSL of one reduction phase: 0 single pass, 1 partial states of long rows'
-/// chunks, 2 merge of the partials; with subgroup trees or workgroup-memory trees.
+/// chunks, 2 merge of the partials; with subgroup trees or workgroup-memory trees; on
+/// `vec4` loads where `vec` (phases 0 and 1).
 pub(crate) fn reduce_phase_source(
     dtype: DType,
     kind: ReduceKind,
     phase: u32,
     subgroups: bool,
+    vec: bool,
 ) -> String {
     let mut constants = tree_constants(subgroups).to_vec();
     constants.extend([
         ("KIND", kind_code(kind).to_string()),
         ("OP", op_code(kind).to_string()),
         ("PHASE", phase.to_string()),
-        ("CHUNK", CHUNK.to_string()),
+        ("CHUNK", if vec { CHUNK_VEC } else { CHUNK }.to_string()),
+        ("VEC", u32::from(vec).to_string()),
+        ("LOAD_SHIM", x_slot(dtype, vec).1),
     ]);
-    assemble(REDUCE_WGSL, &reduce_bindings(dtype), &constants)
+    assemble(REDUCE_WGSL, &reduce_bindings(dtype, vec), &constants)
 }
 
-/// The WGSL of one normalisation (also used by the naga tests).
+/// The WGSL of one normalisation (also used by the naga tests): `cache` vec4s per
+/// invocation on the register-cached path, 0 for the streaming one.
 pub(crate) fn normalize_source(
     dtype: DType,
     kind: NormKind,
     weight: bool,
     subgroups: bool,
+    cache: usize,
 ) -> String {
+    let vec = cache > 0;
     let mut constants = tree_constants(subgroups).to_vec();
     constants.extend([
         ("KIND", norm_code(kind).to_string()),
         ("WEIGHT", u32::from(weight).to_string()),
+        ("CACHE", cache.to_string()),
+        ("CACHE_ARRAY", cache.max(1).to_string()),
+        ("LOAD_SHIM", x_slot(dtype, vec).1),
+        ("STORE_SHIM", store_shim(vec).to_string()),
     ]);
-    assemble(NORMALIZE_WGSL, &norm_bindings(dtype), &constants)
+    assemble(NORMALIZE_WGSL, &norm_bindings(dtype, vec), &constants)
 }
 
 impl WgpuBackend {
@@ -165,15 +225,19 @@ impl WgpuBackend {
         let rows = spec.outer * spec.inner;
         let split = spec.axis_len > SPLIT_MIN;
         let sg = self.subgroup_trees();
+        let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset);
         let kernel_for = |phase: u32| {
+            // The merge phase reads only partial states: one kernel for both layouts.
+            let v = vec && phase != 2;
             let key = format!(
-                "reduce/{}/{}/{phase}/{}",
+                "reduce/{}/{}/{phase}/{}/{}",
                 spec.dtype,
                 kind_code(spec.kind),
-                u8::from(sg)
+                u8::from(sg),
+                u8::from(v)
             );
-            self.kernel(&key, &reduce_bindings(spec.dtype), || {
-                reduce_phase_source(spec.dtype, spec.kind, phase, sg)
+            self.kernel(&key, &reduce_bindings(spec.dtype, v), || {
+                reduce_phase_source(spec.dtype, spec.kind, phase, sg, v)
             })
         };
         let out_dtype = spec.kind.output_dtype(spec.dtype);
@@ -186,7 +250,7 @@ impl WgpuBackend {
             };
             let out = self.alloc_storage(wide, rows)?;
             let chunks = if split {
-                spec.axis_len.div_ceil(CHUNK)
+                spec.axis_len.div_ceil(if vec { CHUNK_VEC } else { CHUNK })
             } else {
                 1
             };
@@ -231,15 +295,19 @@ impl WgpuBackend {
         let len = rows * spec.axis_len;
         let has_w = weight.is_some();
         let sg = self.subgroup_trees();
+        let cache = cache_len(
+            vec4_rows(spec.inner, spec.axis_len, spec.offset),
+            spec.axis_len,
+        );
         let key = format!(
-            "normalize/{}/{}/{}/{}",
+            "normalize/{}/{}/{}/{}/{cache}",
             spec.dtype,
             norm_code(spec.kind),
             u32::from(has_w),
             u8::from(sg)
         );
-        let kernel = self.kernel(&key, &norm_bindings(spec.dtype), || {
-            normalize_source(spec.dtype, spec.kind, has_w, sg)
+        let kernel = self.kernel(&key, &norm_bindings(spec.dtype, cache > 0), || {
+            normalize_source(spec.dtype, spec.kind, has_w, sg, cache)
         })?;
         let eps = match spec.kind {
             NormKind::RmsNorm { eps } => eps,
@@ -275,13 +343,17 @@ mod tests {
     fn split_phases_validate() {
         for dtype in DType::FLOATS {
             for kind in ReduceKind::ALL {
-                for phase in [1, 2] {
+                for phase in [0, 1, 2] {
                     for sg in [false, true] {
-                        validate_with(
-                            &format!("{dtype} {kind:?} phase {phase} subgroups={sg}"),
-                            &reduce_phase_source(dtype, kind, phase, sg),
-                            sg,
-                        );
+                        for vec in [false, true] {
+                            validate_with(
+                                &format!(
+                                    "{dtype} {kind:?} phase {phase} subgroups={sg} vec4={vec}"
+                                ),
+                                &reduce_phase_source(dtype, kind, phase, sg, vec),
+                                sg,
+                            );
+                        }
                     }
                 }
             }

@@ -10,15 +10,21 @@
 // lower index, so ties and NaN go to the first index. logsumexp = m + log Σ exp(x − m),
 // or m itself when m is ±∞ or NaN; an empty axis gives 0 (sum), NaN (mean), −∞ (lse).
 // Workgroup trees: tree.wgsl, or tree_subgroup.wgsl on adapters with subgroups.
+// VEC = 1 (contiguous rows, inner = 1, every row start and length a multiple of 4):
+// phases 0 and 1 read `vec4`s (load4_x), each invocation keeping one accumulator per
+// lane, combined x, y, z, w in that order before the tree; argmax/argmin visit the four
+// lanes in index order. Sequential depth per accumulator: CHUNK / (4 · 128).
 // Partial states: sum/mean (partial sum, 0); max/min (extreme, 0); argmax/argmin
 // (value bits, absolute index); logsumexp (m, Σ exp(x − m)) with the sum 0 when m is
 // not finite, merged as M = max m, S = Σ s·exp(m − M) over the chunks with m > −∞.
 struct Params { groups: u32, axis_len: u32, inner: u32, offset: u32, chunks: u32 }
 //!BINDINGS
+{{LOAD_SHIM}}
 // 0 sum, 1 mean, 2 max, 3 min, 4 argmax, 5 argmin, 6 logsumexp.
 const KIND: u32 = {{KIND}}u;
 const PHASE: u32 = {{PHASE}}u;
 const CHUNK: u32 = {{CHUNK}}u;
+const VEC: u32 = {{VEC}}u;
 const WG: u32 = 128u;
 // 0 add, 1 max, 2 min: the tree operation of this KIND (logsumexp's first pass is a max).
 const OP: u32 = {{OP}}u;
@@ -26,6 +32,15 @@ const WANT_MAX: bool = KIND == 4u;
 
 fn combine(a: f32, b: f32) -> f32 {
     return op_combine(a, b, OP);
+}
+
+fn combine4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (OP == 0u) { return a + b; }
+    return vec4<f32>(combine(a.x, b.x), combine(a.y, b.y), combine(a.z, b.z), combine(a.w, b.w));
+}
+
+fn lanes(a: vec4<f32>) -> f32 {
+    return combine(combine(combine(a.x, a.y), a.z), a.w);
 }
 
 fn identity() -> f32 {
@@ -78,6 +93,56 @@ fn merge_partials(g: u32, lid: u32) {
     if (lid == 0u) { out[g] = bitcast<u32>(finish(r, s)); }
 }
 
+// Phases 0 and 1 on vec4 loads: axis positions [a0, a1) of the row starting at `base`
+// (all multiples of 4; inner = 1).
+fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
+    let q0 = (base + a0) / 4u;
+    let q1 = (base + a1) / 4u;
+    if (KIND == 4u || KIND == 5u) {
+        var bv = 0.0;
+        var bi = NONE;
+        for (var q = q0 + lid; q < q1; q = q + WG) {
+            let v = load4_x(q);
+            let a = q * 4u - base;
+            if (arg_better(v.x, a, bv, bi, WANT_MAX)) { bv = v.x; bi = a; }
+            if (arg_better(v.y, a + 1u, bv, bi, WANT_MAX)) { bv = v.y; bi = a + 1u; }
+            if (arg_better(v.z, a + 2u, bv, bi, WANT_MAX)) { bv = v.z; bi = a + 2u; }
+            if (arg_better(v.w, a + 3u, bv, bi, WANT_MAX)) { bv = v.w; bi = a + 3u; }
+        }
+        let best = tree_arg(lid, bv, bi, WANT_MAX);
+        if (lid == 0u) {
+            if (PHASE == 1u) {
+                out[2u * g] = bitcast<u32>(best.v);
+                out[2u * g + 1u] = best.i;
+            } else {
+                out[g] = best.i;
+            }
+        }
+        return;
+    }
+    var acc4 = vec4<f32>(identity());
+    for (var q = q0 + lid; q < q1; q = q + WG) {
+        acc4 = combine4(acc4, load4_x(q));
+    }
+    let r = tree_op(lid, lanes(acc4), OP);
+    var s = 0.0;
+    if (KIND == 6u) {
+        var e = vec4<f32>(0.0);
+        for (var q = q0 + lid; q < q1; q = q + WG) {
+            e = e + exp(load4_x(q) - vec4<f32>(r));
+        }
+        s = tree_op(lid, ((e.x + e.y) + e.z) + e.w, 0u);
+    }
+    if (lid == 0u) {
+        if (PHASE == 1u) {
+            out[2u * g] = bitcast<u32>(r);
+            out[2u * g + 1u] = select(0u, bitcast<u32>(s), KIND == 6u && !is_nan(r) && !is_inf(r));
+        } else {
+            out[g] = bitcast<u32>(finish(r, s));
+        }
+    }
+}
+
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SG_BUILTINS}}) {
@@ -100,6 +165,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let o = row / P.inner;
     let i = row % P.inner;
     let base = P.offset + o * P.axis_len * P.inner + i;
+    if (VEC == 1u) {
+        fold_vec4(g, lid, base, a0, a1);
+        return;
+    }
     if (KIND == 4u || KIND == 5u) {
         var bv = 0.0;
         var bi = NONE;

@@ -109,17 +109,20 @@ fn every_kernel_variant_validates() {
         ] {
             for w in [false, true] {
                 for sg in [false, true] {
-                    validate_with(
-                        &format!("normalize {dtype} {kind:?} subgroups={sg}"),
-                        &normalize_source(dtype, kind, w, sg),
-                        sg,
-                    );
-                    n += 1;
+                    for cache in [0, 1, 2, 4, 8, 16] {
+                        validate_with(
+                            &format!("normalize {dtype} {kind:?} subgroups={sg} cache={cache}"),
+                            &normalize_source(dtype, kind, w, sg, cache),
+                            sg,
+                        );
+                        n += 1;
+                    }
                 }
             }
         }
     }
     // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention,
-    // 7 reductions × 2 trees, 3 normalisations × weight × 2 trees.
-    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + 2 * 7 + 2 * 6));
+    // 7 reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
+    // (none, 1, 2, 4, 8, 16 vec4s per invocation).
+    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + 2 * 7 + 2 * 6 * 6));
 }
