@@ -15,69 +15,37 @@ const HAS_W: u32 = {{WEIGHT}}u;
 const WG: u32 = 128u;
 // vec4s per invocation of the register-cached path (0: the streaming path).
 const R: u32 = {{CACHE}}u;
-const RA: u32 = {{CACHE_ARRAY}}u;
 {{LOAD_SHIM}}
 {{STORE_SHIM}}
 
-// The register-cached row g (see the header).
-fn cached_row(g: u32, lid: u32) {
-    let n4 = P.axis_len / 4u;
-    let q0 = (P.offset + g * P.axis_len) / 4u;
-    let o0 = g * n4;
-    var c: array<vec4<f32>, RA>;
-    var acc = neg_inf_f32();
-    if (KIND == 2u) { acc = 0.0; }
-    for (var r = 0u; r < R; r = r + 1u) {
-        let q = r * WG + lid;
-        if (q < n4) {
-            let v = load4_x(q0 + q);
-            c[r] = v;
-            if (KIND == 2u) {
-                acc = acc + (((v.x * v.x + v.y * v.y) + v.z * v.z) + v.w * v.w);
-            } else {
-                acc = nan_max(acc, nan_max(nan_max(v.x, v.y), nan_max(v.z, v.w)));
-            }
-        }
-    }
-    var m = 0.0;
-    var total = 0.0;
-    if (KIND == 2u) {
-        total = tree_op(lid, acc, 0u);
-    } else {
-        m = tree_op(lid, acc, 1u);
-        var e = 0.0;
-        for (var r = 0u; r < R; r = r + 1u) {
-            if (r * WG + lid < n4) {
-                let x = exp(c[r] - vec4<f32>(m));
-                e = e + (((x.x + x.y) + x.z) + x.w);
-            }
-        }
-        total = tree_op(lid, e, 0u);
-    }
-    let lse = log(total);
-    let rs = 1.0 / sqrt(total / f32(P.axis_len) + P.eps);
-    for (var r = 0u; r < R; r = r + 1u) {
-        let q = r * WG + lid;
-        if (q < n4) {
-            let x = c[r];
-            var y = vec4<f32>(0.0);
-            if (KIND == 0u) { y = exp(x - vec4<f32>(m)) / total; }
-            if (KIND == 1u) { y = x - vec4<f32>(m + lse); }
-            if (KIND == 2u) {
-                y = x * rs;
-                if (HAS_W == 1u) {
-                    let a = 4u * q;
-                    y = y * vec4<f32>(load_w(P.w_off + a * P.w_stride),
-                        load_w(P.w_off + (a + 1u) * P.w_stride),
-                        load_w(P.w_off + (a + 2u) * P.w_stride),
-                        load_w(P.w_off + (a + 3u) * P.w_stride));
-                }
-            }
-            store4(o0 + q, y);
-        }
-    }
+// Helpers of the register-cached row g (see the header); `cached_row` itself is
+// generated in Rust with one named vec4 per cached slot (c0, c1, ...), unrolled, so the
+// cache stays in registers (an indexed array may be placed in local memory).
+fn fold_in(acc: f32, v: vec4<f32>) -> f32 {
+    if (KIND == 2u) { return acc + (((v.x * v.x + v.y * v.y) + v.z * v.z) + v.w * v.w); }
+    return nan_max(acc, nan_max(nan_max(v.x, v.y), nan_max(v.z, v.w)));
 }
 
+fn exp_sum(v: vec4<f32>, m: f32) -> f32 {
+    let x = exp(v - vec4<f32>(m));
+    return ((x.x + x.y) + x.z) + x.w;
+}
+
+fn normed(x: vec4<f32>, q: u32, m: f32, total: f32, lse: f32, rs: f32) -> vec4<f32> {
+    if (KIND == 0u) { return exp(x - vec4<f32>(m)) / total; }
+    if (KIND == 1u) { return x - vec4<f32>(m + lse); }
+    var y = x * rs;
+    if (HAS_W == 1u) {
+        let a = 4u * q;
+        y = y * vec4<f32>(load_w(P.w_off + a * P.w_stride),
+            load_w(P.w_off + (a + 1u) * P.w_stride),
+            load_w(P.w_off + (a + 2u) * P.w_stride),
+            load_w(P.w_off + (a + 3u) * P.w_stride));
+    }
+    return y;
+}
+
+{{CACHED_ROW}}
 
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -158,6 +158,31 @@ fn store_shim(vec: bool) -> &'static str {
 /// rest on every GPU class; longer rows take the streaming path.
 const CACHE_MAX: usize = 16;
 
+/// The WGSL of `cached_row` with `cache` vec4s per invocation, unrolled: slot r of
+/// invocation `lid` holds the row's vec4 `r · 128 + lid` (coalesced loads and stores).
+fn cached_row(cache: usize) -> String {
+    let mut s = String::from(
+        "fn cached_row(g: u32, lid: u32) {\n    let n4 = P.axis_len / 4u;\n    let base = (P.offset + g * P.axis_len) / 4u;\n    let o0 = g * n4;\n    var acc = neg_inf_f32();\n    if (KIND == 2u) { acc = 0.0; }\n",
+    );
+    for r in 0..cache {
+        s += &format!(
+            "    let q{r} = {r}u * WG + lid;\n    var c{r} = vec4<f32>(0.0);\n    if (q{r} < n4) {{ c{r} = load4_x(base + q{r}); acc = fold_in(acc, c{r}); }}\n"
+        );
+    }
+    s += "    var m = 0.0;\n    var total = 0.0;\n    if (KIND == 2u) {\n        total = tree_op(lid, acc, 0u);\n    } else {\n        m = tree_op(lid, acc, 1u);\n        var e = 0.0;\n";
+    for r in 0..cache {
+        s += &format!("        if (q{r} < n4) {{ e = e + exp_sum(c{r}, m); }}\n");
+    }
+    s += "        total = tree_op(lid, e, 0u);\n    }\n    let lse = log(total);\n    let rs = 1.0 / sqrt(total / f32(P.axis_len) + P.eps);\n";
+    for r in 0..cache {
+        s += &format!(
+            "    if (q{r} < n4) {{ store4(o0 + q{r}, normed(c{r}, q{r}, m, total, lse, rs)); }}\n"
+        );
+    }
+    s += "}\n";
+    s
+}
+
 /// The `vec4`s per invocation of the cached path for rows of `axis_len` (a power of two
 /// covering the row, so few variants compile), or 0 for the streaming path.
 fn cache_len(vec: bool, axis_len: usize) -> usize {
@@ -211,7 +236,7 @@ pub(crate) fn normalize_source(
         ("KIND", norm_code(kind).to_string()),
         ("WEIGHT", u32::from(weight).to_string()),
         ("CACHE", cache.to_string()),
-        ("CACHE_ARRAY", cache.max(1).to_string()),
+        ("CACHED_ROW", cached_row(cache)),
         ("LOAD_SHIM", x_slot(dtype, vec).1),
         ("STORE_SHIM", store_shim(vec).to_string()),
     ]);
