@@ -17,7 +17,7 @@
 //!   running max starting at −MAX (and, for logsumexp, clamped to ±MAX) so that rows of
 //!   −∞ and +∞ give the results the contract states instead of `∞ − ∞`.
 //!
-//! Two input buffers alternate, so the DMA of chunk k + 1 overlaps the reduction of
+//! Three input buffers rotate and loads are issued one chunk ahead of the folds, so the
 //! chunk k.
 //!
 //! Long rows: with few rows (at most `P / 16`, i.e. eight of 128) and a long axis (at
@@ -72,6 +72,11 @@ const CHUNK: usize = 4096;
 const BIG: f32 = f32::MAX;
 /// Index penalty for non-candidates in argmax (larger than any exact index).
 const INDEX_PENALTY: f32 = 1.0e9;
+
+/// Buffer sets of the row normalisations, rotating over groups of rows: with two, the
+/// next group's load still waited for the stores of the group before (trn2 softmax
+/// 4096² f32: 88% of HBM with two, 94% with three; four no longer fit trn1's SBUF).
+const NORM_SETS: usize = 3;
 
 /// Column reductions take contiguous row blocks from this many `inner` positions (512 B of
 /// fp32 per DMA descriptor, where DMA efficiency is on its plateau); narrower ones keep
@@ -182,12 +187,24 @@ struct Scratch {
 
 impl Scratch {
     fn new(sim: &mut Simulator, p: usize, c: usize) -> Result<Scratch> {
-        let f = DType::F32;
+        let s = Scratch::without_indices(sim, p, c)?;
         Ok(Scratch {
-            x: sim.sbuf(p, c, f)?,
-            tmp: sim.sbuf(p, c, f)?,
-            idx: sim.sbuf(p, c, f)?,
-            mask: sim.sbuf(p, c, f)?,
+            idx: sim.sbuf(p, c, DType::F32)?,
+            mask: sim.sbuf(p, c, DType::F32)?,
+            ..s
+        })
+    }
+
+    /// Scratch for kernels that never use `idx` and `mask` (they alias `x` and `tmp`):
+    /// half the SBUF of [`Scratch::new`].
+    fn without_indices(sim: &mut Simulator, p: usize, c: usize) -> Result<Scratch> {
+        let f = DType::F32;
+        let (x, tmp) = (sim.sbuf(p, c, f)?, sim.sbuf(p, c, f)?);
+        Ok(Scratch {
+            x,
+            tmp,
+            idx: x,
+            mask: tmp,
             cm: sim.sbuf(p, 1, f)?,
             ci: sim.sbuf(p, 1, f)?,
             acc: sim.sbuf(p, 1, f)?,
@@ -327,22 +344,54 @@ pub(crate) fn reduce(
     }
     let c_max = n.clamp(1, CHUNK);
     let rows = pmax.min(outer * inner).max(1);
-    let full = Scratch::new(sim, rows, c_max)?;
-    // Two input buffers: the DMA of chunk k + 1 overlaps the reduction of chunk k.
-    let xbuf = [full.x, sim.sbuf(rows, c_max, DType::F32)?];
-    let res_out = sim.sbuf(pmax, 1, out.dtype())?;
-    for g in groups(outer, n, inner, spec.offset, pmax) {
+    let full = if arg {
+        Scratch::new(sim, rows, c_max)?
+    } else {
+        Scratch::without_indices(sim, rows, c_max)?
+    };
+    // Three input buffers: loads run ahead of the folds (below).
+    let xbuf = [
+        full.x,
+        sim.sbuf(rows, c_max, DType::F32)?,
+        sim.sbuf(rows, c_max, DType::F32)?,
+    ];
+    // Results rotate over four columns, so that a group's result copy does not wait
+    // for the store of the group before (a DMA's fixed latency per group).
+    let res_out = sim.sbuf(pmax, 4, out.dtype())?;
+    // Loads run one chunk ahead of the folds, in program order too: the DMA engines
+    // serve transfers in issue order, so a load issued after a group's result store
+    // waited for that store (its reduction plus the DMA fixed latency). Buffers rotate
+    // across groups (with one chunk per row, a per-group count would reuse one buffer).
+    let gs = groups(outer, n, inner, spec.offset, pmax);
+    let steps: Vec<(usize, usize)> = (0..gs.len())
+        .flat_map(|gi| (0..n).step_by(c_max).map(move |j0| (gi, j0)))
+        .collect();
+    let chunk = |i: usize| -> Result<Scratch> {
+        let (gi, j0) = steps[i];
+        Scratch {
+            x: xbuf[i % xbuf.len()],
+            ..full
+        }
+        .view(gs[gi].parts, c_max.min(n - j0))
+    };
+    let load = |sim: &mut Simulator, i: usize| -> Result<()> {
+        let (gi, j0) = steps[i];
+        let s = chunk(i)?;
+        load_chunk(sim, &x, &gs[gi], inner, j0, s.x.free_size(), &s.x)
+    };
+    if !steps.is_empty() {
+        load(sim, 0)?;
+    }
+    let mut i = 0;
+    for (gi, g) in gs.iter().enumerate() {
         let s0 = full.view(g.parts, c_max)?;
         init_state(sim, spec.kind, &s0)?;
-        for (k, j0) in (0..n).step_by(c_max).enumerate() {
-            let c = c_max.min(n - j0);
-            let s = Scratch {
-                x: xbuf[k % 2],
-                ..full
+        while i < steps.len() && steps[i].0 == gi {
+            if i + 1 < steps.len() {
+                load(sim, i + 1)?;
             }
-            .view(g.parts, c)?;
-            load_chunk(sim, &x, &g, inner, j0, c, &s.x)?;
-            fold_chunk(sim, spec.kind, &s, j0)?;
+            fold_chunk(sim, spec.kind, &chunk(i)?, steps[i].1)?;
+            i += 1;
         }
         let res = &s0.t1;
         match spec.kind {
@@ -358,7 +407,7 @@ pub(crate) fn reduce(
                 sim.tensor_copy(V, res, &s0.acc2).map(drop)?
             }
         }
-        let o = res_out.partition_slice(0, g.parts)?;
+        let o = res_out.partition_slice(0, g.parts)?.cols(gi % 4, 1)?;
         sim.tensor_copy(V, &o, res)?;
         sim.dma_copy(out.pattern(g.out_row, [1, g.parts], &[[1, 1]])?, o)?;
     }
@@ -628,8 +677,13 @@ fn arg_chunk(sim: &mut Simulator, s: &Scratch, max: bool, j0: usize) -> Result<(
     tt(sim, &s.acc, &s.acc, &s.cm, ext)
 }
 
-/// The normalisation kernel: a statistics pass over the axis, then an output pass (the
-/// chunk stays in SBUF when the axis fits one chunk, else it is streamed again).
+/// Softmax, log_softmax or RMS norm along the axis (rows on partitions), in two passes
+/// per group of rows: statistics (online max and exp-sum, or Σ x²), then the outputs.
+///
+/// Three sets of buffers rotate over groups, so the next groups' loads overlap this
+/// group's compute and stores; 16-bit inputs stay 16-bit in SBUF. When the whole row fits one chunk, pass 1 keeps
+/// `e^{x − m}` (softmax) and pass 2 only scales it on the vector engine, so the scalar
+/// engine computes each exponential once.
 pub(crate) fn normalize(
     sim: &mut Simulator,
     spec: &NormSpec,
@@ -642,8 +696,20 @@ pub(crate) fn normalize(
     let c_max = n.clamp(1, CHUNK);
     let one_chunk = n <= c_max;
     let rows = pmax.min(outer * inner).max(1);
-    let full = Scratch::new(sim, rows, c_max)?;
-    let ostage = sim.sbuf(rows, c_max, out.dtype())?;
+    // 16-bit inputs stay 16-bit in SBUF (the engines widen on read): a casting DMA
+    // moves the wider element size, which capped bf16 softmax at half of HBM.
+    let xdt = x.dtype();
+    let mut sets = (0..NORM_SETS)
+        .map(|_| Scratch::without_indices(sim, rows, c_max))
+        .collect::<Result<Vec<_>>>()?;
+    if xdt != DType::F32 {
+        for set in &mut sets {
+            set.x = sim.sbuf(rows, c_max, xdt)?;
+        }
+    }
+    let ostages = (0..NORM_SETS)
+        .map(|_| sim.sbuf(rows, c_max, out.dtype()))
+        .collect::<Result<Vec<_>>>()?;
     let wstage = match weight {
         Some(_) => Some(sim.sbuf(rows, c_max, DType::F32)?),
         None => None,
@@ -652,7 +718,26 @@ pub(crate) fn normalize(
         (Some(w), Some(view)) => Some((w, view.clone())),
         _ => None,
     };
-    for g in groups(outer, n, inner, spec.offset, pmax) {
+    let gs = groups(outer, n, inner, spec.offset, pmax);
+    // Rows of one chunk: each group's load is issued before the group before computes
+    // and stores (the DMA engines serve transfers in issue order, so a load issued after
+    // a store waits for it).
+    let load_group = |sim: &mut Simulator, gi: usize| -> Result<()> {
+        let x_t = sets[gi % NORM_SETS]
+            .x
+            .partition_slice(0, gs[gi].parts)?
+            .cols(0, n)?;
+        load_chunk(sim, &x, &gs[gi], inner, 0, n, &x_t)
+    };
+    if one_chunk && !gs.is_empty() {
+        load_group(sim, 0)?;
+    }
+    for (gi, g) in gs.iter().enumerate() {
+        if one_chunk && gi + 1 < gs.len() {
+            load_group(sim, gi + 1)?;
+        }
+        let full = sets[gi % NORM_SETS];
+        let ostage = ostages[gi % NORM_SETS];
         let s0 = full.view(g.parts, c_max)?;
         // Pass 1: row statistics.
         match spec.kind {
@@ -667,7 +752,9 @@ pub(crate) fn normalize(
         for j0 in (0..n).step_by(c_max) {
             let c = c_max.min(n - j0);
             let s = full.view(g.parts, c)?;
-            load_chunk(sim, &x, &g, inner, j0, c, &s.x)?;
+            if !one_chunk {
+                load_chunk(sim, &x, g, inner, j0, c, &s.x)?;
+            }
             match spec.kind {
                 NormKind::Softmax | NormKind::LogSoftmax => online_exp_sum(sim, &s, false)?,
                 NormKind::RmsNorm { .. } => {
@@ -703,13 +790,44 @@ pub(crate) fn normalize(
             let c = c_max.min(n - j0);
             let s = full.view(g.parts, c)?;
             if !one_chunk {
-                load_chunk(sim, &x, &g, inner, j0, c, &s.x)?;
+                load_chunk(sim, &x, g, inner, j0, c, &s.x)?;
             }
             let o = ostage.partition_slice(0, g.parts)?.cols(0, c)?;
             match spec.kind {
                 NormKind::Softmax => {
-                    sim.activation(&s.tmp, ActFn::Exp, &s.x, 1.0.into(), s.t1.into(), None)?;
-                    ts(sim, &o, &s.tmp, AluOp::Multiply, s.t2)?;
+                    if one_chunk {
+                        // tmp already holds e^{x − m} with the row's final max. The
+                        // scaling is split between the scalar engine (Identity with a
+                        // per-partition scale: the same product) and the vector engine,
+                        // which also did the max: a third on the scalar engine for f32
+                        // rows, two thirds for 16-bit ones (measured on trn2 4096²:
+                        // f32 94% of HBM against 83% all-vector and 75% at two thirds;
+                        // bf16 54% against 43% all-vector, when the vector engine alone
+                        // was the bottleneck).
+                        let ca = if xdt == DType::F32 { c / 3 } else { c * 2 / 3 };
+                        if ca > 0 {
+                            sim.activation(
+                                &o.cols(0, ca)?,
+                                ActFn::Identity,
+                                &s.tmp.cols(0, ca)?,
+                                s.t2.into(),
+                                0.0.into(),
+                                None,
+                            )?;
+                        }
+                        if ca < c {
+                            ts(
+                                sim,
+                                &o.cols(ca, c - ca)?,
+                                &s.tmp.cols(ca, c - ca)?,
+                                AluOp::Multiply,
+                                s.t2,
+                            )?;
+                        }
+                    } else {
+                        sim.activation(&s.tmp, ActFn::Exp, &s.x, 1.0.into(), s.t1.into(), None)?;
+                        ts(sim, &o, &s.tmp, AluOp::Multiply, s.t2)?;
+                    }
                 }
                 NormKind::LogSoftmax => ts(sim, &o, &s.x, AluOp::Subtract, s.t1)?,
                 NormKind::RmsNorm { .. } => match (&weight, &wstage) {
