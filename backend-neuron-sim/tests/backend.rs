@@ -244,3 +244,47 @@ fn row_kernels_pipelined_across_groups() -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[test]
+fn matmul_with_resident_a_over_several_k_blocks() -> Result<(), Error> {
+    // K spans several K-blocks (bf16: 16 k-tiles each, f32: fewer), so Aᵀ of each
+    // M-block stays resident and every output tile accumulates over all of K in PSUM:
+    // ragged m, n and k tiles, a batch, A row-major and transposed, B row-major and
+    // stored [N, K], bias + GELU epilogue; against the f64 reference.
+    use xkern_core::Activation;
+    use xkern_core::conformance::check;
+    use xkern_core::reference::{self, HostTensor};
+    let dev = NeuronBackend::trn2();
+    for dtype in [DType::BF16, DType::F32] {
+        let (m, k, n) = (130, 2 * 16 * 128 + 77, 520);
+        for (batch, ta, tb) in [(2, false, false), (1, true, true)] {
+            let a = if ta {
+                Tensor::randn(&dev, &[batch, k, m], dtype, 11)?.permute(&[0, 2, 1])?
+            } else {
+                Tensor::randn(&dev, &[batch, m, k], dtype, 11)?
+            };
+            let b = if tb {
+                Tensor::randn(&dev, &[batch, n, k], dtype, 12)?.permute(&[0, 2, 1])?
+            } else {
+                Tensor::randn(&dev, &[batch, k, n], dtype, 12)?
+            };
+            let bias = Tensor::randn(&dev, &[n], dtype, 13)?;
+            let got = a.matmul_fused(&b, Some(&bias), Some(Activation::Gelu))?;
+            let host = |t: &Tensor<NeuronBackend>| -> Result<HostTensor, Error> {
+                Ok(HostTensor::new(t.shape(), t.contiguous()?.to_f64_vec()?))
+            };
+            let want = reference::matmul(
+                &host(&a)?,
+                &host(&b)?,
+                Some(&bias.to_f64_vec()?),
+                Some(Activation::Gelu),
+            );
+            check(&got, &want, dtype).map_err(|e| Error::Backend {
+                backend: "test",
+                message: format!("{dtype} ta={ta} tb={tb}: {}", e.0),
+            })?;
+            assert_eq!(dev.last_profile().map(|p| p.races), Some(0));
+        }
+    }
+    Ok(())
+}
