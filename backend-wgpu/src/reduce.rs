@@ -35,7 +35,7 @@
 
 use crate::WgpuBackend;
 use crate::buffers::WgpuStorage;
-use crate::pipelines::{Params, Slot, assemble};
+use crate::pipelines::{Params, Recording, Slot, assemble};
 use xkern_core::{DType, Error, NormKind, NormSpec, ReduceKind, ReduceSpec, Result};
 
 const REDUCE_WGSL: &str = include_str!("reduce.wgsl");
@@ -153,6 +153,31 @@ fn store_shim(vec: bool) -> &'static str {
     }
 }
 
+/// Softmax and log-softmax of rows longer than this take the three-phase path
+/// (`long_row_softmax`): the register cache's limit, past which one workgroup per row
+/// would stream the row three times on its own.
+const LONG_ROW: usize = 4 * 128 * CACHE_MAX;
+/// Invocations of the elementwise phase of the long-row softmax (one element each).
+const APPLY_WG: usize = 256;
+const APPLY_WGSL: &str = include_str!("norm_apply.wgsl");
+
+/// The WGSL of the long-row softmax's elementwise phase (also used by the naga tests).
+pub(crate) fn apply_source(dtype: DType, log: bool) -> String {
+    let bindings = [
+        ("x", Slot::Input(dtype)),
+        ("lse", Slot::Words),
+        ("out", Slot::OutF32),
+    ];
+    assemble(
+        APPLY_WGSL,
+        &bindings,
+        &[
+            ("LOG", u32::from(log).to_string()),
+            ("WG", APPLY_WG.to_string()),
+        ],
+    )
+}
+
 /// Most `vec4`s one invocation of the register-cached normalisation keeps (rows of up
 /// to 4 · 128 · 16 = 8192 elements): 64 registers of cache, which leaves room for the
 /// rest on every GPU class; longer rows take the streaming path.
@@ -248,6 +273,26 @@ impl WgpuBackend {
     pub(crate) fn reduce_impl(&self, spec: &ReduceSpec, x: &WgpuStorage) -> Result<WgpuStorage> {
         self.check_dtype(spec.kind.name(), spec.dtype)?;
         let rows = spec.outer * spec.inner;
+        let out_dtype = spec.kind.output_dtype(spec.dtype);
+        self.record(|rec| {
+            let out = self.record_reduce(rec, spec, x)?;
+            if out_dtype == DType::U32 {
+                Ok(out)
+            } else {
+                self.finish_f32(rec, out, out_dtype, rows)
+            }
+        })
+    }
+
+    /// Records the reduction of `spec` into `rec`: one word per output row, f32 bits for
+    /// float results, u32 for indices (before any rounding to a 16-bit dtype).
+    fn record_reduce(
+        &self,
+        rec: &mut Recording<'_>,
+        spec: &ReduceSpec,
+        x: &WgpuStorage,
+    ) -> Result<WgpuStorage> {
+        let rows = spec.outer * spec.inner;
         let split = spec.axis_len > SPLIT_MIN;
         let sg = self.subgroup_trees();
         let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset);
@@ -265,46 +310,76 @@ impl WgpuBackend {
                 reduce_phase_source(spec.dtype, spec.kind, phase, sg, v)
             })
         };
-        let out_dtype = spec.kind.output_dtype(spec.dtype);
+        // Float results are written as f32 bits, indices as u32.
+        let wide = if spec.kind.output_dtype(spec.dtype) == DType::U32 {
+            DType::U32
+        } else {
+            DType::F32
+        };
+        let out = self.alloc_storage(wide, rows)?;
+        let chunks = if split {
+            spec.axis_len.div_ceil(if vec { CHUNK_VEC } else { CHUNK })
+        } else {
+            1
+        };
+        let params = || -> Result<Params> {
+            Params::default()
+                .u(spec.axis_len)?
+                .u(spec.inner.max(1))?
+                .u(spec.offset)?
+                .u(chunks)
+        };
+        if split {
+            let partial = kernel_for(1)?;
+            let merge = kernel_for(2)?;
+            let groups = rows.checked_mul(chunks).ok_or_else(|| Error::Backend {
+                backend: "wgpu",
+                message: format!("{rows} rows of {chunks} chunks overflow"),
+            })?;
+            let part = self.alloc_storage(DType::U32, 2 * groups)?;
+            rec.dispatch(&partial, &[x, x, &part], groups, params()?)?;
+            rec.dispatch(&merge, &[x, &part, &out], rows, params()?)?;
+        } else {
+            let single = kernel_for(0)?;
+            rec.dispatch(&single, &[x, x, &out], rows, params()?)?;
+        }
+        Ok(out)
+    }
+
+    /// Softmax or log-softmax of rows longer than the register cache, in three phases
+    /// over the whole GPU: the row's logsumexp by the split reduction (partial states per
+    /// chunk, then a merge per row), then `exp(x − lse)` or `x − lse` elementwise. A
+    /// long row otherwise streams through one workgroup (a 128K-entry vocabulary, batch
+    /// 1: one workgroup busy, the GPU idle). A row whose logsumexp is ±∞ or NaN (its max
+    /// is, or its sum is) gives NaN everywhere, as in the reference.
+    fn long_row_softmax(&self, spec: &NormSpec, x: &WgpuStorage) -> Result<WgpuStorage> {
+        let len = spec.outer * spec.axis_len * spec.inner;
+        let log = matches!(spec.kind, NormKind::LogSoftmax);
+        let key = format!("norm-apply/{}/{}", spec.dtype, u8::from(log));
+        let bindings = [
+            ("x", Slot::Input(spec.dtype)),
+            ("lse", Slot::Words),
+            ("out", Slot::OutF32),
+        ];
+        let apply = self.kernel(&key, &bindings, || apply_source(spec.dtype, log))?;
+        let lse_spec = ReduceSpec {
+            kind: ReduceKind::LogSumExp,
+            dtype: spec.dtype,
+            outer: spec.outer,
+            axis_len: spec.axis_len,
+            inner: spec.inner,
+            offset: spec.offset,
+        };
         self.record(|rec| {
-            // Float results are written as f32 bits, indices as u32.
-            let wide = if out_dtype == DType::U32 {
-                DType::U32
-            } else {
-                DType::F32
-            };
-            let out = self.alloc_storage(wide, rows)?;
-            let chunks = if split {
-                spec.axis_len.div_ceil(if vec { CHUNK_VEC } else { CHUNK })
-            } else {
-                1
-            };
-            let params = || -> Result<Params> {
-                Params::default()
-                    .u(spec.axis_len)?
-                    .u(spec.inner.max(1))?
-                    .u(spec.offset)?
-                    .u(chunks)
-            };
-            if split {
-                let partial = kernel_for(1)?;
-                let merge = kernel_for(2)?;
-                let groups = rows.checked_mul(chunks).ok_or_else(|| Error::Backend {
-                    backend: "wgpu",
-                    message: format!("{rows} rows of {chunks} chunks overflow"),
-                })?;
-                let part = self.alloc_storage(DType::U32, 2 * groups)?;
-                rec.dispatch(&partial, &[x, x, &part], groups, params()?)?;
-                rec.dispatch(&merge, &[x, &part, &out], rows, params()?)?;
-            } else {
-                let single = kernel_for(0)?;
-                rec.dispatch(&single, &[x, x, &out], rows, params()?)?;
-            }
-            if out_dtype == DType::U32 {
-                Ok(out)
-            } else {
-                self.finish_f32(rec, out, out_dtype, rows)
-            }
+            let lse = self.record_reduce(rec, &lse_spec, x)?;
+            let out = self.alloc_storage(DType::F32, len)?;
+            let params = Params::default()
+                .u(len)?
+                .u(spec.axis_len)?
+                .u(spec.inner.max(1))?
+                .u(spec.offset)?;
+            rec.dispatch(&apply, &[x, &lse, &out], len.div_ceil(APPLY_WG), params)?;
+            self.finish_f32(rec, out, spec.dtype, len)
         })
     }
 
@@ -318,6 +393,9 @@ impl WgpuBackend {
         self.check_dtype(spec.kind.name(), spec.dtype)?;
         let rows = spec.outer * spec.inner;
         let len = rows * spec.axis_len;
+        if spec.axis_len > LONG_ROW && !matches!(spec.kind, NormKind::RmsNorm { .. }) {
+            return self.long_row_softmax(spec, x);
+        }
         let has_w = weight.is_some();
         let sg = self.subgroup_trees();
         let cache = cache_len(
@@ -363,6 +441,19 @@ mod tests {
     use super::reduce_phase_source;
     use crate::wgsl_tests::validate_with;
     use xkern_core::{DType, ReduceKind};
+
+    #[test]
+    fn long_row_softmax_apply_validates() {
+        for dtype in DType::FLOATS {
+            for log in [false, true] {
+                validate_with(
+                    &format!("norm-apply {dtype} log={log}"),
+                    &super::apply_source(dtype, log),
+                    false,
+                );
+            }
+        }
+    }
 
     #[test]
     fn split_phases_validate() {

@@ -79,9 +79,13 @@ fn reductions_on_vec4_rows_match_the_reference() {
 fn normalisations_on_vec4_rows_match_the_reference() {
     let dev = device();
     // Register caches of 1, 2, 4, 8, 16 vec4s per invocation (up to 512, 1024, 2048,
-    // 4096, 8192 elements), ragged last vec4 rounds (516, 4100), the streaming path past
-    // 8192 (8196) and for lengths not a multiple of 4 (6, 4098).
-    let lens = [4, 8, 6, 512, 516, 1024, 2048, 4096, 4098, 4100, 8192, 8196];
+    // 4096, 8192 elements), ragged last vec4 rounds (516, 4100), the streaming path for
+    // lengths not a multiple of 4 (6, 4098), and past 8192 the three-phase softmax
+    // (logsumexp split over workgroups, then elementwise) with RMS norm streaming (8196,
+    // 40_001).
+    let lens = [
+        4, 8, 6, 512, 516, 1024, 2048, 4096, 4098, 4100, 8192, 8196, 40_001,
+    ];
     let mut failures = Vec::new();
     for dtype in dtypes(&dev) {
         for len in lens {
@@ -122,4 +126,61 @@ fn normalisations_on_vec4_rows_match_the_reference() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn long_row_softmax_keeps_the_contract() {
+    // Rows past the register cache take the three-phase softmax: a row with +∞, one with
+    // a NaN and one of all −∞ are NaN throughout (as the reference), finite rows match;
+    // rows along a non-last axis ([N, 3], axis 0) too.
+    let dev = device();
+    let n = 70_001;
+    let mut data: Vec<f32> = (0..4 * n)
+        .map(|k| ((k * 7919) % 101) as f32 * 0.1 - 5.0)
+        .collect();
+    data[n + 12_345] = f32::INFINITY;
+    data[2 * n + 69_000] = f32::NAN;
+    for v in &mut data[3 * n..] {
+        *v = f32::NEG_INFINITY;
+    }
+    let t = Tensor::from_slice(&dev, &[4, n], &data).unwrap();
+    let host = HostTensor::new(&[4, n], t.to_f64_vec().unwrap());
+    for (name, got, want) in [
+        (
+            "softmax",
+            t.softmax(1).unwrap(),
+            reference::softmax(&host, 1),
+        ),
+        (
+            "log_softmax",
+            t.log_softmax(1).unwrap(),
+            reference::log_softmax(&host, 1),
+        ),
+    ] {
+        let got = got.to_f64_vec().unwrap();
+        for row in 1..4 {
+            let r = &got[row * n..(row + 1) * n];
+            assert!(
+                r.iter().all(|v| v.is_nan()),
+                "{name} row {row} is not all NaN"
+            );
+            assert!(want.data[row * n..(row + 1) * n].iter().all(|v| v.is_nan()));
+        }
+        let g0 = HostTensor::new(&[1, n], got[..n].to_vec());
+        let w0 = HostTensor::new(&[1, n], want.data[..n].to_vec());
+        xkern_core::Tolerance::for_dtype(DType::F32)
+            .check(&g0.data, &w0.data)
+            .unwrap_or_else(|e| panic!("{name} row 0: {e}"));
+    }
+    let cols: Vec<f32> = (0..3 * 9000)
+        .map(|k| ((k * 31) % 97) as f32 * 0.05)
+        .collect();
+    let c = Tensor::from_slice(&dev, &[9000, 3], &cols).unwrap();
+    let hc = HostTensor::new(&[9000, 3], c.to_f64_vec().unwrap());
+    check(
+        &c.softmax(0).unwrap(),
+        &reference::softmax(&hc, 0),
+        DType::F32,
+    )
+    .unwrap_or_else(|e| panic!("column softmax: {}", e.0));
 }
