@@ -1,18 +1,176 @@
-//! Fused attention (`attention.wgsl`): flash-style online softmax, memory linear in the
-//! sequence lengths, causal (bottom-right), GQA/MQA and decode (`Sq = 1`) in one kernel.
+//! Fused attention: flash-style online softmax with memory linear in the sequence
+//! lengths, causal (bottom-right), GQA/MQA, decode. Three kernels, chosen by [`plan`]:
 //!
-//! Grid: one workgroup per query row and chunk of 256 value features (linear, folded);
-//! each chunk recomputes its scores, which keeps any `Dv` correct with a fixed register
-//! budget. Straightforward by design; issue 7 tiles queries for speed.
+//! - **Prefill** (`attention_flash.wgsl`, FlashAttention-2 style; Dao 2023,
+//!   arXiv:2307.08691): one workgroup of 16 × 16 invocations per (batch, query head,
+//!   block of `br` query rows). Per tile of `bc` keys, S = Q·Kᵀ is register-tiled like
+//!   the tiled matmul (each invocation a (br/16) × (bc/16) micro-tile, Q and K staged
+//!   k-major `bk` features at a time), the softmax runs in f32 over S in workgroup
+//!   memory (running max and sum, rescale by exp(m_old − m_new)), and O = P·V accumulates
+//!   in registers (each invocation br/16 rows × ⌈Dv/16⌉ columns), V staged `bkv` keys at a
+//!   time. Causal tiles no row of the block sees are skipped, query blocks run last-first
+//!   (the heaviest first), and only tiles that some row sees partly pay for the masked
+//!   P·V loop. Tile variants, first that fits `max_compute_workgroup_storage_size` wins
+//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (≈ 35 KiB, e.g. the H100's
+//!   48 KiB), 64 × 64 with 16-feature steps (≈ 27 KiB, the common 32 KiB), 32 × 32 with
+//!   16-feature steps (≤ 10.5 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
+//!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
+//!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
+//!   registers.
+//! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
+//!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
+//!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about
+//!   [`DECODE_TARGET_GROUPS`] workgroups in all). A workgroup takes one kv head and up to
+//!   [`DECODE_ROWS`] (query head of its group, query) rows, so a GQA group reads K/V
+//!   once; it writes an unnormalised partial (m, l, O) per row, and the merge combines
+//!   the splits by the log-sum-exp rule.
+//! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
+//!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
+//!   workgroup memory exceeds the device's limit.
+//!
+//! Head dims are baked into the fast kernels (one pipeline per (dtype, D, Dv, tiles),
+//! each compiled once); loads go through the views' strides, so every layout takes the
+//! fast paths (unit stride along D makes their loads coalesced). Bounds the host
+//! guarantees: every element index of q, k, v, the output and the decode scratch fits u32
+//! (`fit_u32` on the strides, the lengths, and `Sq + Skv + 64` for the causal bound), the
+//! bindings hold at most `max_storage_buffer_binding_size` bytes, and the kernels check
+//! every load against Sq, Skv, D and Dv (zero-filling ragged tiles) and every store
+//! against Sq and Dv, so no size must be a multiple of a tile.
 
 use crate::WgpuBackend;
 use crate::buffers::WgpuStorage;
-use crate::pipelines::{Params, Slot, assemble};
+use crate::pipelines::{Params, Slot, assemble, fit_u32};
+use std::fmt::Write as _;
 use xkern_core::{AttentionSpec, DType, Result, View4};
 
 const ATTENTION_WGSL: &str = include_str!("attention.wgsl");
-/// Output features per workgroup: 64 invocations × 4 accumulators.
+const FLASH_WGSL: &str = include_str!("attention_flash.wgsl");
+const DECODE_WGSL: &str = include_str!("attention_decode.wgsl");
+const MERGE_WGSL: &str = include_str!("attention_merge.wgsl");
+/// Output features per workgroup of the fallback: 64 invocations × 4 accumulators.
 const DV_CHUNK: usize = 256;
+/// Largest D and Dv of the fast kernels (their accumulators and staged rows grow with Dv).
+pub(crate) const MAX_FAST_DIM: usize = 256;
+/// Largest Sq taken by the split-KV decode kernel.
+pub(crate) const DECODE_MAX_SQ: usize = 4;
+/// Rows (query head × query) per decode workgroup, keys per decode tile, invocations.
+pub(crate) const DECODE_ROWS: usize = 8;
+const DECODE_T: usize = 16;
+const DECODE_WG: usize = 128;
+/// Fewest keys per split: below this the merge's traffic outweighs the parallelism.
+pub(crate) const DECODE_MIN_CHUNK: usize = 64;
+/// Workgroups the decode aims at (a few per SM of a large GPU).
+pub(crate) const DECODE_TARGET_GROUPS: usize = 512;
+
+const _: () = assert!(DECODE_ROWS * DECODE_T == DECODE_WG);
+const _: () = assert!(DECODE_MIN_CHUNK.is_multiple_of(DECODE_T));
+
+/// Tile sizes of the prefill kernel: query rows, keys and features per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FlashTiles {
+    pub(crate) br: usize,
+    pub(crate) bc: usize,
+    pub(crate) bk: usize,
+}
+
+/// The prefill variants, largest first (see the module doc).
+pub(crate) const FLASH_TILES: [FlashTiles; 3] = [
+    FlashTiles {
+        br: 64,
+        bc: 64,
+        bk: 32,
+    },
+    FlashTiles {
+        br: 64,
+        bc: 64,
+        bk: 16,
+    },
+    FlashTiles {
+        br: 32,
+        bc: 32,
+        bk: 16,
+    },
+];
+
+// 16 × 16 invocations: rows and keys split evenly, and the softmax step's invocations
+// per row divide the keys.
+const _: () = {
+    let mut rest: &[FlashTiles] = &FLASH_TILES;
+    while let [t, tail @ ..] = rest {
+        assert!(t.br.is_multiple_of(16) && t.bc.is_multiple_of(16) && t.br <= 256);
+        assert!(t.bc.is_multiple_of(256 / t.br));
+        rest = tail;
+    }
+};
+
+impl FlashTiles {
+    /// Dv rounded up to the 16 columns of the invocation grid.
+    fn dvp(dv: usize) -> usize {
+        dv.div_ceil(16).max(1) * 16
+    }
+    /// Words of the staged Q and K chunks.
+    fn qk_words(self) -> usize {
+        self.bk * (self.br + 1) + self.bk * (self.bc + 1)
+    }
+    /// Keys of V staged per step: the largest power of two up to `bc` whose rows fit the
+    /// space of the Q and K chunks.
+    fn bkv(self, dv: usize) -> usize {
+        let mut n = self.bc;
+        while n > 1 && n * Self::dvp(dv) > self.qk_words() {
+            n /= 2;
+        }
+        n
+    }
+    fn stage_words(self, dv: usize) -> usize {
+        self.qk_words().max(self.bkv(dv) * Self::dvp(dv))
+    }
+    /// Workgroup memory in bytes.
+    pub(crate) fn bytes(self, dv: usize) -> usize {
+        4 * (self.stage_words(dv) + self.br * (self.bc + 1) + 2 * 256)
+    }
+}
+
+/// Workgroup memory of the decode kernel in bytes.
+pub(crate) fn decode_bytes(d: usize) -> usize {
+    4 * ((DECODE_ROWS + DECODE_T) * (d + 1) + 2 * DECODE_ROWS * DECODE_T + DECODE_ROWS)
+}
+
+/// Which kernel runs an attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// The prefill kernel with these tiles.
+    Flash(FlashTiles),
+    /// Split-KV decode: `splits` workgroups per (batch, kv head, row block), `chunk` keys
+    /// each.
+    Decode { splits: usize, chunk: usize },
+    /// The one-row-per-workgroup kernel.
+    Fallback,
+}
+
+/// Chooses the kernel for `spec` on a device with `wg_bytes` of workgroup memory.
+pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
+    let (d, dv) = (spec.head_dim, spec.v_head_dim);
+    let rows = spec.batch * spec.q_heads * spec.q_seq;
+    if rows == 0 || dv == 0 || d > MAX_FAST_DIM || dv > MAX_FAST_DIM {
+        return Plan::Fallback;
+    }
+    if spec.q_seq <= DECODE_MAX_SQ {
+        if decode_bytes(d) > wg_bytes {
+            return Plan::Fallback;
+        }
+        let group = spec.q_heads / spec.kv_heads.max(1);
+        let base = spec.batch * spec.kv_heads * (group * spec.q_seq).div_ceil(DECODE_ROWS);
+        let most = spec.kv_seq.div_ceil(DECODE_MIN_CHUNK).max(1);
+        let want = DECODE_TARGET_GROUPS.div_ceil(base.max(1)).clamp(1, most);
+        let chunk = spec.kv_seq.div_ceil(want).div_ceil(DECODE_T).max(1) * DECODE_T;
+        let splits = spec.kv_seq.div_ceil(chunk).max(1);
+        return Plan::Decode { splits, chunk };
+    }
+    FLASH_TILES
+        .into_iter()
+        .find(|t| t.bytes(dv) <= wg_bytes)
+        .map_or(Plan::Fallback, Plan::Flash)
+}
 
 fn bindings(dtype: DType) -> [(&'static str, Slot); 4] {
     [
@@ -23,9 +181,198 @@ fn bindings(dtype: DType) -> [(&'static str, Slot); 4] {
     ]
 }
 
-/// The WGSL of attention for `dtype` (also used by the naga tests).
+fn merge_bindings() -> [(&'static str, Slot); 2] {
+    [("part", Slot::Input(DType::F32)), ("out", Slot::OutF32)]
+}
+
+/// The WGSL of the fallback kernel for `dtype` (also used by the naga tests).
 pub(crate) fn attention_source(dtype: DType) -> String {
     assemble(ATTENTION_WGSL, &bindings(dtype), &[])
+}
+
+/// The unrolled score micro-kernel of one feature step, e.g. for 4 × 4:
+/// `let a0 = stage[ra + 0u]; .. let b3 = stage[rb + 48u]; s[0] = fma(a0, b0, s[0]); ..`
+fn flash_micro(tm: usize, tn: usize) -> String {
+    let mut s = String::new();
+    for i in 0..tm {
+        let _ = writeln!(s, "                let a{i} = stage[ra + {}u];", 16 * i);
+    }
+    for j in 0..tn {
+        let _ = writeln!(s, "                let b{j} = stage[rb + {}u];", 16 * j);
+    }
+    for i in 0..tm {
+        for j in 0..tn {
+            let q = i * tn + j;
+            let _ = writeln!(s, "                s[{q}] = fma(a{i}, b{j}, s[{q}]);");
+        }
+    }
+    s
+}
+
+/// The scaled, masked scores into `ps`: row ty + 16i, key tx + 16j.
+fn flash_write_s(tm: usize, tn: usize) -> String {
+    let mut s = String::new();
+    for i in 0..tm {
+        for j in 0..tn {
+            let _ = writeln!(
+                s,
+                "        ps[(ty + {r}u) * SK + tx + {c}u] = select(neg_inf_f32(), s[{q}] * P.scale, kv0 + tx + {c}u < vis[{i}]);",
+                r = 16 * i,
+                c = 16 * j,
+                q = i * tn + j
+            );
+        }
+    }
+    s
+}
+
+/// The unrolled P·V step of one key: `p_i` of rows ty + 16i, `v_j` of columns tx + 16j;
+/// `masked` keeps a key's term only for rows that see it.
+fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
+    let mut s = String::new();
+    for i in 0..tm {
+        let _ = writeln!(
+            s,
+            "                    let p{i} = ps[rp + {}u * SK];",
+            16 * i
+        );
+    }
+    for j in 0..nj {
+        let _ = writeln!(s, "                    let v{j} = stage[rv + {}u];", 16 * j);
+    }
+    for i in 0..tm {
+        for j in 0..nj {
+            let q = i * nj + j;
+            if masked {
+                let _ = writeln!(
+                    s,
+                    "                    acc[{q}] = select(acc[{q}], fma(p{i}, v{j}, acc[{q}]), key < vis[{i}]);"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "                    acc[{q}] = fma(p{i}, v{j}, acc[{q}]);"
+                );
+            }
+        }
+    }
+    s
+}
+
+/// The WGSL of the prefill kernel (also used by the naga tests).
+pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> String {
+    let (tm, tn) = (t.br / 16, t.bc / 16);
+    let dvp = FlashTiles::dvp(dv);
+    let nj = dvp / 16;
+    assemble(
+        FLASH_WGSL,
+        &bindings(dtype),
+        &[
+            ("MICRO", flash_micro(tm, tn)),
+            ("WRITE_S", flash_write_s(tm, tn)),
+            ("PV_MASKED", flash_pv(tm, nj, true)),
+            ("PV", flash_pv(tm, nj, false)),
+            ("D", d.to_string()),
+            ("DV", dv.to_string()),
+            ("BR", t.br.to_string()),
+            ("BC", t.bc.to_string()),
+            ("BK", t.bk.to_string()),
+            ("BKV", t.bkv(dv).to_string()),
+            ("DVP", dvp.to_string()),
+            ("STAGE_LEN", t.stage_words(dv).to_string()),
+            ("PS_LEN", (t.br * (t.bc + 1)).to_string()),
+            ("TM_TN", (tm * tn).to_string()),
+            ("TM_NJ", (tm * nj).to_string()),
+            ("TM", tm.to_string()),
+            ("NJ", nj.to_string()),
+        ],
+    )
+}
+
+/// The decode P·V over a full, unmasked tile: all loads of the tile's V rows first (so
+/// they are in flight together), then the FMAs of every row. Columns past Dv read
+/// column Dv − 1 (in bounds; those accumulators are never stored).
+fn decode_pv_full(nc: usize) -> String {
+    let mut s = String::new();
+    for n in 0..nc {
+        let _ = writeln!(
+            s,
+            "            let c{n} = min(t + {}u, DV - 1u) * P.v_sd;",
+            n * DECODE_WG
+        );
+    }
+    for j in 0..DECODE_T {
+        for n in 0..nc {
+            let _ = writeln!(
+                s,
+                "            let v{j}_{n} = load_v(vbase + (t0 + {j}u) * P.v_ss + c{n});"
+            );
+        }
+    }
+    for j in 0..DECODE_T {
+        for r in 0..DECODE_ROWS {
+            let _ = writeln!(s, "            let p{j}_{r} = wp[{}u];", r * DECODE_T + j);
+            for n in 0..nc {
+                let q = r * nc + n;
+                let _ = writeln!(
+                    s,
+                    "            acc[{q}] = fma(p{j}_{r}, v{j}_{n}, acc[{q}]);"
+                );
+            }
+        }
+    }
+    s
+}
+
+/// The decode P·V of key `key` (tile position `j`) for rows that see it.
+fn decode_pv_masked(nc: usize) -> String {
+    let mut s = String::new();
+    for n in 0..nc {
+        let _ = writeln!(
+            s,
+            "                let v{n} = load_v(vbase + key * P.v_ss + min(t + {}u, DV - 1u) * P.v_sd);",
+            n * DECODE_WG
+        );
+    }
+    for r in 0..DECODE_ROWS {
+        let _ = writeln!(s, "                let p{r} = wp[{r}u * T + j];");
+        for n in 0..nc {
+            let q = r * nc + n;
+            let _ = writeln!(
+                s,
+                "                acc[{q}] = select(acc[{q}], fma(p{r}, v{n}, acc[{q}]), key < vis[{r}]);"
+            );
+        }
+    }
+    s
+}
+
+/// The WGSL of the split-KV decode kernel (also used by the naga tests).
+pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize) -> String {
+    let nc = dv.div_ceil(DECODE_WG).max(1);
+    assemble(
+        DECODE_WGSL,
+        &bindings(dtype),
+        &[
+            ("PV_FULL", decode_pv_full(nc)),
+            ("PV_MASKED", decode_pv_masked(nc)),
+            ("D", d.to_string()),
+            ("DV", dv.to_string()),
+            ("R_NC", (DECODE_ROWS * nc).to_string()),
+            ("RT", (DECODE_ROWS * DECODE_T).to_string()),
+            ("R", DECODE_ROWS.to_string()),
+            ("T", DECODE_T.to_string()),
+            ("WG", DECODE_WG.to_string()),
+            ("NC", nc.to_string()),
+            ("WQ_LEN", (DECODE_ROWS * (d + 1)).to_string()),
+            ("WK_LEN", (DECODE_T * (d + 1)).to_string()),
+        ],
+    )
+}
+
+/// The WGSL of the split-KV merge (also used by the naga tests).
+pub(crate) fn merge_source() -> String {
+    assemble(MERGE_WGSL, &merge_bindings(), &[])
 }
 
 fn view(p: Params, v: &View4) -> Result<Params> {
@@ -36,7 +383,17 @@ fn view(p: Params, v: &View4) -> Result<Params> {
         .u(v.strides[3])
 }
 
+fn views(p: Params, spec: &AttentionSpec) -> Result<Params> {
+    view(view(view(p, &spec.q)?, &spec.k)?, &spec.v)
+}
+
 impl WgpuBackend {
+    /// The plan of `spec` on this device.
+    pub(crate) fn attention_plan(&self, spec: &AttentionSpec) -> Plan {
+        let wg = self.gpu().limits.max_compute_workgroup_storage_size;
+        plan(spec, usize::try_from(wg).unwrap_or(usize::MAX))
+    }
+
     /// [`xkern_core::Backend::attention`].
     pub(crate) fn attention_impl(
         &self,
@@ -45,31 +402,118 @@ impl WgpuBackend {
         k: &WgpuStorage,
         v: &WgpuStorage,
     ) -> Result<WgpuStorage> {
+        self.attention_with(spec, q, k, v, self.attention_plan(spec))
+    }
+
+    /// Attention with a chosen plan (tests force every variant). A prefill or decode plan
+    /// must come from [`plan`] for this spec, or at least respect its size bounds.
+    pub(crate) fn attention_with(
+        &self,
+        spec: &AttentionSpec,
+        q: &WgpuStorage,
+        k: &WgpuStorage,
+        v: &WgpuStorage,
+        plan: Plan,
+    ) -> Result<WgpuStorage> {
         self.check_dtype("attention", spec.dtype)?;
         let rows = spec.batch * spec.q_heads * spec.q_seq;
         let len = rows * spec.v_head_dim;
-        let kernel = self.kernel(
-            &format!("attention/{}", spec.dtype),
-            &bindings(spec.dtype),
-            || attention_source(spec.dtype),
-        )?;
-        self.record(|rec| {
-            let out = self.alloc_storage(DType::F32, len)?;
-            let chunks = spec.v_head_dim.div_ceil(DV_CHUNK);
-            let group = spec.q_heads.checked_div(spec.kv_heads).unwrap_or(1);
-            let params = Params::default()
-                .u(spec.q_heads)?
-                .u(group.max(1))?
-                .u(spec.q_seq)?
-                .u(spec.kv_seq)?
-                .u(spec.head_dim)?
-                .u(spec.v_head_dim)?
-                .f(spec.scale)
-                .u(usize::from(spec.causal))?
-                .u(chunks)?;
-            let params = view(view(view(params, &spec.q)?, &spec.k)?, &spec.v)?;
-            rec.dispatch(&kernel, &[q, k, v, &out], rows * chunks, params)?;
-            self.finish_f32(rec, out, spec.dtype, len)
-        })
+        fit_u32(len)?;
+        // The causal bound i + 1 + Skv for i up to a block past Sq.
+        fit_u32(spec.q_seq + spec.kv_seq + 64)?;
+        let group = (spec.q_heads / spec.kv_heads.max(1)).max(1);
+        let (dtype, d, dv) = (spec.dtype, spec.head_dim, spec.v_head_dim);
+        match plan {
+            Plan::Flash(t) => {
+                let key = format!(
+                    "attention-flash/{dtype}/{d}/{dv}/{}x{}x{}",
+                    t.br, t.bc, t.bk
+                );
+                let kernel =
+                    self.kernel(&key, &bindings(dtype), || flash_source(dtype, d, dv, t))?;
+                self.record(|rec| {
+                    let out = self.alloc_storage(DType::F32, len)?;
+                    let q_blocks = spec.q_seq.div_ceil(t.br);
+                    let params = Params::default()
+                        .u(spec.q_heads)?
+                        .u(group)?
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .f(spec.scale)
+                        .u(usize::from(spec.causal))?
+                        .u(q_blocks)?;
+                    let groups = spec.batch * spec.q_heads * q_blocks;
+                    rec.dispatch(&kernel, &[q, k, v, &out], groups, views(params, spec)?)?;
+                    self.finish_f32(rec, out, dtype, len)
+                })
+            }
+            Plan::Decode { splits, chunk } => {
+                let key = format!("attention-decode/{dtype}/{d}/{dv}");
+                let kernel = self.kernel(&key, &bindings(dtype), || decode_source(dtype, d, dv))?;
+                let merge = self.kernel("attention-merge", &merge_bindings(), merge_source)?;
+                let parts = rows * splits;
+                let ml_base = parts * dv;
+                let scratch_len = ml_base + 2 * parts;
+                fit_u32(scratch_len)?;
+                self.record(|rec| {
+                    let part = self.alloc_storage(DType::F32, scratch_len)?;
+                    let hblocks = (group * spec.q_seq).div_ceil(DECODE_ROWS);
+                    let params = Params::default()
+                        .u(spec.q_heads)?
+                        .u(spec.kv_heads)?
+                        .u(group)?
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .f(spec.scale)
+                        .u(usize::from(spec.causal))?
+                        .u(splits)?
+                        .u(chunk)?
+                        .u(hblocks)?
+                        .u(ml_base)?;
+                    let groups = spec.batch * spec.kv_heads * hblocks * splits;
+                    rec.dispatch(&kernel, &[q, k, v, &part], groups, views(params, spec)?)?;
+                    let out = self.alloc_storage(DType::F32, len)?;
+                    let col_blocks = dv.div_ceil(128);
+                    let params = Params::default()
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .u(usize::from(spec.causal))?
+                        .u(splits)?
+                        .u(dv)?
+                        .u(ml_base)?
+                        .u(col_blocks)?;
+                    rec.dispatch(&merge, &[&part, &out], rows * col_blocks, params)?;
+                    rec.keep(&part);
+                    self.finish_f32(rec, out, dtype, len)
+                })
+            }
+            Plan::Fallback => {
+                let kernel =
+                    self.kernel(&format!("attention/{dtype}"), &bindings(dtype), || {
+                        attention_source(dtype)
+                    })?;
+                self.record(|rec| {
+                    let out = self.alloc_storage(DType::F32, len)?;
+                    let chunks = dv.div_ceil(DV_CHUNK);
+                    let params = Params::default()
+                        .u(spec.q_heads)?
+                        .u(group)?
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .u(d)?
+                        .u(dv)?
+                        .f(spec.scale)
+                        .u(usize::from(spec.causal))?
+                        .u(chunks)?;
+                    rec.dispatch(
+                        &kernel,
+                        &[q, k, v, &out],
+                        rows * chunks,
+                        views(params, spec)?,
+                    )?;
+                    self.finish_f32(rec, out, dtype, len)
+                })
+            }
+        }
     }
 }

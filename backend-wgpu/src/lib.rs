@@ -41,6 +41,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod attention;
+#[cfg(test)]
+mod attention_tests;
 mod buffers;
 mod copy;
 mod device;
