@@ -216,7 +216,7 @@ fn flash_write_s(tm: usize, tn: usize) -> String {
         for j in 0..tn {
             let _ = writeln!(
                 s,
-                "        ps[(ty + {r}u) * SK + tx + {c}u] = select(neg_inf_f32(), s[{q}] * P.scale, kv0 + tx + {c}u < vis[{i}]);",
+                "        ps[(ty + {r}u) * SK + tx + {c}u] = select(neg_inf_f32(), s[{q}] * P.scale, kv0 + tx + {c}u < vis{i});",
                 r = 16 * i,
                 c = 16 * j,
                 q = i * tn + j
@@ -246,7 +246,7 @@ fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
             if masked {
                 let _ = writeln!(
                     s,
-                    "                    acc[{q}] = select(acc[{q}], fma(p{i}, v{j}, acc[{q}]), key < vis[{i}]);"
+                    "                    acc[{q}] = select(acc[{q}], fma(p{i}, v{j}, acc[{q}]), key < vis{i});"
                 );
             } else {
                 let _ = writeln!(
@@ -255,6 +255,72 @@ fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
                 );
             }
         }
+    }
+    s
+}
+
+/// Per row ty + 16i: `vis{i}`, `m{i}`, `l{i}`.
+fn flash_rows(tm: usize) -> String {
+    let mut s = String::new();
+    for i in 0..tm {
+        let _ = writeln!(s, "    let vis{i} = visible(q0 + ty + {}u);", 16 * i);
+        let _ = writeln!(s, "    var m{i} = neg_inf_f32();");
+        let _ = writeln!(s, "    var l{i} = 0.0;");
+    }
+    s
+}
+
+/// Per row: the tile's max and sum from the softmax step's partials, the new running
+/// max and sum, and the rescale of the row's accumulators by exp(m_old − m_new).
+fn flash_rescale(tm: usize, nj: usize) -> String {
+    let mut s = String::new();
+    for i in 0..tm {
+        let _ = write!(
+            s,
+            "        {{
+            let r = ty + {r}u;
+            var rmax = neg_inf_f32();
+            var rsum = 0.0;
+            for (var u = 0u; u < SPLIT; u = u + 1u) {{
+                rmax = nan_max(rmax, wred[r * SPLIT + u]);
+                rsum = rsum + wsum[r * SPLIT + u];
+            }}
+            let mn = nan_max(m{i}, rmax);
+            let alpha = exp(m{i} - select(mn, 0.0, is_neg_inf(mn)));
+            l{i} = l{i} * alpha + rsum;
+            m{i} = mn;
+",
+            r = 16 * i
+        );
+        for j in 0..nj {
+            let q = i * nj + j;
+            let _ = writeln!(s, "            acc[{q}] = acc[{q}] * alpha;");
+        }
+        let _ = writeln!(s, "        }}");
+    }
+    s
+}
+
+/// The normalised rows into `out` (rows < Sq, columns < Dv; 0 for a query that sees
+/// no key).
+fn flash_store(tm: usize, nj: usize) -> String {
+    let mut s = String::new();
+    for i in 0..tm {
+        let _ = writeln!(
+            s,
+            "    if (q0 + ty + {r}u < P.sq) {{
+        let obase = ((b * P.hq + h) * P.sq + q0 + ty + {r}u) * DV;",
+            r = 16 * i
+        );
+        for j in 0..nj {
+            let q = i * nj + j;
+            let _ = writeln!(
+                s,
+                "        if (tx + {c}u < DV) {{ out[obase + tx + {c}u] = select(0.0, acc[{q}] / l{i}, vis{i} > 0u); }}",
+                c = 16 * j
+            );
+        }
+        let _ = writeln!(s, "    }}");
     }
     s
 }
@@ -268,6 +334,9 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
         FLASH_WGSL,
         &bindings(dtype),
         &[
+            ("ROWS", flash_rows(tm)),
+            ("RESCALE", flash_rescale(tm, nj)),
+            ("STORE", flash_store(tm, nj)),
             ("MICRO", flash_micro(tm, tn)),
             ("WRITE_S", flash_write_s(tm, tn)),
             ("PV_MASKED", flash_pv(tm, nj, true)),
@@ -340,9 +409,67 @@ fn decode_pv_masked(nc: usize) -> String {
             let q = r * nc + n;
             let _ = writeln!(
                 s,
-                "                acc[{q}] = select(acc[{q}], fma(p{r}, v{n}, acc[{q}]), key < vis[{r}]);"
+                "                acc[{q}] = select(acc[{q}], fma(p{r}, v{n}, acc[{q}]), key < vis{r});"
             );
         }
+    }
+    s
+}
+
+/// Per row r of the block: `vis{r}` (and the block's minimum).
+fn decode_rows() -> String {
+    let mut s = String::new();
+    for r in 0..DECODE_ROWS {
+        let _ = writeln!(
+            s,
+            "    var vis{r} = P.skv;
+    if (hb * R + {r}u < rows) {{ vis{r} = visible((hb * R + {r}u) % P.sq); }}
+    vis_min = min(vis_min, vis{r});"
+        );
+    }
+    s
+}
+
+/// Every row's accumulators times its exp(m_old − m_new).
+fn decode_rescale(nc: usize) -> String {
+    let mut s = String::new();
+    for r in 0..DECODE_ROWS {
+        let _ = writeln!(s, "        let a{r} = walpha[{r}u];");
+        for n in 0..nc {
+            let q = r * nc + n;
+            let _ = writeln!(s, "        acc[{q}] = acc[{q}] * a{r};");
+        }
+    }
+    s
+}
+
+/// The partials of every row of the block: O (columns t + WG·n), m (from the score
+/// invocation of key 0), l (from invocation r).
+fn decode_store(nc: usize) -> String {
+    let mut s = String::new();
+    for r in 0..DECODE_ROWS {
+        let _ = writeln!(
+            s,
+            "    if (hb * R + {r}u < rows) {{
+        let local = hb * R + {r}u;
+        let h = kvh * P.group + local / P.sq;
+        let part = ((b * P.hq + h) * P.sq + local % P.sq) * P.splits + split;"
+        );
+        for n in 0..nc {
+            let q = r * nc + n;
+            let _ = writeln!(
+                s,
+                "        if (t + {c}u < DV) {{ out[part * DV + t + {c}u] = acc[{q}]; }}",
+                c = n * DECODE_WG
+            );
+        }
+        let _ = writeln!(
+            s,
+            "        if (t == {m}u) {{ out[P.ml_base + 2u * part] = m_r; }}
+        if (t == {r}u) {{ out[P.ml_base + 2u * part + 1u] = l_r; }}
+    }}",
+            m = r * DECODE_T
+        );
     }
     s
 }
@@ -354,6 +481,9 @@ pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize) -> String {
         DECODE_WGSL,
         &bindings(dtype),
         &[
+            ("ROWS", decode_rows()),
+            ("RESCALE", decode_rescale(nc)),
+            ("STORE", decode_store(nc)),
             ("PV_FULL", decode_pv_full(nc)),
             ("PV_MASKED", decode_pv_masked(nc)),
             ("D", d.to_string()),

@@ -55,15 +55,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kvh = bk % P.hkv;
     let b = bk / P.hkv;
     let rows = P.group * P.sq;
-    // Visible keys per row; rows past the group see every key (they are not written).
-    var vis: array<u32, {{R}}>;
+    // Visible keys per row (vis_r, unrolled by attention.rs); rows past the group see
+    // every key (they are not written).
     var vis_min = P.skv;
-    for (var r = 0u; r < R; r = r + 1u) {
-        let local = hb * R + r;
-        vis[r] = P.skv;
-        if (local < rows) { vis[r] = visible(local % P.sq); }
-        vis_min = min(vis_min, vis[r]);
-    }
+{{ROWS}}
     for (var e = t; e < R * D; e = e + WG) {
         let r = e / D;
         let d = e % D;
@@ -118,10 +113,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             for (var u = 0u; u < T; u = u + 1u) { ts = ts + wp[t * T + u]; }
             l_r = l_r * walpha[t] + ts;
         }
-        for (var r = 0u; r < R; r = r + 1u) {
-            let a = walpha[r];
-            for (var n = 0u; n < NC; n = n + 1u) { acc[r * NC + n] = acc[r * NC + n] * a; }
-        }
+{{RESCALE}}
         if (cnt == T && t0 + T <= vis_min) {
 {{PV_FULL}}
         } else {
@@ -131,17 +123,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    for (var r = 0u; r < R; r = r + 1u) {
-        let local = hb * R + r;
-        if (local < rows) {
-            let h = kvh * P.group + local / P.sq;
-            let part = ((b * P.hq + h) * P.sq + local % P.sq) * P.splits + split;
-            for (var n = 0u; n < NC; n = n + 1u) {
-                let c = t + WG * n;
-                if (c < DV) { out[part * DV + c] = acc[r * NC + n]; }
-            }
-            if (t == r * T) { out[P.ml_base + 2u * part] = m_r; }
-            if (t == r) { out[P.ml_base + 2u * part + 1u] = l_r; }
-        }
-    }
+{{STORE}}
 }

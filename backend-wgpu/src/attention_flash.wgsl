@@ -12,7 +12,8 @@
 // masked key contributes nothing even where its value is ∞ or NaN. A query that sees no
 // key writes 0; NaN scores propagate through nan_max into every output of the query; a
 // row whose visible scores are all −∞ gets 0/0 = NaN, like the f64 reference. Sizes and
-// the unrolled loops (MICRO, WRITE_S, PV, PV_MASKED) come from attention.rs.
+// the unrolled code (ROWS, MICRO, WRITE_S, RESCALE, PV, PV_MASKED, STORE) comes from
+// attention.rs.
 struct Params {
     groups: u32, hq: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
     q_blocks: u32,
@@ -78,14 +79,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let sp = t % SPLIT;
     let s_vis = visible(q0 + sr);
     var s_m = neg_inf_f32();
-    // This invocation's rows ty + 16i: visible keys, running max and sum.
-    var vis: array<u32, {{TM}}>;
-    var m: array<f32, {{TM}}>;
-    var l: array<f32, {{TM}}>;
-    for (var i = 0u; i < {{TM}}u; i = i + 1u) {
-        vis[i] = visible(q0 + ty + 16u * i);
-        m[i] = neg_inf_f32();
-    }
+    // This invocation's rows ty + 16i: visible keys vis_i, running max m_i and sum l_i
+    // (scalars, unrolled by attention.rs, so that nothing is indexed dynamically).
+{{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
     for (var kv0 = 0u; kv0 < kv_end; kv0 = kv0 + BC) {
         var s: array<f32, {{TM_TN}}>;
@@ -139,23 +135,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         wsum[t] = psum;
         s_m = s_new;
         workgroupBarrier();
-        // The same max (same partials, same order) for this invocation's rows.
-        for (var i = 0u; i < {{TM}}u; i = i + 1u) {
-            let r = ty + 16u * i;
-            var rmax = neg_inf_f32();
-            var rsum = 0.0;
-            for (var u = 0u; u < SPLIT; u = u + 1u) {
-                rmax = nan_max(rmax, wred[r * SPLIT + u]);
-                rsum = rsum + wsum[r * SPLIT + u];
-            }
-            let mn = nan_max(m[i], rmax);
-            let alpha = exp(m[i] - select(mn, 0.0, is_neg_inf(mn)));
-            l[i] = l[i] * alpha + rsum;
-            m[i] = mn;
-            for (var j = 0u; j < {{NJ}}u; j = j + 1u) {
-                acc[i * {{NJ}}u + j] = acc[i * {{NJ}}u + j] * alpha;
-            }
-        }
+        // The same max (same partials, same order) for this invocation's rows; rescale.
+{{RESCALE}}
         let masked = kv0 + BC > vis_min;
         for (var k0 = 0u; k0 < BC; k0 = k0 + BKV) {
             for (var e = t; e < BKV * DVP; e = e + 256u) {
@@ -186,18 +167,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             workgroupBarrier();
         }
     }
-    for (var i = 0u; i < {{TM}}u; i = i + 1u) {
-        let r = q0 + ty + 16u * i;
-        if (r < P.sq) {
-            let obase = ((b * P.hq + h) * P.sq + r) * DV;
-            for (var j = 0u; j < {{NJ}}u; j = j + 1u) {
-                let c = tx + 16u * j;
-                if (c < DV) {
-                    var o = 0.0;
-                    if (vis[i] > 0u) { o = acc[i * {{NJ}}u + j] / l[i]; }
-                    out[obase + c] = o;
-                }
-            }
-        }
-    }
+{{STORE}}
 }
