@@ -358,11 +358,17 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
     )
 }
 
-/// The decode P·V over a full, unmasked tile: all loads of the tile's V rows first (so
-/// they are in flight together), then the FMAs of every row. Columns past Dv read
-/// column Dv − 1 (in bounds; those accumulators are never stored).
-fn decode_pv_full(nc: usize) -> String {
+/// The V rows of a full, unmasked decode tile into registers `v{j}_{n}` (key j, column
+/// t + WG·n), loaded only when `full`. Columns past Dv read column Dv − 1 (in bounds;
+/// those accumulators are never stored).
+fn decode_pv_load(nc: usize) -> String {
     let mut s = String::new();
+    for j in 0..DECODE_T {
+        for n in 0..nc {
+            let _ = writeln!(s, "        var v{j}_{n} = 0.0;");
+        }
+    }
+    let _ = writeln!(s, "        if (full) {{");
     for n in 0..nc {
         let _ = writeln!(
             s,
@@ -374,10 +380,17 @@ fn decode_pv_full(nc: usize) -> String {
         for n in 0..nc {
             let _ = writeln!(
                 s,
-                "            let v{j}_{n} = load_v(vbase + (t0 + {j}u) * P.v_ss + c{n});"
+                "            v{j}_{n} = load_v(vbase + (t0 + {j}u) * P.v_ss + c{n});"
             );
         }
     }
+    let _ = writeln!(s, "        }}");
+    s
+}
+
+/// The FMAs of a full tile: every row's probabilities times the loaded V rows.
+fn decode_pv_fma(nc: usize) -> String {
+    let mut s = String::new();
     for j in 0..DECODE_T {
         for r in 0..DECODE_ROWS {
             let _ = writeln!(s, "            let p{j}_{r} = wp[{}u];", r * DECODE_T + j);
@@ -484,7 +497,8 @@ pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize) -> String {
             ("ROWS", decode_rows()),
             ("RESCALE", decode_rescale(nc)),
             ("STORE", decode_store(nc)),
-            ("PV_FULL", decode_pv_full(nc)),
+            ("PV_LOAD", decode_pv_load(nc)),
+            ("PV_FMA", decode_pv_fma(nc)),
             ("PV_MASKED", decode_pv_masked(nc)),
             ("D", d.to_string()),
             ("DV", dv.to_string()),

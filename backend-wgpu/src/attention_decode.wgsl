@@ -6,7 +6,8 @@
 // invocation (r, j) = (t / T, t % T) computes score (r, j) and, after a barrier, its
 // probability against the updated running max of row r (online softmax in f32); then
 // invocation t accumulates output columns t + WG·n of all R rows from V rows read
-// straight from global memory (coalesced along the features). Each workgroup writes its
+// straight from global memory (coalesced along the features; on full tiles issued
+// together with the K loads). Each workgroup writes its
 // unnormalised partial (m, l, O) per row; attention_merge.wgsl combines the splits with
 // the log-sum-exp rule. Masking, NaN and −∞ follow attention_flash.wgsl: masked keys
 // contribute nothing, a running max of −∞ subtracts 0.
@@ -85,6 +86,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc: array<f32, {{R_NC}}>;
     for (var t0 = k_lo; t0 < k_hi; t0 = t0 + T) {
         let cnt = min(T, k_hi - t0);
+        // A full tile every row sees fully: its V rows are loaded into registers now, so
+        // that their latency overlaps the K loads instead of following them.
+        let full = cnt == T && t0 + T <= vis_min;
+{{PV_LOAD}}
         for (var e = t; e < T * D; e = e + WG) {
             let j = e / D;
             let d = e % D;
@@ -114,8 +119,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             l_r = l_r * walpha[t] + ts;
         }
 {{RESCALE}}
-        if (cnt == T && t0 + T <= vis_min) {
-{{PV_FULL}}
+        if (full) {
+{{PV_FMA}}
         } else {
             for (var j = 0u; j < cnt; j = j + 1u) {
                 let key = t0 + j;
