@@ -8,9 +8,10 @@
 //!   k-major `bk` features at a time), the softmax runs in f32 over S in workgroup
 //!   memory (running max and sum, rescale by exp(m_old − m_new)), and O = P·V accumulates
 //!   in registers (each invocation br/16 rows × ⌈Dv/16⌉ columns), V staged `bkv` keys at a
-//!   time. Causal tiles no row of the block sees are skipped, query blocks run last-first
-//!   (the heaviest first), and only tiles that some row sees partly pay for the masked
-//!   P·V loop. Tile variants, first that fits `max_compute_workgroup_storage_size` wins
+//!   time. Causal tiles no row of the block sees are skipped, each head's query blocks run
+//!   last-first (the heaviest first, so the grid's tail is light blocks), and only tiles
+//!   that some row sees partly pay for the masked P·V loop (a masked key must contribute
+//!   nothing even where its value is ∞ or NaN, as in the reference). Tile variants, first that fits `max_compute_workgroup_storage_size` wins
 //!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (≈ 35 KiB, e.g. the H100's
 //!   48 KiB), 64 × 64 with 16-feature steps (≈ 27 KiB, the common 32 KiB), 32 × 32 with
 //!   16-feature steps (≤ 10.5 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
@@ -23,10 +24,20 @@
 //!   [`DECODE_TARGET_GROUPS`] workgroups in all). A workgroup takes one kv head and up to
 //!   [`DECODE_ROWS`] (query head of its group, query) rows, so a GQA group reads K/V
 //!   once; it writes an unnormalised partial (m, l, O) per row, and the merge combines
-//!   the splits by the log-sum-exp rule.
+//!   the splits by the log-sum-exp rule. Why these sizes: 128 invocations compute the
+//!   8 rows × 16 keys of a tile's scores one each; K is staged with coalesced loads (at
+//!   D = 128: (8 + 16) × 129 words ≈ 13 KiB, within WebGPU's 16 KiB), V is read straight
+//!   from global memory one column per invocation, and on full tiles the V loads are
+//!   issued with the K loads so that the two latencies overlap. The benchmark decode
+//!   (Hq 32, Hkv 8, Skv 8192, D 128) runs 64 splits of 128 keys: 512 workgroups.
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.
+//!
+//! Paths: Sq ≤ 4 → decode (if D ≤ 256, Dv ≤ 256); larger Sq → prefill with the largest
+//! tiling that fits (the H100, 48 KiB: 64 × 64 × 32; lavapipe, 32 KiB: 64 × 64 × 16);
+//! D or Dv > 256 or no output → fallback. Any strides, offsets and dtype (f32, f16
+//! through `shader-f16`, bf16 as packed words) take the same paths.
 //!
 //! Head dims are baked into the fast kernels (one pipeline per (dtype, D, Dv, tiles),
 //! each compiled once); loads go through the views' strides, so every layout takes the
