@@ -21,15 +21,18 @@
 //! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
 //!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
 //!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about
-//!   [`DECODE_TARGET_GROUPS`] workgroups in all). A workgroup takes one kv head and up to
-//!   [`DECODE_ROWS`] (query head of its group, query) rows, so a GQA group reads K/V
-//!   once; it writes an unnormalised partial (m, l, O) per row, and the merge combines
-//!   the splits by the log-sum-exp rule. Why these sizes: 128 invocations compute the
-//!   8 rows × 16 keys of a tile's scores one each; K is staged with coalesced loads (at
-//!   D = 128: (8 + 16) × 129 words ≈ 13 KiB, within WebGPU's 16 KiB), V is read straight
-//!   from global memory one column per invocation, and on full tiles the V loads are
-//!   issued with the K loads so that the two latencies overlap. The benchmark decode
-//!   (Hq 32, Hkv 8, Skv 8192, D 128) runs 64 splits of 128 keys: 512 workgroups.
+//!   [`DECODE_TARGET_GROUPS`] workgroups in all). A workgroup takes one kv head and 8
+//!   (query head of its group, query) rows, or 4 where a kv head has at most 4 (the
+//!   common GQA group of 4 at Sq = 1: no idle rows), so a GQA group reads K/V once; it
+//!   writes an unnormalised partial (m, l, O) per row, and the merge combines the splits
+//!   by the log-sum-exp rule. Why these sizes: 128 invocations compute the R rows ×
+//!   128/R keys of a tile's scores one each, the dot products on vec4s of Q and K staged
+//!   with coalesced loads (rows padded to an odd count of vec4s: no bank conflicts). At
+//!   D = 128, R = 8 needs ≈ 13.4 KiB (within WebGPU's 16 KiB), R = 4 ≈ 19.6 KiB (taken
+//!   where it fits, else R = 8). V is read straight from global memory, one column per
+//!   invocation, and on full tiles the V loads are issued with the K loads so that the
+//!   two latencies overlap. The benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192, D 128)
+//!   runs R = 4 in 64 splits of 128 keys: 512 workgroups.
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.
@@ -64,17 +67,27 @@ const DV_CHUNK: usize = 256;
 pub(crate) const MAX_FAST_DIM: usize = 256;
 /// Largest Sq taken by the split-KV decode kernel.
 pub(crate) const DECODE_MAX_SQ: usize = 4;
-/// Rows (query head × query) per decode workgroup, keys per decode tile, invocations.
-pub(crate) const DECODE_ROWS: usize = 8;
-const DECODE_T: usize = 16;
+/// Invocations of a decode workgroup; its rows (query head × query) R are 8, or 4 where
+/// a kv head has at most 4 rows (then tiles of 128 / R = 32 keys, no idle rows).
 const DECODE_WG: usize = 128;
 /// Fewest keys per split: below this the merge's traffic outweighs the parallelism.
 pub(crate) const DECODE_MIN_CHUNK: usize = 64;
 /// Workgroups the decode aims at (a few per SM of a large GPU).
 pub(crate) const DECODE_TARGET_GROUPS: usize = 512;
 
-const _: () = assert!(DECODE_ROWS * DECODE_T == DECODE_WG);
-const _: () = assert!(DECODE_MIN_CHUNK.is_multiple_of(DECODE_T));
+const _: () = assert!(DECODE_MIN_CHUNK.is_multiple_of(DECODE_WG / 4));
+
+/// Keys per decode tile for `rows` rows: one score per invocation.
+fn decode_t(rows: usize) -> usize {
+    DECODE_WG / rows
+}
+
+/// Row stride, in vec4s, of the staged Q and K of the decode kernel: D rounded up to 4,
+/// then to an odd count of vec4s so that the 8 invocations of a quarter warp reading
+/// neighbouring rows hit distinct banks.
+fn decode_sd4(d: usize) -> usize {
+    d.div_ceil(4) | 1
+}
 
 /// Tile sizes of the prefill kernel: query rows, keys and features per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,9 +154,10 @@ impl FlashTiles {
     }
 }
 
-/// Workgroup memory of the decode kernel in bytes.
-pub(crate) fn decode_bytes(d: usize) -> usize {
-    4 * ((DECODE_ROWS + DECODE_T) * (d + 1) + 2 * DECODE_ROWS * DECODE_T + DECODE_ROWS)
+/// Workgroup memory of the decode kernel with `rows` rows, in bytes.
+pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
+    let t = decode_t(rows);
+    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows)
 }
 
 /// Which kernel runs an attention.
@@ -151,9 +165,13 @@ pub(crate) fn decode_bytes(d: usize) -> usize {
 pub(crate) enum Plan {
     /// The prefill kernel with these tiles.
     Flash(FlashTiles),
-    /// Split-KV decode: `splits` workgroups per (batch, kv head, row block), `chunk` keys
-    /// each.
-    Decode { splits: usize, chunk: usize },
+    /// Split-KV decode: `rows` (query head, query) rows per workgroup, `splits`
+    /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32).
+    Decode {
+        rows: usize,
+        splits: usize,
+        chunk: usize,
+    },
     /// The one-row-per-workgroup kernel.
     Fallback,
 }
@@ -166,16 +184,26 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
         return Plan::Fallback;
     }
     if spec.q_seq <= DECODE_MAX_SQ {
-        if decode_bytes(d) > wg_bytes {
+        let group = spec.q_heads / spec.kv_heads.max(1);
+        let per_kv = group * spec.q_seq;
+        let rows = if per_kv <= 4 && decode_bytes(d, 4) <= wg_bytes {
+            4
+        } else {
+            8
+        };
+        if decode_bytes(d, rows) > wg_bytes {
             return Plan::Fallback;
         }
-        let group = spec.q_heads / spec.kv_heads.max(1);
-        let base = spec.batch * spec.kv_heads * (group * spec.q_seq).div_ceil(DECODE_ROWS);
+        let base = spec.batch * spec.kv_heads * per_kv.div_ceil(rows);
         let most = spec.kv_seq.div_ceil(DECODE_MIN_CHUNK).max(1);
         let want = DECODE_TARGET_GROUPS.div_ceil(base.max(1)).clamp(1, most);
-        let chunk = spec.kv_seq.div_ceil(want).div_ceil(DECODE_T).max(1) * DECODE_T;
+        let chunk = spec.kv_seq.div_ceil(want).div_ceil(32).max(1) * 32;
         let splits = spec.kv_seq.div_ceil(chunk).max(1);
-        return Plan::Decode { splits, chunk };
+        return Plan::Decode {
+            rows,
+            splits,
+            chunk,
+        };
     }
     FLASH_TILES
         .into_iter()
@@ -372,9 +400,10 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
 /// The V rows of a full, unmasked decode tile into registers `v{j}_{n}` (key j, column
 /// t + WG·n), loaded only when `full`. Columns past Dv read column Dv − 1 (in bounds;
 /// those accumulators are never stored).
-fn decode_pv_load(nc: usize) -> String {
+fn decode_pv_load(nc: usize, rows: usize) -> String {
+    let t = decode_t(rows);
     let mut s = String::new();
-    for j in 0..DECODE_T {
+    for j in 0..t {
         for n in 0..nc {
             let _ = writeln!(s, "        var v{j}_{n} = 0.0;");
         }
@@ -387,7 +416,7 @@ fn decode_pv_load(nc: usize) -> String {
             n * DECODE_WG
         );
     }
-    for j in 0..DECODE_T {
+    for j in 0..t {
         for n in 0..nc {
             let _ = writeln!(
                 s,
@@ -400,11 +429,12 @@ fn decode_pv_load(nc: usize) -> String {
 }
 
 /// The FMAs of a full tile: every row's probabilities times the loaded V rows.
-fn decode_pv_fma(nc: usize) -> String {
+fn decode_pv_fma(nc: usize, rows: usize) -> String {
+    let t = decode_t(rows);
     let mut s = String::new();
-    for j in 0..DECODE_T {
-        for r in 0..DECODE_ROWS {
-            let _ = writeln!(s, "            let p{j}_{r} = wp[{}u];", r * DECODE_T + j);
+    for j in 0..t {
+        for r in 0..rows {
+            let _ = writeln!(s, "            let p{j}_{r} = wp[{}u];", r * t + j);
             for n in 0..nc {
                 let q = r * nc + n;
                 let _ = writeln!(
@@ -418,7 +448,7 @@ fn decode_pv_fma(nc: usize) -> String {
 }
 
 /// The decode P·V of key `key` (tile position `j`) for rows that see it.
-fn decode_pv_masked(nc: usize) -> String {
+fn decode_pv_masked(nc: usize, rows: usize) -> String {
     let mut s = String::new();
     for n in 0..nc {
         let _ = writeln!(
@@ -427,7 +457,7 @@ fn decode_pv_masked(nc: usize) -> String {
             n * DECODE_WG
         );
     }
-    for r in 0..DECODE_ROWS {
+    for r in 0..rows {
         let _ = writeln!(s, "                let p{r} = wp[{r}u * T + j];");
         for n in 0..nc {
             let q = r * nc + n;
@@ -441,9 +471,9 @@ fn decode_pv_masked(nc: usize) -> String {
 }
 
 /// Per row r of the block: `vis{r}` (and the block's minimum).
-fn decode_rows() -> String {
+fn decode_rows(rows: usize) -> String {
     let mut s = String::new();
-    for r in 0..DECODE_ROWS {
+    for r in 0..rows {
         let _ = writeln!(
             s,
             "    var vis{r} = P.skv;
@@ -455,9 +485,9 @@ fn decode_rows() -> String {
 }
 
 /// Every row's accumulators times its exp(m_old − m_new).
-fn decode_rescale(nc: usize) -> String {
+fn decode_rescale(nc: usize, rows: usize) -> String {
     let mut s = String::new();
-    for r in 0..DECODE_ROWS {
+    for r in 0..rows {
         let _ = writeln!(s, "        let a{r} = walpha[{r}u];");
         for n in 0..nc {
             let q = r * nc + n;
@@ -469,9 +499,10 @@ fn decode_rescale(nc: usize) -> String {
 
 /// The partials of every row of the block: O (columns t + WG·n), m (from the score
 /// invocation of key 0), l (from invocation r).
-fn decode_store(nc: usize) -> String {
+fn decode_store(nc: usize, rows: usize) -> String {
+    let t = decode_t(rows);
     let mut s = String::new();
-    for r in 0..DECODE_ROWS {
+    for r in 0..rows {
         let _ = writeln!(
             s,
             "    if (hb * R + {r}u < rows) {{
@@ -492,35 +523,39 @@ fn decode_store(nc: usize) -> String {
             "        if (t == {m}u) {{ out[P.ml_base + 2u * part] = m_r; }}
         if (t == {r}u) {{ out[P.ml_base + 2u * part + 1u] = l_r; }}
     }}",
-            m = r * DECODE_T
+            m = r * t
         );
     }
     s
 }
 
 /// The WGSL of the split-KV decode kernel (also used by the naga tests).
-pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize) -> String {
+pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize) -> String {
+    let t = decode_t(rows);
+    let sd4 = decode_sd4(d);
     let nc = dv.div_ceil(DECODE_WG).max(1);
     assemble(
         DECODE_WGSL,
         &bindings(dtype),
         &[
-            ("ROWS", decode_rows()),
-            ("RESCALE", decode_rescale(nc)),
-            ("STORE", decode_store(nc)),
-            ("PV_LOAD", decode_pv_load(nc)),
-            ("PV_FMA", decode_pv_fma(nc)),
-            ("PV_MASKED", decode_pv_masked(nc)),
+            ("ROWS", decode_rows(rows)),
+            ("RESCALE", decode_rescale(nc, rows)),
+            ("STORE", decode_store(nc, rows)),
+            ("PV_LOAD", decode_pv_load(nc, rows)),
+            ("PV_FMA", decode_pv_fma(nc, rows)),
+            ("PV_MASKED", decode_pv_masked(nc, rows)),
             ("D", d.to_string()),
             ("DV", dv.to_string()),
-            ("R_NC", (DECODE_ROWS * nc).to_string()),
-            ("RT", (DECODE_ROWS * DECODE_T).to_string()),
-            ("R", DECODE_ROWS.to_string()),
-            ("T", DECODE_T.to_string()),
+            ("R_NC", (rows * nc).to_string()),
+            ("RT", (rows * t).to_string()),
+            ("R", rows.to_string()),
+            ("T", t.to_string()),
             ("WG", DECODE_WG.to_string()),
             ("NC", nc.to_string()),
-            ("WQ_LEN", (DECODE_ROWS * (d + 1)).to_string()),
-            ("WK_LEN", (DECODE_T * (d + 1)).to_string()),
+            ("DP4", d.div_ceil(4).to_string()),
+            ("SD4", sd4.to_string()),
+            ("WQ_LEN", (rows * sd4).to_string()),
+            ("WK_LEN", (t * sd4).to_string()),
         ],
     )
 }
@@ -602,9 +637,14 @@ impl WgpuBackend {
                     self.finish_f32(rec, out, dtype, len)
                 })
             }
-            Plan::Decode { splits, chunk } => {
-                let key = format!("attention-decode/{dtype}/{d}/{dv}");
-                let kernel = self.kernel(&key, &bindings(dtype), || decode_source(dtype, d, dv))?;
+            Plan::Decode {
+                rows: r,
+                splits,
+                chunk,
+            } => {
+                let key = format!("attention-decode/{dtype}/{d}/{dv}/r{r}");
+                let kernel =
+                    self.kernel(&key, &bindings(dtype), || decode_source(dtype, d, dv, r))?;
                 let merge = self.kernel("attention-merge", &merge_bindings(), merge_source)?;
                 let parts = rows * splits;
                 let ml_base = parts * dv;
@@ -612,7 +652,7 @@ impl WgpuBackend {
                 fit_u32(scratch_len)?;
                 self.record(|rec| {
                     let part = self.alloc_storage(DType::F32, scratch_len)?;
-                    let hblocks = (group * spec.q_seq).div_ceil(DECODE_ROWS);
+                    let hblocks = (group * spec.q_seq).div_ceil(r);
                     let params = Params::default()
                         .u(spec.q_heads)?
                         .u(spec.kv_heads)?

@@ -1,8 +1,9 @@
 // attention_decode.wgsl: split-KV attention for few queries (decode). One workgroup of WG
 // invocations per (batch, kv head, block of R rows, split of the keys); a row is one
 // (query head of the kv head's GQA group, query position) pair, so the query heads of a
-// group share every K/V read. The workgroup walks its split's keys T at a time: K rows
-// are staged with coalesced loads (neighbouring invocations read neighbouring features),
+// group share every K/V read. The workgroup walks its split's keys T = WG / R at a time:
+// K rows are staged with coalesced loads (neighbouring invocations read neighbouring
+// features) and read back as vec4s,
 // invocation (r, j) = (t / T, t % T) computes score (r, j) and, after a barrier, its
 // probability against the updated running max of row r (online softmax in f32); then
 // invocation t accumulates output columns t + WG·n of all R rows from V rows read
@@ -26,11 +27,13 @@ const T: u32 = {{T}}u;
 const WG: u32 = {{WG}}u;
 // Column blocks of WG per invocation.
 const NC: u32 = {{NC}}u;
-// Row stride of the staged Q and K (padded by one word against bank conflicts).
-const SD: u32 = {{D}}u + 1u;
+// Staged Q and K rows as vec4s: DP4 = ⌈D/4⌉ of them hold the features (zero-filled past
+// D), and the row stride SD4 is DP4 made odd, so neighbouring rows hit distinct banks.
+const DP4: u32 = {{DP4}}u;
+const SD4: u32 = {{SD4}}u;
 
-var<workgroup> wq: array<f32, {{WQ_LEN}}>;
-var<workgroup> wk: array<f32, {{WK_LEN}}>;
+var<workgroup> wq: array<vec4<f32>, {{WQ_LEN}}>;
+var<workgroup> wk: array<vec4<f32>, {{WK_LEN}}>;
 var<workgroup> ws: array<f32, {{RT}}>;
 var<workgroup> wp: array<f32, {{RT}}>;
 var<workgroup> walpha: array<f32, {{R}}>;
@@ -60,16 +63,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // every key (they are not written).
     var vis_min = P.skv;
 {{ROWS}}
-    for (var e = t; e < R * D; e = e + WG) {
-        let r = e / D;
-        let d = e % D;
+    for (var e = t; e < R * DP4 * 4u; e = e + WG) {
+        let r = e / (DP4 * 4u);
+        let d = e % (DP4 * 4u);
         let local = hb * R + r;
         var x = 0.0;
-        if (local < rows) {
+        if (local < rows && d < D) {
             let h = kvh * P.group + local / P.sq;
             x = load_q(P.q_off + b * P.q_sb + h * P.q_sh + (local % P.sq) * P.q_ss + d * P.q_sd);
         }
-        wq[r * SD + d] = x;
+        wq[r * SD4 + d / 4u][d % 4u] = x;
     }
     let kbase = P.k_off + b * P.k_sb + kvh * P.k_sh;
     let vbase = P.v_off + b * P.v_sb + kvh * P.v_sh;
@@ -90,18 +93,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // that their latency overlaps the K loads instead of following them.
         let full = cnt == T && t0 + T <= vis_min;
 {{PV_LOAD}}
-        for (var e = t; e < T * D; e = e + WG) {
-            let j = e / D;
-            let d = e % D;
+        for (var e = t; e < T * DP4 * 4u; e = e + WG) {
+            let j = e / (DP4 * 4u);
+            let d = e % (DP4 * 4u);
             var x = 0.0;
-            if (j < cnt) { x = load_k(kbase + (t0 + j) * P.k_ss + d * P.k_sd); }
-            wk[j * SD + d] = x;
+            if (j < cnt && d < D) { x = load_k(kbase + (t0 + j) * P.k_ss + d * P.k_sd); }
+            wk[j * SD4 + d / 4u][d % 4u] = x;
         }
         workgroupBarrier();
-        var dot = 0.0;
-        for (var d = 0u; d < D; d = d + 1u) {
-            dot = fma(wq[pr * SD + d], wk[pj * SD + d], dot);
+        var dot4 = vec4<f32>(0.0);
+        for (var c = 0u; c < DP4; c = c + 1u) {
+            dot4 = fma(wq[pr * SD4 + c], wk[pj * SD4 + c], dot4);
         }
+        let dot = (dot4.x + dot4.y) + (dot4.z + dot4.w);
         let seen = pj < cnt && t0 + pj < p_vis;
         ws[t] = select(neg_inf_f32(), dot * P.scale, seen);
         workgroupBarrier();

@@ -79,7 +79,7 @@ fn prefill_cases() -> Vec<Case> {
 
 fn decode_cases() -> Vec<Case> {
     vec![
-        // Sq = 1, GQA group 4: one row block, 47 splits (the last ragged).
+        // Sq = 1, GQA group 4: one row block of 4, 47 splits (the last ragged).
         case(8, 2, 1, 3000, 128, false),
         // Sq = 3 causal, group 6: 18 rows in three row blocks, the last ragged.
         Case {
@@ -101,6 +101,11 @@ fn decode_cases() -> Vec<Case> {
         },
         // MQA with 32 heads: four row blocks share each split's K/V.
         case(32, 1, 1, 700, 64, true),
+        // D not a multiple of 4 (zero-filled vec4 tails), tiny Dv.
+        Case {
+            dv: 5,
+            ..case(4, 2, 2, 150, 33, true)
+        },
     ]
 }
 
@@ -291,9 +296,12 @@ fn decode_matches_the_reference() {
                 assert!(splits >= 10, "{c:?}: {splits} splits");
             }
             run(&dev, c, dtype, 200 + i as u64, None);
-            for splits in [1, 2] {
-                let chunk = c.skv.div_ceil(splits).div_ceil(16).max(1) * 16;
+            // Both row counts (4 also where a kv head has more rows: several row blocks),
+            // one split and two.
+            for (rows, splits) in [(4, 1), (8, 2)] {
+                let chunk = c.skv.div_ceil(splits).div_ceil(32).max(1) * 32;
                 let forced = Plan::Decode {
+                    rows,
                     splits: c.skv.div_ceil(chunk).max(1),
                     chunk,
                 };
@@ -344,7 +352,7 @@ fn plans_follow_the_workgroup_memory_limit() {
     assert_eq!(tiles(plan(&spec, 32768)), FLASH_TILES[1]);
     assert_eq!(tiles(plan(&spec, 16384)), FLASH_TILES[2]);
     assert!(FLASH_TILES[2].bytes(256) <= 16384);
-    assert!(crate::attention::decode_bytes(128) <= 16384);
+    assert!(crate::attention::decode_bytes(128, 8) <= 16384);
     assert_eq!(plan(&spec, 8192), Plan::Fallback);
     // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 64 chunks of 128.
     let decode = spec_of(
@@ -358,13 +366,17 @@ fn plans_follow_the_workgroup_memory_limit() {
     assert!(matches!(plan(&decode, 16384), Plan::Decode { .. }));
     let mut bench = decode.clone();
     bench.kv_seq = 8192;
-    assert_eq!(
-        plan(&bench, 16384),
-        Plan::Decode {
-            splits: 64,
-            chunk: 128
-        }
-    );
+    // Four rows (the GQA group of 4 at Sq = 1) where 20 KiB fit, else eight.
+    for (wg, rows) in [(16384, 8), (32768, 4), (49152, 4)] {
+        assert_eq!(
+            plan(&bench, wg),
+            Plan::Decode {
+                rows,
+                splits: 64,
+                chunk: 128
+            }
+        );
+    }
     let mut five = decode;
     five.q_seq = DECODE_MAX_SQ + 1;
     assert!(matches!(plan(&five, 16384), Plan::Flash(_)));
@@ -391,7 +403,7 @@ fn attention_variants_compile_once() {
     keys.sort();
     assert_eq!(keys.len(), 3, "{keys:?}");
     assert!(
-        keys[0].starts_with("attention-decode/f32/64/64"),
+        keys[0].starts_with("attention-decode/f32/64/64/r4"),
         "{keys:?}"
     );
     assert!(

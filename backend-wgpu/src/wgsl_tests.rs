@@ -114,11 +114,13 @@ fn every_kernel_variant_validates() {
                 );
                 n += 1;
             }
-            validate(
-                &format!("attention-decode {dtype} d={d} dv={dv}"),
-                &decode_source(dtype, d, dv),
-            );
-            n += 1;
+            for rows in [4, 8] {
+                validate(
+                    &format!("attention-decode {dtype} d={d} dv={dv} rows={rows}"),
+                    &decode_source(dtype, d, dv, rows),
+                );
+                n += 1;
+            }
         }
         for kind in ReduceKind::ALL {
             for sg in [false, true] {
@@ -150,9 +152,9 @@ fn every_kernel_variant_validates() {
     validate("attention-merge", &merge_source());
     n += 1;
     // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention
-    // (fallback, and 3 prefill tilings + decode per head-dim pair), 7 reductions × 2
+    // (fallback, and 3 prefill tilings + 2 decode row counts per head-dim pair), 7 reductions × 2
     // trees, 3 normalisations × weight × 2 trees; the merge.
-    let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 1);
+    let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2);
     assert_eq!(
         n,
         16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + fast + 2 * 7 + 2 * 6) + 1
