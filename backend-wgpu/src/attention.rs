@@ -5,16 +5,18 @@
 //!   arXiv:2307.08691): one workgroup of 16 × 16 invocations per (batch, query head,
 //!   block of `br` query rows). Per tile of `bc` keys, S = Q·Kᵀ is register-tiled like
 //!   the tiled matmul (each invocation a (br/16) × (bc/16) micro-tile, Q and K staged
-//!   k-major `bk` features at a time), the softmax runs in f32 over S in workgroup
+//!   k-major `bk` features at a time; the micro-tile's rows and keys are contiguous, so
+//!   each feature costs one vec4 (or vec2) workgroup load of each operand instead of
+//!   four scalar ones), the softmax runs in f32 over S in workgroup
 //!   memory (running max and sum, rescale by exp(m_old − m_new)), and O = P·V accumulates
 //!   in registers (each invocation br/16 rows × ⌈Dv/16⌉ columns), V staged `bkv` keys at a
 //!   time. Causal tiles no row of the block sees are skipped, each head's query blocks run
 //!   last-first (the heaviest first, so the grid's tail is light blocks), and only tiles
 //!   that some row sees partly pay for the masked P·V loop (a masked key must contribute
 //!   nothing even where its value is ∞ or NaN, as in the reference). Tile variants, first that fits `max_compute_workgroup_storage_size` wins
-//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (≈ 35 KiB, e.g. the H100's
-//!   48 KiB), 64 × 64 with 16-feature steps (≈ 27 KiB, the common 32 KiB), 32 × 32 with
-//!   16-feature steps (≤ 10.5 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
+//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (≈ 35.3 KiB, e.g. the H100's
+//!   48 KiB), 64 × 64 with 16-feature steps (≈ 26.8 KiB, the common 32 KiB), 32 × 32 with
+//!   16-feature steps (≈ 10.6 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
 //!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
 //!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
 //!   registers.
@@ -121,7 +123,9 @@ pub(crate) const FLASH_TILES: [FlashTiles; 3] = [
 const _: () = {
     let mut rest: &[FlashTiles] = &FLASH_TILES;
     while let [t, tail @ ..] = rest {
-        assert!(t.br.is_multiple_of(16) && t.bc.is_multiple_of(16) && t.br <= 256);
+        // Micro-tiles of 2 or 4 rows and keys: one vec2 or vec4 load each.
+        assert!(t.br == 32 || t.br == 64);
+        assert!(t.bc == 32 || t.bc == 64);
         assert!(t.bc.is_multiple_of(256 / t.br));
         rest = tail;
     }
@@ -132,9 +136,9 @@ impl FlashTiles {
     fn dvp(dv: usize) -> usize {
         dv.div_ceil(16).max(1) * 16
     }
-    /// Words of the staged Q and K chunks.
+    /// Words of the staged Q and K chunks (rows padded by 4: vec4-aligned).
     fn qk_words(self) -> usize {
-        self.bk * (self.br + 1) + self.bk * (self.bc + 1)
+        self.bk * (self.br + 4) + self.bk * (self.bc + 4)
     }
     /// Keys of V staged per step: the largest power of two up to `bc` whose rows fit the
     /// space of the Q and K chunks.
@@ -229,35 +233,40 @@ pub(crate) fn attention_source(dtype: DType) -> String {
     assemble(ATTENTION_WGSL, &bindings(dtype), &[])
 }
 
-/// The unrolled score micro-kernel of one feature step, e.g. for 4 × 4:
-/// `let a0 = stage[ra + 0u]; .. let b3 = stage[rb + 48u]; s[0] = fma(a0, b0, s[0]); ..`
+/// The `n` (4 or 2) consecutive staged values from vec4 `idx`, e.g. `stage[ra]` for 4 and
+/// `select(stage[ra].xy, stage[ra].zw, (ty & 1u) == 1u)` for 2 (rows 2·ty, 2·ty + 1).
+fn stage_vec(idx: &str, n: usize, lane: &str) -> String {
+    if n == 4 {
+        format!("stage[{idx}]")
+    } else {
+        format!("select(stage[{idx}].xy, stage[{idx}].zw, ({lane} & 1u) == 1u)")
+    }
+}
+
+/// The unrolled score micro-kernel of one feature step: one vector load of the
+/// invocation's `tm` rows of Q and one of its `tn` keys, then `tm·tn` FMAs, e.g. for
+/// 4 × 4 `let a = stage[ra]; let b = stage[rb]; s[0] = fma(a[0], b[0], s[0]); ..`
 fn flash_micro(tm: usize, tn: usize) -> String {
     let mut s = String::new();
-    for i in 0..tm {
-        let _ = writeln!(s, "                let a{i} = stage[ra + {}u];", 16 * i);
-    }
-    for j in 0..tn {
-        let _ = writeln!(s, "                let b{j} = stage[rb + {}u];", 16 * j);
-    }
+    let _ = writeln!(s, "                let a = {};", stage_vec("ra", tm, "ty"));
+    let _ = writeln!(s, "                let b = {};", stage_vec("rb", tn, "tx"));
     for i in 0..tm {
         for j in 0..tn {
             let q = i * tn + j;
-            let _ = writeln!(s, "                s[{q}] = fma(a{i}, b{j}, s[{q}]);");
+            let _ = writeln!(s, "                s[{q}] = fma(a[{i}], b[{j}], s[{q}]);");
         }
     }
     s
 }
 
-/// The scaled, masked scores into `ps`: row ty + 16i, key tx + 16j.
+/// The scaled, masked scores into `ps`: row tm·ty + i, key tn·tx + j.
 fn flash_write_s(tm: usize, tn: usize) -> String {
     let mut s = String::new();
     for i in 0..tm {
         for j in 0..tn {
             let _ = writeln!(
                 s,
-                "        ps[(ty + {r}u) * SK + tx + {c}u] = select(neg_inf_f32(), s[{q}] * P.scale, kv0 + tx + {c}u < vis{i});",
-                r = 16 * i,
-                c = 16 * j,
+                "        ps[({tm}u * ty + {i}u) * SP + {tn}u * tx + {j}u] = select(neg_inf_f32(), s[{q}] * P.scale, kv0 + {tn}u * tx + {j}u < svis{i});",
                 q = i * tn + j
             );
         }
@@ -272,12 +281,16 @@ fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
     for i in 0..tm {
         let _ = writeln!(
             s,
-            "                    let p{i} = ps[rp + {}u * SK];",
+            "                    let p{i} = ps[rp + {}u * SP];",
             16 * i
         );
     }
     for j in 0..nj {
-        let _ = writeln!(s, "                    let v{j} = stage[rv + {}u];", 16 * j);
+        let _ = writeln!(
+            s,
+            "                    let v{j} = stage_get(rv + {}u);",
+            16 * j
+        );
     }
     for i in 0..tm {
         for j in 0..nj {
@@ -298,10 +311,12 @@ fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
     s
 }
 
-/// Per row ty + 16i: `vis{i}`, `m{i}`, `l{i}`.
+/// Per row ty + 16i of the P·V step: `vis{i}`, `m{i}`, `l{i}`; per row tm·ty + i of the
+/// score step: `svis{i}`.
 fn flash_rows(tm: usize) -> String {
     let mut s = String::new();
     for i in 0..tm {
+        let _ = writeln!(s, "    let svis{i} = visible(q0 + {tm}u * ty + {i}u);");
         let _ = writeln!(s, "    let vis{i} = visible(q0 + ty + {}u);", 16 * i);
         let _ = writeln!(s, "    var m{i} = neg_inf_f32();");
         let _ = writeln!(s, "    var l{i} = 0.0;");
@@ -387,7 +402,8 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
             ("BK", t.bk.to_string()),
             ("BKV", t.bkv(dv).to_string()),
             ("DVP", dvp.to_string()),
-            ("STAGE_LEN", t.stage_words(dv).to_string()),
+            ("STAGE_LEN4", t.stage_words(dv).div_ceil(4).to_string()),
+            ("TN", tn.to_string()),
             ("PS_LEN", (t.br * (t.bc + 1)).to_string()),
             ("TM_TN", (tm * tn).to_string()),
             ("TM_NJ", (tm * nj).to_string()),

@@ -1,8 +1,8 @@
 // attention_flash.wgsl: FlashAttention-2 style prefill. One workgroup of 16 × 16
 // invocations per (batch, query head, block of BR query rows); the block walks the keys
 // it can see in tiles of BC. Per tile: S = Q·Kᵀ (BR × BC) register-tiled, each invocation
-// a TM × TN micro-tile at rows ty + 16i and keys tx + 16j, with Q and K staged k-major in
-// `stage` BK features at a time; S goes to `ps`, where SPLIT invocations per row find the
+// a TM × TN micro-tile at rows TM·ty + i and keys TN·tx + j (one vector load of each per
+// feature), with Q and K staged k-major in `stage` BK features at a time; S goes to `ps`, where SPLIT invocations per row find the
 // tile's row maximum and turn the scores into probabilities (online softmax in f32:
 // running max m, running sum l, rescale by exp(m_old − m_new)); then O += P·V with V
 // staged BKV keys at a time and O (TM rows × NJ columns per invocation, columns tx + 16j)
@@ -30,15 +30,20 @@ const BK: u32 = {{BK}}u;
 const BKV: u32 = {{BKV}}u;
 // DV rounded up to a multiple of 16 (columns per invocation NJ = DVP / 16).
 const DVP: u32 = {{DVP}}u;
-// Row strides of the staged Q and K chunks (k-major, padded by one word) and of ps.
-const SQ: u32 = {{BR}}u + 1u;
-const SK: u32 = {{BC}}u + 1u;
-const TK: u32 = {{BK}}u * ({{BR}}u + 1u);
+// Row strides (words) of the staged Q and K chunks, k-major and padded to keep rows
+// vec4-aligned, and of ps (padded by one word against bank conflicts).
+const SQ: u32 = {{BR}}u + 4u;
+const SK: u32 = {{BC}}u + 4u;
+const SP: u32 = {{BC}}u + 1u;
+const TK: u32 = {{BK}}u * ({{BR}}u + 4u);
 // Invocations per row in the softmax step, and the keys each scans.
 const SPLIT: u32 = 256u / {{BR}}u;
 const SEG: u32 = {{BC}}u / (256u / {{BR}}u);
 
-var<workgroup> stage: array<f32, {{STAGE_LEN}}>;
+// Q and K chunks, then V rows: vec4s, so that the score micro-kernel reads an
+// invocation's 4 (or 2) rows and keys with one load each; scalars go through
+// stage_set / stage_get.
+var<workgroup> stage: array<vec4<f32>, {{STAGE_LEN4}}>;
 var<workgroup> ps: array<f32, {{PS_LEN}}>;
 var<workgroup> wred: array<f32, 256>;
 var<workgroup> wsum: array<f32, 256>;
@@ -46,6 +51,14 @@ var<workgroup> wsum: array<f32, 256>;
 fn visible(i: u32) -> u32 {
     if (P.causal == 0u) { return P.skv; }
     return min(select(0u, i + 1u + P.skv - P.sq, i + 1u + P.skv > P.sq), P.skv);
+}
+
+fn stage_set(i: u32, x: f32) {
+    stage[i >> 2u][i & 3u] = x;
+}
+
+fn stage_get(i: u32) -> f32 {
+    return stage[i >> 2u][i & 3u];
 }
 
 fn is_neg_inf(x: f32) -> bool {
@@ -93,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (q0 + r < P.sq && d0 + dd < D) {
                     x = load_q(qbase + (q0 + r) * P.q_ss + (d0 + dd) * P.q_sd);
                 }
-                stage[dd * SQ + r] = x;
+                stage_set(dd * SQ + r, x);
             }
             for (var e = t; e < BC * BK; e = e + 256u) {
                 let dd = e % BK;
@@ -102,12 +115,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (kv0 + c < P.skv && d0 + dd < D) {
                     x = load_k(kbase + (kv0 + c) * P.k_ss + (d0 + dd) * P.k_sd);
                 }
-                stage[TK + dd * SK + c] = x;
+                stage_set(TK + dd * SK + c, x);
             }
             workgroupBarrier();
             for (var kk = 0u; kk < BK; kk = kk + 1u) {
-                let ra = kk * SQ + ty;
-                let rb = TK + kk * SK + tx;
+                // vec4 index of rows TM·ty.. and of keys TN·tx.. of feature kk.
+                let ra = (kk * SQ + {{TM}}u * ty) >> 2u;
+                let rb = (TK + kk * SK + {{TN}}u * tx) >> 2u;
 {{MICRO}}
             }
             workgroupBarrier();
@@ -115,7 +129,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // Scaled scores, masked keys −∞.
 {{WRITE_S}}
         workgroupBarrier();
-        let prow = sr * SK + sp * SEG;
+        let prow = sr * SP + sp * SEG;
         var pm = neg_inf_f32();
         for (var u = 0u; u < SEG; u = u + 1u) { pm = nan_max(pm, ps[prow + u]); }
         wred[t] = pm;
@@ -147,19 +161,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (key < P.skv && c < DV) {
                     x = load_v(vbase + key * P.v_ss + c * P.v_sd);
                 }
-                stage[kk * DVP + c] = x;
+                stage_set(kk * DVP + c, x);
             }
             workgroupBarrier();
             if (masked) {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
                     let key = kv0 + k0 + kk;
-                    let rp = ty * SK + k0 + kk;
+                    let rp = ty * SP + k0 + kk;
                     let rv = kk * DVP + tx;
 {{PV_MASKED}}
                 }
             } else {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
-                    let rp = ty * SK + k0 + kk;
+                    let rp = ty * SP + k0 + kk;
                     let rv = kk * DVP + tx;
 {{PV}}
                 }
