@@ -9,7 +9,8 @@
 //!   each feature costs one vec4 (or vec2) workgroup load of each operand instead of
 //!   four scalar ones), the softmax runs in f32 over S in workgroup
 //!   memory (running max and sum, rescale by exp(m_old − m_new)), and O = P·V accumulates
-//!   in registers (each invocation br/16 rows × ⌈Dv/16⌉ columns), V staged `bkv` keys at a
+//!   in registers (each invocation br/16 rows × ⌈Dv/16⌉ columns; for Dv a multiple of 64
+//!   the columns come in contiguous fours read as one vec4), V staged `bkv` keys at a
 //!   time. Causal tiles no row of the block sees are skipped, each head's query blocks run
 //!   last-first (the heaviest first, so the grid's tail is light blocks), and only tiles
 //!   that some row sees partly pay for the masked P·V loop (a masked key must contribute
@@ -274,9 +275,25 @@ fn flash_write_s(tm: usize, tn: usize) -> String {
     s
 }
 
-/// The unrolled P·V step of one key: `p_i` of rows ty + 16i, `v_j` of columns tx + 16j;
-/// `masked` keeps a key's term only for rows that see it.
-fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
+/// Whether the P·V step reads V as vec4s: for Dv a multiple of 64, an invocation's
+/// columns are 64g + 4·tx + c (c < 4), one vec4 load per group g; otherwise they are
+/// tx + 16j, one scalar load each (no columns wasted past Dv).
+fn flash_vec_v(dv: usize) -> bool {
+    dv.is_multiple_of(64)
+}
+
+/// The output column of accumulator column `j` (see [`flash_vec_v`]).
+fn flash_col(j: usize, vec_v: bool) -> String {
+    if vec_v {
+        format!("{}u + 4u * tx + {}u", 64 * (j / 4), j % 4)
+    } else {
+        format!("tx + {}u", 16 * j)
+    }
+}
+
+/// The unrolled P·V step of one key: `p_i` of rows ty + 16i, the V values of the
+/// invocation's columns; `masked` keeps a key's term only for rows that see it.
+fn flash_pv(tm: usize, nj: usize, vec_v: bool, masked: bool) -> String {
     let mut s = String::new();
     for i in 0..tm {
         let _ = writeln!(
@@ -286,24 +303,38 @@ fn flash_pv(tm: usize, nj: usize, masked: bool) -> String {
         );
     }
     for j in 0..nj {
-        let _ = writeln!(
-            s,
-            "                    let v{j} = stage_get(rv + {}u);",
-            16 * j
-        );
+        if !vec_v {
+            let _ = writeln!(
+                s,
+                "                    let v{j} = stage_get(rv + {}u);",
+                16 * j
+            );
+        } else if j % 4 == 0 {
+            let _ = writeln!(
+                s,
+                "                    let w{g} = stage[rv4 + {}u];",
+                16 * (j / 4),
+                g = j / 4
+            );
+        }
     }
     for i in 0..tm {
         for j in 0..nj {
             let q = i * nj + j;
+            let v = if vec_v {
+                format!("w{}[{}]", j / 4, j % 4)
+            } else {
+                format!("v{j}")
+            };
             if masked {
                 let _ = writeln!(
                     s,
-                    "                    acc[{q}] = select(acc[{q}], fma(p{i}, v{j}, acc[{q}]), key < vis{i});"
+                    "                    acc[{q}] = select(acc[{q}], fma(p{i}, {v}, acc[{q}]), key < vis{i});"
                 );
             } else {
                 let _ = writeln!(
                     s,
-                    "                    acc[{q}] = fma(p{i}, v{j}, acc[{q}]);"
+                    "                    acc[{q}] = fma(p{i}, {v}, acc[{q}]);"
                 );
             }
         }
@@ -357,7 +388,7 @@ fn flash_rescale(tm: usize, nj: usize) -> String {
 
 /// The normalised rows into `out` (rows < Sq, columns < Dv; 0 for a query that sees
 /// no key).
-fn flash_store(tm: usize, nj: usize) -> String {
+fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     let mut s = String::new();
     for i in 0..tm {
         let _ = writeln!(
@@ -370,8 +401,8 @@ fn flash_store(tm: usize, nj: usize) -> String {
             let q = i * nj + j;
             let _ = writeln!(
                 s,
-                "        if (tx + {c}u < DV) {{ out[obase + tx + {c}u] = select(0.0, acc[{q}] / l{i}, vis{i} > 0u); }}",
-                c = 16 * j
+                "        if ({c} < DV) {{ out[obase + {c}] = select(0.0, acc[{q}] / l{i}, vis{i} > 0u); }}",
+                c = flash_col(j, vec_v)
             );
         }
         let _ = writeln!(s, "    }}");
@@ -384,17 +415,18 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
     let (tm, tn) = (t.br / 16, t.bc / 16);
     let dvp = FlashTiles::dvp(dv);
     let nj = dvp / 16;
+    let vec_v = flash_vec_v(dv);
     assemble(
         FLASH_WGSL,
         &bindings(dtype),
         &[
             ("ROWS", flash_rows(tm)),
             ("RESCALE", flash_rescale(tm, nj)),
-            ("STORE", flash_store(tm, nj)),
+            ("STORE", flash_store(tm, nj, vec_v)),
             ("MICRO", flash_micro(tm, tn)),
             ("WRITE_S", flash_write_s(tm, tn)),
-            ("PV_MASKED", flash_pv(tm, nj, true)),
-            ("PV", flash_pv(tm, nj, false)),
+            ("PV_MASKED", flash_pv(tm, nj, vec_v, true)),
+            ("PV", flash_pv(tm, nj, vec_v, false)),
             ("D", d.to_string()),
             ("DV", dv.to_string()),
             ("BR", t.br.to_string()),

@@ -169,12 +169,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     let key = kv0 + k0 + kk;
                     let rp = ty * SP + k0 + kk;
                     let rv = kk * DVP + tx;
+                    let rv4 = kk * (DVP / 4u) + tx;
 {{PV_MASKED}}
                 }
             } else {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
                     let rp = ty * SP + k0 + kk;
                     let rv = kk * DVP + tx;
+                    let rv4 = kk * (DVP / 4u) + tx;
 {{PV}}
                 }
             }
