@@ -9,15 +9,16 @@
 //!   each feature costs one vec4 (or vec2) workgroup load of each operand instead of
 //!   four scalar ones), the softmax runs in f32 over S in workgroup
 //!   memory (running max and sum, rescale by exp(m_old − m_new)), and O = P·V accumulates
-//!   in registers (each invocation br/16 rows × ⌈Dv/16⌉ columns; for Dv a multiple of 64
-//!   the columns come in contiguous fours read as one vec4), V staged `bkv` keys at a
-//!   time. Causal tiles no row of the block sees are skipped, each head's query blocks run
+//!   in registers (each invocation the same br/16 rows × ⌈Dv/16⌉ columns; P is stored
+//!   key-major so that a key's probabilities for those rows are one vector load, and for
+//!   Dv a multiple of 64 the columns come in contiguous fours read as one vec4), V staged
+//!   `bkv` keys at a time. Causal tiles no row of the block sees are skipped, each head's query blocks run
 //!   last-first (the heaviest first, so the grid's tail is light blocks), and only tiles
 //!   that some row sees partly pay for the masked P·V loop (a masked key must contribute
 //!   nothing even where its value is ∞ or NaN, as in the reference). Tile variants, first that fits `max_compute_workgroup_storage_size` wins
-//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (≈ 35.3 KiB, e.g. the H100's
-//!   48 KiB), 64 × 64 with 16-feature steps (≈ 26.8 KiB, the common 32 KiB), 32 × 32 with
-//!   16-feature steps (≈ 10.6 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
+//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (36 KiB, e.g. the H100's
+//!   48 KiB), 64 × 64 with 16-feature steps (27.5 KiB, the common 32 KiB), 32 × 32 with
+//!   16-feature steps (11 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
 //!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
 //!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
 //!   registers.
@@ -155,7 +156,7 @@ impl FlashTiles {
     }
     /// Workgroup memory in bytes.
     pub(crate) fn bytes(self, dv: usize) -> usize {
-        4 * (self.stage_words(dv) + self.br * (self.bc + 1) + 2 * 256)
+        4 * (self.stage_words(dv) + self.bc * (self.br + 4) + 2 * 256)
     }
 }
 
@@ -237,10 +238,15 @@ pub(crate) fn attention_source(dtype: DType) -> String {
 /// The `n` (4 or 2) consecutive staged values from vec4 `idx`, e.g. `stage[ra]` for 4 and
 /// `select(stage[ra].xy, stage[ra].zw, (ty & 1u) == 1u)` for 2 (rows 2·ty, 2·ty + 1).
 fn stage_vec(idx: &str, n: usize, lane: &str) -> String {
+    vec_of("stage", idx, n, lane)
+}
+
+/// [`stage_vec`] of workgroup array `arr`.
+fn vec_of(arr: &str, idx: &str, n: usize, lane: &str) -> String {
     if n == 4 {
-        format!("stage[{idx}]")
+        format!("{arr}[{idx}]")
     } else {
-        format!("select(stage[{idx}].xy, stage[{idx}].zw, ({lane} & 1u) == 1u)")
+        format!("select({arr}[{idx}].xy, {arr}[{idx}].zw, ({lane} & 1u) == 1u)")
     }
 }
 
@@ -260,16 +266,29 @@ fn flash_micro(tm: usize, tn: usize) -> String {
     s
 }
 
-/// The scaled, masked scores into `ps`: row tm·ty + i, key tn·tx + j.
+/// The scaled, masked scores of key tn·tx + j, rows tm·ty + i, into the key-major `ps`:
+/// one vec4 store per key for 4 rows, scalar stores for 2.
 fn flash_write_s(tm: usize, tn: usize) -> String {
     let mut s = String::new();
-    for i in 0..tm {
-        for j in 0..tn {
+    for j in 0..tn {
+        let score = |i: usize| {
+            format!(
+                "select(neg_inf_f32(), s[{q}] * P.scale, kv0 + {tn}u * tx + {j}u < vis{i})",
+                q = i * tn + j
+            )
+        };
+        let idx = format!("({tn}u * tx + {j}u) * SPT + {tm}u * ty");
+        if tm == 4 {
+            let v: Vec<String> = (0..4).map(score).collect();
             let _ = writeln!(
                 s,
-                "        ps[({tm}u * ty + {i}u) * SP + {tn}u * tx + {j}u] = select(neg_inf_f32(), s[{q}] * P.scale, kv0 + {tn}u * tx + {j}u < svis{i});",
-                q = i * tn + j
+                "        ps[({idx}) >> 2u] = vec4<f32>({});",
+                v.join(", ")
             );
+        } else {
+            for i in 0..tm {
+                let _ = writeln!(s, "        ps_set({idx} + {i}u, {});", score(i));
+            }
         }
     }
     s
@@ -291,16 +310,22 @@ fn flash_col(j: usize, vec_v: bool) -> String {
     }
 }
 
-/// The unrolled P·V step of one key: `p_i` of rows ty + 16i, the V values of the
-/// invocation's columns; `masked` keeps a key's term only for rows that see it.
+/// The unrolled P·V step of one key: `p_i` of rows tm·ty + i (one vector load), the V
+/// values of the invocation's columns; `masked` keeps a key's term only for rows that see it.
 fn flash_pv(tm: usize, nj: usize, vec_v: bool, masked: bool) -> String {
     let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "                    let pv = {};",
+        vec_of(
+            "ps",
+            &format!("rp + {}", if tm == 4 { "ty" } else { "(ty >> 1u)" }),
+            tm,
+            "ty"
+        )
+    );
     for i in 0..tm {
-        let _ = writeln!(
-            s,
-            "                    let p{i} = ps[rp + {}u * SP];",
-            16 * i
-        );
+        let _ = writeln!(s, "                    let p{i} = pv[{i}];");
     }
     for j in 0..nj {
         if !vec_v {
@@ -342,13 +367,11 @@ fn flash_pv(tm: usize, nj: usize, vec_v: bool, masked: bool) -> String {
     s
 }
 
-/// Per row ty + 16i of the P·V step: `vis{i}`, `m{i}`, `l{i}`; per row tm·ty + i of the
-/// score step: `svis{i}`.
+/// Per row tm·ty + i: `vis{i}`, `m{i}`, `l{i}`.
 fn flash_rows(tm: usize) -> String {
     let mut s = String::new();
     for i in 0..tm {
-        let _ = writeln!(s, "    let svis{i} = visible(q0 + {tm}u * ty + {i}u);");
-        let _ = writeln!(s, "    let vis{i} = visible(q0 + ty + {}u);", 16 * i);
+        let _ = writeln!(s, "    let vis{i} = visible(q0 + {tm}u * ty + {i}u);");
         let _ = writeln!(s, "    var m{i} = neg_inf_f32();");
         let _ = writeln!(s, "    var l{i} = 0.0;");
     }
@@ -363,19 +386,18 @@ fn flash_rescale(tm: usize, nj: usize) -> String {
         let _ = write!(
             s,
             "        {{
-            let r = ty + {r}u;
+            let r = {tm}u * ty + {i}u;
             var rmax = neg_inf_f32();
             var rsum = 0.0;
             for (var u = 0u; u < SPLIT; u = u + 1u) {{
-                rmax = nan_max(rmax, wred[r * SPLIT + u]);
-                rsum = rsum + wsum[r * SPLIT + u];
+                rmax = nan_max(rmax, wred[u * BR + r]);
+                rsum = rsum + wsum[u * BR + r];
             }}
             let mn = nan_max(m{i}, rmax);
             let alpha = exp(m{i} - select(mn, 0.0, is_neg_inf(mn)));
             l{i} = l{i} * alpha + rsum;
             m{i} = mn;
-",
-            r = 16 * i
+"
         );
         for j in 0..nj {
             let q = i * nj + j;
@@ -393,9 +415,8 @@ fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     for i in 0..tm {
         let _ = writeln!(
             s,
-            "    if (q0 + ty + {r}u < P.sq) {{
-        let obase = ((b * P.hq + h) * P.sq + q0 + ty + {r}u) * DV;",
-            r = 16 * i
+            "    if (q0 + {tm}u * ty + {i}u < P.sq) {{
+        let obase = ((b * P.hq + h) * P.sq + q0 + {tm}u * ty + {i}u) * DV;"
         );
         for j in 0..nj {
             let q = i * nj + j;
@@ -436,7 +457,7 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
             ("DVP", dvp.to_string()),
             ("STAGE_LEN4", t.stage_words(dv).div_ceil(4).to_string()),
             ("TN", tn.to_string()),
-            ("PS_LEN", (t.br * (t.bc + 1)).to_string()),
+            ("PS_LEN4", (t.bc * (t.br + 4) / 4).to_string()),
             ("TM_TN", (tm * tn).to_string()),
             ("TM_NJ", (tm * nj).to_string()),
             ("TM", tm.to_string()),

@@ -2,18 +2,18 @@
 // invocations per (batch, query head, block of BR query rows); the block walks the keys
 // it can see in tiles of BC. Per tile: S = Q·Kᵀ (BR × BC) register-tiled, each invocation
 // a TM × TN micro-tile at rows TM·ty + i and keys TN·tx + j (one vector load of each per
-// feature), with Q and K staged k-major in `stage` BK features at a time; S goes to `ps`, where SPLIT invocations per row find the
-// tile's row maximum and turn the scores into probabilities (online softmax in f32:
-// running max m, running sum l, rescale by exp(m_old − m_new)); then O += P·V with V
-// staged BKV keys at a time and O (TM rows × NJ columns per invocation, columns tx + 16j)
-// held in registers. Causal masking is bottom-right aligned (query i sees keys
-// j < visible(i) = i + 1 + Skv − Sq, clamped to [0, Skv]); tiles no row of the block sees
-// are never visited, and only tiles some row sees partly take the masked P·V loop, so a
-// masked key contributes nothing even where its value is ∞ or NaN. A query that sees no
-// key writes 0; NaN scores propagate through nan_max into every output of the query; a
-// row whose visible scores are all −∞ gets 0/0 = NaN, like the f64 reference. Sizes and
-// the unrolled code (ROWS, MICRO, WRITE_S, RESCALE, PV, PV_MASKED, STORE) comes from
-// attention.rs.
+// feature), with Q and K staged k-major in `stage` BK features at a time; S goes to `ps`
+// (key-major), where SPLIT invocations per row find the tile's row maximum and turn the
+// scores into probabilities (online softmax in f32: running max m, running sum l,
+// rescale by exp(m_old − m_new)); then O += P·V with V staged BKV keys at a time and O
+// (the same TM rows × NJ columns per invocation) held in registers. Causal masking is
+// bottom-right aligned (query i sees keys j < visible(i) = i + 1 + Skv − Sq, clamped to
+// [0, Skv]); tiles no row of the block sees are never visited, and only tiles some row
+// sees partly take the masked P·V loop, so a masked key contributes nothing even where
+// its value is ∞ or NaN. A query that sees no key writes 0; NaN scores propagate through
+// nan_max into every output of the query; a row whose visible scores are all −∞ gets
+// 0/0 = NaN, like the f64 reference. Sizes and the unrolled code (ROWS, MICRO, WRITE_S,
+// RESCALE, PV, PV_MASKED, STORE) come from attention.rs.
 struct Params {
     groups: u32, hq: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
     q_blocks: u32,
@@ -31,10 +31,11 @@ const BKV: u32 = {{BKV}}u;
 // DV rounded up to a multiple of 16 (columns per invocation NJ = DVP / 16).
 const DVP: u32 = {{DVP}}u;
 // Row strides (words) of the staged Q and K chunks, k-major and padded to keep rows
-// vec4-aligned, and of ps (padded by one word against bank conflicts).
+// vec4-aligned, and of ps (P transposed: one row of BR probabilities per key, padded
+// the same way).
 const SQ: u32 = {{BR}}u + 4u;
 const SK: u32 = {{BC}}u + 4u;
-const SP: u32 = {{BC}}u + 1u;
+const SPT: u32 = {{BR}}u + 4u;
 const TK: u32 = {{BK}}u * ({{BR}}u + 4u);
 // Invocations per row in the softmax step, and the keys each scans.
 const SPLIT: u32 = 256u / {{BR}}u;
@@ -44,7 +45,9 @@ const SEG: u32 = {{BC}}u / (256u / {{BR}}u);
 // invocation's 4 (or 2) rows and keys with one load each; scalars go through
 // stage_set / stage_get.
 var<workgroup> stage: array<vec4<f32>, {{STAGE_LEN4}}>;
-var<workgroup> ps: array<f32, {{PS_LEN}}>;
+// ps[key·SPT + row]: the tile's scores, then probabilities, key-major so that the P·V
+// step reads an invocation's rows of one key with one vector load.
+var<workgroup> ps: array<vec4<f32>, {{PS_LEN4}}>;
 var<workgroup> wred: array<f32, 256>;
 var<workgroup> wsum: array<f32, 256>;
 
@@ -59,6 +62,14 @@ fn stage_set(i: u32, x: f32) {
 
 fn stage_get(i: u32) -> f32 {
     return stage[i >> 2u][i & 3u];
+}
+
+fn ps_set(i: u32, x: f32) {
+    ps[i >> 2u][i & 3u] = x;
+}
+
+fn ps_get(i: u32) -> f32 {
+    return ps[i >> 2u][i & 3u];
 }
 
 fn is_neg_inf(x: f32) -> bool {
@@ -87,12 +98,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // fewest any row sees: tiles past it need the masked P·V loop.
     let kv_end = visible(min(q0 + BR, P.sq) - 1u);
     let vis_min = visible(q0);
-    // Softmax step: row sr, keys sp·SEG .. sp·SEG + SEG − 1 of the tile.
-    let sr = t / SPLIT;
-    let sp = t % SPLIT;
+    // Softmax step: row sr, keys sp·SEG .. sp·SEG + SEG − 1 of the tile (rows fastest:
+    // neighbouring invocations read neighbouring words of ps).
+    let sr = t % BR;
+    let sp = t / BR;
     let s_vis = visible(q0 + sr);
     var s_m = neg_inf_f32();
-    // This invocation's rows ty + 16i: visible keys vis_i, running max m_i and sum l_i
+    // This invocation's rows TM·ty + i: visible keys vis_i, running max m_i and sum l_i
     // (scalars, unrolled by attention.rs, so that nothing is indexed dynamically).
 {{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
@@ -129,21 +141,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // Scaled scores, masked keys −∞.
 {{WRITE_S}}
         workgroupBarrier();
-        let prow = sr * SP + sp * SEG;
+        let pcol = sp * SEG * SPT + sr;
         var pm = neg_inf_f32();
-        for (var u = 0u; u < SEG; u = u + 1u) { pm = nan_max(pm, ps[prow + u]); }
+        for (var u = 0u; u < SEG; u = u + 1u) { pm = nan_max(pm, ps_get(pcol + u * SPT)); }
         wred[t] = pm;
         workgroupBarrier();
         var tmax = neg_inf_f32();
-        for (var u = 0u; u < SPLIT; u = u + 1u) { tmax = nan_max(tmax, wred[sr * SPLIT + u]); }
+        for (var u = 0u; u < SPLIT; u = u + 1u) { tmax = nan_max(tmax, wred[u * BR + sr]); }
         let s_new = nan_max(s_m, tmax);
         // Against a max of −∞ (every visible score −∞ so far) subtract 0, not −∞.
         let s_use = select(s_new, 0.0, is_neg_inf(s_new));
         var psum = 0.0;
         for (var u = 0u; u < SEG; u = u + 1u) {
             let key = kv0 + sp * SEG + u;
-            let p = select(0.0, exp(ps[prow + u] - s_use), key < s_vis);
-            ps[prow + u] = p;
+            let p = select(0.0, exp(ps_get(pcol + u * SPT) - s_use), key < s_vis);
+            ps_set(pcol + u * SPT, p);
             psum = psum + p;
         }
         wsum[t] = psum;
@@ -167,14 +179,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (masked) {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
                     let key = kv0 + k0 + kk;
-                    let rp = ty * SP + k0 + kk;
+                    let rp = ((k0 + kk) * SPT) >> 2u;
                     let rv = kk * DVP + tx;
                     let rv4 = kk * (DVP / 4u) + tx;
 {{PV_MASKED}}
                 }
             } else {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
-                    let rp = ty * SP + k0 + kk;
+                    let rp = ((k0 + kk) * SPT) >> 2u;
                     let rv = kk * DVP + tx;
                     let rv4 = kk * (DVP / 4u) + tx;
 {{PV}}
