@@ -43,6 +43,7 @@
 mod attention;
 #[cfg(test)]
 mod attention_tests;
+mod attention_wgsl;
 mod buffers;
 mod copy;
 mod device;

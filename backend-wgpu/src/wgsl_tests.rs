@@ -1,7 +1,8 @@
 //! Validates every generated WGSL variant with naga (parse + full validation with the
 //! capabilities the device would grant), without a GPU.
 
-use crate::attention::{FLASH_TILES, attention_source, decode_source, flash_source, merge_source};
+use crate::attention::FLASH_TILES;
+use crate::attention_wgsl::{attention_source, decode_source, flash_source, merge_source};
 use crate::copy::{cast_source, strided_source};
 use crate::matmul::{Operand, gemv_source, matmul_source, tiled_source};
 use crate::reduce::{normalize_source, reduce_source};
