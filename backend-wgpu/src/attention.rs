@@ -1,31 +1,219 @@
-//! Fused attention (`attention.wgsl`): flash-style online softmax, memory linear in the
-//! sequence lengths, causal (bottom-right), GQA/MQA and decode (`Sq = 1`) in one kernel.
+//! Fused attention: flash-style online softmax with memory linear in the sequence
+//! lengths, causal (bottom-right), GQA/MQA, decode. Three kernels, chosen by [`plan`]:
 //!
-//! Grid: one workgroup per query row and chunk of 256 value features (linear, folded);
-//! each chunk recomputes its scores, which keeps any `Dv` correct with a fixed register
-//! budget. Straightforward by design; issue 7 tiles queries for speed.
+//! - **Prefill** (`attention_flash.wgsl`, FlashAttention-2 style; Dao 2023,
+//!   arXiv:2307.08691): one workgroup of 16 × 16 invocations per (batch, query head,
+//!   block of `br` query rows). Per tile of `bc` keys, S = Q·Kᵀ is register-tiled like
+//!   the tiled matmul (each invocation a (br/16) × (bc/16) micro-tile, Q and K staged
+//!   k-major `bk` features at a time; the micro-tile's rows and keys are contiguous, so
+//!   each feature costs one vec4 (or vec2) workgroup load of each operand instead of
+//!   four scalar ones), the softmax runs in f32 over S in workgroup
+//!   memory (running max and sum, rescale by exp(m_old − m_new)), and O = P·V accumulates
+//!   in registers (each invocation the same br/16 rows × ⌈Dv/16⌉ columns; P is stored
+//!   key-major so that a key's probabilities for those rows are one vector load, and for
+//!   Dv a multiple of 64 the columns come in contiguous fours read as one vec4), V staged
+//!   `bkv` keys at a time. Causal tiles no row of the block sees are skipped, each head's query blocks run
+//!   last-first (the heaviest first, so the grid's tail is light blocks), and only tiles
+//!   that some row sees partly pay for the masked P·V loop (a masked key must contribute
+//!   nothing even where its value is ∞ or NaN, as in the reference). Tile variants, first that fits `max_compute_workgroup_storage_size` wins
+//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (36 KiB, e.g. the H100's
+//!   48 KiB), 64 × 64 with 16-feature steps (27.5 KiB, the common 32 KiB), 32 × 32 with
+//!   16-feature steps (11 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
+//!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
+//!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
+//!   registers.
+//! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
+//!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
+//!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about
+//!   [`DECODE_TARGET_GROUPS`] workgroups in all). A workgroup takes one kv head and 8
+//!   (query head of its group, query) rows, or 4 where a kv head has at most 4 (the
+//!   common GQA group of 4 at Sq = 1: no idle rows), so a GQA group reads K/V once; it
+//!   writes an unnormalised partial (m, l, O) per row, and the merge combines the splits
+//!   by the log-sum-exp rule. Why these sizes: 128 invocations compute the R rows ×
+//!   128/R keys of a tile's scores one each, the dot products on vec4s of Q and K staged
+//!   with coalesced loads (rows padded to an odd count of vec4s: no bank conflicts). At
+//!   D = 128, R = 8 needs ≈ 13.4 KiB (within WebGPU's 16 KiB), R = 4 ≈ 19.6 KiB (taken
+//!   where it fits, else R = 8). V is read straight from global memory, one column per
+//!   invocation, and on full tiles the V loads are issued with the K loads so that the
+//!   two latencies overlap. The benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192, D 128)
+//!   runs R = 4 in 64 splits of 128 keys: 512 workgroups.
+//! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
+//!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
+//!   workgroup memory exceeds the device's limit.
+//!
+//! Paths: Sq ≤ 4 → decode (if D ≤ 256, Dv ≤ 256); larger Sq → prefill with the largest
+//! tiling that fits (the H100, 48 KiB: 64 × 64 × 32; lavapipe, 32 KiB: 64 × 64 × 16);
+//! D or Dv > 256 or no output → fallback. Any strides, offsets and dtype (f32, f16
+//! through `shader-f16`, bf16 as packed words) take the same paths.
+//!
+//! The WGSL text, with its constants and unrolled loops, is generated in
+//! `attention_wgsl.rs`. Head dims are baked into the fast kernels (one pipeline per (dtype, D, Dv, tiles),
+//! each compiled once); loads go through the views' strides, so every layout takes the
+//! fast paths (unit stride along D makes their loads coalesced). Bounds the host
+//! guarantees: every element index of q, k, v, the output and the decode scratch fits u32
+//! (`fit_u32` on the strides, the lengths, and `Sq + Skv + 64` for the causal bound), the
+//! bindings hold at most `max_storage_buffer_binding_size` bytes, and the kernels check
+//! every load against Sq, Skv, D and Dv (zero-filling ragged tiles) and every store
+//! against Sq and Dv, so no size must be a multiple of a tile.
 
 use crate::WgpuBackend;
+use crate::attention_wgsl::{
+    attention_source, bindings, decode_source, flash_source, merge_bindings, merge_source,
+};
 use crate::buffers::WgpuStorage;
-use crate::pipelines::{Params, Slot, assemble};
+use crate::pipelines::{Params, fit_u32};
 use xkern_core::{AttentionSpec, DType, Result, View4};
 
-const ATTENTION_WGSL: &str = include_str!("attention.wgsl");
-/// Output features per workgroup: 64 invocations × 4 accumulators.
+/// Output features per workgroup of the fallback: 64 invocations × 4 accumulators.
 const DV_CHUNK: usize = 256;
+/// Largest D and Dv of the fast kernels (their accumulators and staged rows grow with Dv).
+pub(crate) const MAX_FAST_DIM: usize = 256;
+/// Largest Sq taken by the split-KV decode kernel.
+pub(crate) const DECODE_MAX_SQ: usize = 4;
+/// Invocations of a decode workgroup; its rows (query head × query) R are 8, or 4 where
+/// a kv head has at most 4 rows (then tiles of 128 / R = 32 keys, no idle rows).
+pub(crate) const DECODE_WG: usize = 128;
+/// Fewest keys per split: below this the merge's traffic outweighs the parallelism.
+pub(crate) const DECODE_MIN_CHUNK: usize = 64;
+/// Workgroups the decode aims at (a few per SM of a large GPU).
+pub(crate) const DECODE_TARGET_GROUPS: usize = 512;
 
-fn bindings(dtype: DType) -> [(&'static str, Slot); 4] {
-    [
-        ("q", Slot::Input(dtype)),
-        ("k", Slot::Input(dtype)),
-        ("v", Slot::Input(dtype)),
-        ("out", Slot::OutF32),
-    ]
+const _: () = assert!(DECODE_MIN_CHUNK.is_multiple_of(DECODE_WG / 4));
+
+/// Keys per decode tile for `rows` rows: one score per invocation.
+pub(crate) fn decode_t(rows: usize) -> usize {
+    DECODE_WG / rows
 }
 
-/// The WGSL of attention for `dtype` (also used by the naga tests).
-pub(crate) fn attention_source(dtype: DType) -> String {
-    assemble(ATTENTION_WGSL, &bindings(dtype), &[])
+/// Row stride, in vec4s, of the staged Q and K of the decode kernel: D rounded up to 4,
+/// then to an odd count of vec4s so that the 8 invocations of a quarter warp reading
+/// neighbouring rows hit distinct banks.
+pub(crate) fn decode_sd4(d: usize) -> usize {
+    d.div_ceil(4) | 1
+}
+
+/// Tile sizes of the prefill kernel: query rows, keys and features per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FlashTiles {
+    pub(crate) br: usize,
+    pub(crate) bc: usize,
+    pub(crate) bk: usize,
+}
+
+/// The prefill variants, largest first (see the module doc).
+pub(crate) const FLASH_TILES: [FlashTiles; 3] = [
+    FlashTiles {
+        br: 64,
+        bc: 64,
+        bk: 32,
+    },
+    FlashTiles {
+        br: 64,
+        bc: 64,
+        bk: 16,
+    },
+    FlashTiles {
+        br: 32,
+        bc: 32,
+        bk: 16,
+    },
+];
+
+// 16 × 16 invocations: rows and keys split evenly, and the softmax step's invocations
+// per row divide the keys.
+const _: () = {
+    let mut rest: &[FlashTiles] = &FLASH_TILES;
+    while let [t, tail @ ..] = rest {
+        // Micro-tiles of 2 or 4 rows and keys: one vec2 or vec4 load each.
+        assert!(t.br == 32 || t.br == 64);
+        assert!(t.bc == 32 || t.bc == 64);
+        assert!(t.bc.is_multiple_of(256 / t.br));
+        rest = tail;
+    }
+};
+
+impl FlashTiles {
+    /// Dv rounded up to the 16 columns of the invocation grid.
+    pub(crate) fn dvp(dv: usize) -> usize {
+        dv.div_ceil(16).max(1) * 16
+    }
+    /// Words of the staged Q and K chunks (rows padded by 4: vec4-aligned).
+    fn qk_words(self) -> usize {
+        self.bk * (self.br + 4) + self.bk * (self.bc + 4)
+    }
+    /// Keys of V staged per step: the largest power of two up to `bc` whose rows fit the
+    /// space of the Q and K chunks.
+    pub(crate) fn bkv(self, dv: usize) -> usize {
+        let mut n = self.bc;
+        while n > 1 && n * Self::dvp(dv) > self.qk_words() {
+            n /= 2;
+        }
+        n
+    }
+    pub(crate) fn stage_words(self, dv: usize) -> usize {
+        self.qk_words().max(self.bkv(dv) * Self::dvp(dv))
+    }
+    /// Workgroup memory in bytes.
+    pub(crate) fn bytes(self, dv: usize) -> usize {
+        4 * (self.stage_words(dv) + self.bc * (self.br + 4) + 2 * 256)
+    }
+}
+
+/// Workgroup memory of the decode kernel with `rows` rows, in bytes.
+pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
+    let t = decode_t(rows);
+    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows)
+}
+
+/// Which kernel runs an attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// The prefill kernel with these tiles.
+    Flash(FlashTiles),
+    /// Split-KV decode: `rows` (query head, query) rows per workgroup, `splits`
+    /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32).
+    Decode {
+        rows: usize,
+        splits: usize,
+        chunk: usize,
+    },
+    /// The one-row-per-workgroup kernel.
+    Fallback,
+}
+
+/// Chooses the kernel for `spec` on a device with `wg_bytes` of workgroup memory.
+pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
+    let (d, dv) = (spec.head_dim, spec.v_head_dim);
+    let rows = spec.batch * spec.q_heads * spec.q_seq;
+    if rows == 0 || dv == 0 || d > MAX_FAST_DIM || dv > MAX_FAST_DIM {
+        return Plan::Fallback;
+    }
+    if spec.q_seq <= DECODE_MAX_SQ {
+        let group = spec.q_heads / spec.kv_heads.max(1);
+        let per_kv = group * spec.q_seq;
+        let rows = if per_kv <= 4 && decode_bytes(d, 4) <= wg_bytes {
+            4
+        } else {
+            8
+        };
+        if decode_bytes(d, rows) > wg_bytes {
+            return Plan::Fallback;
+        }
+        let base = spec.batch * spec.kv_heads * per_kv.div_ceil(rows);
+        let most = spec.kv_seq.div_ceil(DECODE_MIN_CHUNK).max(1);
+        let want = DECODE_TARGET_GROUPS.div_ceil(base.max(1)).clamp(1, most);
+        let chunk = spec.kv_seq.div_ceil(want).div_ceil(32).max(1) * 32;
+        let splits = spec.kv_seq.div_ceil(chunk).max(1);
+        return Plan::Decode {
+            rows,
+            splits,
+            chunk,
+        };
+    }
+    FLASH_TILES
+        .into_iter()
+        .find(|t| t.bytes(dv) <= wg_bytes)
+        .map_or(Plan::Fallback, Plan::Flash)
 }
 
 fn view(p: Params, v: &View4) -> Result<Params> {
@@ -36,7 +224,17 @@ fn view(p: Params, v: &View4) -> Result<Params> {
         .u(v.strides[3])
 }
 
+fn views(p: Params, spec: &AttentionSpec) -> Result<Params> {
+    view(view(view(p, &spec.q)?, &spec.k)?, &spec.v)
+}
+
 impl WgpuBackend {
+    /// The plan of `spec` on this device.
+    pub(crate) fn attention_plan(&self, spec: &AttentionSpec) -> Plan {
+        let wg = self.gpu().limits.max_compute_workgroup_storage_size;
+        plan(spec, usize::try_from(wg).unwrap_or(usize::MAX))
+    }
+
     /// [`xkern_core::Backend::attention`].
     pub(crate) fn attention_impl(
         &self,
@@ -45,31 +243,123 @@ impl WgpuBackend {
         k: &WgpuStorage,
         v: &WgpuStorage,
     ) -> Result<WgpuStorage> {
+        self.attention_with(spec, q, k, v, self.attention_plan(spec))
+    }
+
+    /// Attention with a chosen plan (tests force every variant). A prefill or decode plan
+    /// must come from [`plan`] for this spec, or at least respect its size bounds.
+    pub(crate) fn attention_with(
+        &self,
+        spec: &AttentionSpec,
+        q: &WgpuStorage,
+        k: &WgpuStorage,
+        v: &WgpuStorage,
+        plan: Plan,
+    ) -> Result<WgpuStorage> {
         self.check_dtype("attention", spec.dtype)?;
         let rows = spec.batch * spec.q_heads * spec.q_seq;
         let len = rows * spec.v_head_dim;
-        let kernel = self.kernel(
-            &format!("attention/{}", spec.dtype),
-            &bindings(spec.dtype),
-            || attention_source(spec.dtype),
-        )?;
-        self.record(|rec| {
-            let out = self.alloc_storage(DType::F32, len)?;
-            let chunks = spec.v_head_dim.div_ceil(DV_CHUNK);
-            let group = spec.q_heads.checked_div(spec.kv_heads).unwrap_or(1);
-            let params = Params::default()
-                .u(spec.q_heads)?
-                .u(group.max(1))?
-                .u(spec.q_seq)?
-                .u(spec.kv_seq)?
-                .u(spec.head_dim)?
-                .u(spec.v_head_dim)?
-                .f(spec.scale)
-                .u(usize::from(spec.causal))?
-                .u(chunks)?;
-            let params = view(view(view(params, &spec.q)?, &spec.k)?, &spec.v)?;
-            rec.dispatch(&kernel, &[q, k, v, &out], rows * chunks, params)?;
-            self.finish_f32(rec, out, spec.dtype, len)
-        })
+        fit_u32(len)?;
+        // The causal bound i + 1 + Skv for i up to a block past Sq.
+        fit_u32(spec.q_seq + spec.kv_seq + 64)?;
+        let group = (spec.q_heads / spec.kv_heads.max(1)).max(1);
+        let (dtype, d, dv) = (spec.dtype, spec.head_dim, spec.v_head_dim);
+        match plan {
+            Plan::Flash(t) => {
+                let key = format!(
+                    "attention-flash/{dtype}/{d}/{dv}/{}x{}x{}",
+                    t.br, t.bc, t.bk
+                );
+                let kernel =
+                    self.kernel(&key, &bindings(dtype), || flash_source(dtype, d, dv, t))?;
+                self.record(|rec| {
+                    let out = self.alloc_storage(DType::F32, len)?;
+                    let q_blocks = spec.q_seq.div_ceil(t.br);
+                    let params = Params::default()
+                        .u(spec.q_heads)?
+                        .u(group)?
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .f(spec.scale)
+                        .u(usize::from(spec.causal))?
+                        .u(q_blocks)?;
+                    let groups = spec.batch * spec.q_heads * q_blocks;
+                    rec.dispatch(&kernel, &[q, k, v, &out], groups, views(params, spec)?)?;
+                    self.finish_f32(rec, out, dtype, len)
+                })
+            }
+            Plan::Decode {
+                rows: r,
+                splits,
+                chunk,
+            } => {
+                let key = format!("attention-decode/{dtype}/{d}/{dv}/r{r}");
+                let kernel =
+                    self.kernel(&key, &bindings(dtype), || decode_source(dtype, d, dv, r))?;
+                let merge = self.kernel("attention-merge", &merge_bindings(), merge_source)?;
+                let parts = rows * splits;
+                let ml_base = parts * dv;
+                let scratch_len = ml_base + 2 * parts;
+                fit_u32(scratch_len)?;
+                self.record(|rec| {
+                    let part = self.alloc_storage(DType::F32, scratch_len)?;
+                    let hblocks = (group * spec.q_seq).div_ceil(r);
+                    let params = Params::default()
+                        .u(spec.q_heads)?
+                        .u(spec.kv_heads)?
+                        .u(group)?
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .f(spec.scale)
+                        .u(usize::from(spec.causal))?
+                        .u(splits)?
+                        .u(chunk)?
+                        .u(hblocks)?
+                        .u(ml_base)?;
+                    let groups = spec.batch * spec.kv_heads * hblocks * splits;
+                    rec.dispatch(&kernel, &[q, k, v, &part], groups, views(params, spec)?)?;
+                    let out = self.alloc_storage(DType::F32, len)?;
+                    let col_blocks = dv.div_ceil(128);
+                    let params = Params::default()
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .u(usize::from(spec.causal))?
+                        .u(splits)?
+                        .u(dv)?
+                        .u(ml_base)?
+                        .u(col_blocks)?;
+                    rec.dispatch(&merge, &[&part, &out], rows * col_blocks, params)?;
+                    rec.keep(&part);
+                    self.finish_f32(rec, out, dtype, len)
+                })
+            }
+            Plan::Fallback => {
+                let kernel =
+                    self.kernel(&format!("attention/{dtype}"), &bindings(dtype), || {
+                        attention_source(dtype)
+                    })?;
+                self.record(|rec| {
+                    let out = self.alloc_storage(DType::F32, len)?;
+                    let chunks = dv.div_ceil(DV_CHUNK);
+                    let params = Params::default()
+                        .u(spec.q_heads)?
+                        .u(group)?
+                        .u(spec.q_seq)?
+                        .u(spec.kv_seq)?
+                        .u(d)?
+                        .u(dv)?
+                        .f(spec.scale)
+                        .u(usize::from(spec.causal))?
+                        .u(chunks)?;
+                    rec.dispatch(
+                        &kernel,
+                        &[q, k, v, &out],
+                        rows * chunks,
+                        views(params, spec)?,
+                    )?;
+                    self.finish_f32(rec, out, dtype, len)
+                })
+            }
+        }
     }
 }

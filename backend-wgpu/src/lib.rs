@@ -43,6 +43,9 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod attention;
+#[cfg(test)]
+mod attention_tests;
+mod attention_wgsl;
 mod buffers;
 mod copy;
 mod device;

@@ -1,7 +1,8 @@
 //! Validates every generated WGSL variant with naga (parse + full validation with the
 //! capabilities the device would grant), without a GPU.
 
-use crate::attention::attention_source;
+use crate::attention::FLASH_TILES;
+use crate::attention_wgsl::{attention_source, decode_source, flash_source, merge_source};
 use crate::copy::{cast_source, strided_source};
 use crate::matmul::{Operand, gemv_source, matmul_source, tiled_source};
 use crate::reduce::{normalize_source, reduce_source};
@@ -44,6 +45,18 @@ const OPERANDS: [Operand; 4] = [
         k_major: true,
         vec4: true,
     },
+];
+
+/// (D, Dv) pairs the fast attention kernels are validated at.
+const ATTENTION_DIMS: [(usize, usize); 8] = [
+    (1, 1),
+    (7, 33),
+    (64, 64),
+    (80, 80),
+    (96, 96),
+    (128, 128),
+    (129, 7),
+    (256, 256),
 ];
 
 #[test]
@@ -92,6 +105,24 @@ fn every_kernel_variant_validates() {
         }
         validate(&format!("attention {dtype}"), &attention_source(dtype));
         n += 1;
+        // The fast attention kernels at the head dims the host bakes in: the common ones,
+        // odd and tiny ones, and the largest (256).
+        for (d, dv) in ATTENTION_DIMS {
+            for t in FLASH_TILES {
+                validate(
+                    &format!("attention-flash {dtype} d={d} dv={dv} {t:?}"),
+                    &flash_source(dtype, d, dv, t),
+                );
+                n += 1;
+            }
+            for rows in [4, 8] {
+                validate(
+                    &format!("attention-decode {dtype} d={d} dv={dv} rows={rows}"),
+                    &decode_source(dtype, d, dv, rows),
+                );
+                n += 1;
+            }
+        }
         for kind in ReduceKind::ALL {
             for sg in [false, true] {
                 validate_with(
@@ -121,8 +152,15 @@ fn every_kernel_variant_validates() {
             }
         }
     }
-    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention,
-    // 7 reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
-    // (none, 1, 2, 4, 8, 16 vec4s per invocation).
-    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + 2 * 7 + 2 * 6 * 6));
+    validate("attention-merge", &merge_source());
+    n += 1;
+    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention
+    // (fallback, and 3 prefill tilings + 2 decode row counts per head-dim pair), 7
+    // reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
+    // (none, 1, 2, 4, 8, 16 vec4s per invocation); the merge.
+    let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2);
+    assert_eq!(
+        n,
+        16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + fast + 2 * 7 + 2 * 6 * 6) + 1
+    );
 }

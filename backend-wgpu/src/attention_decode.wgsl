@@ -1,0 +1,136 @@
+// attention_decode.wgsl: split-KV attention for few queries (decode). One workgroup of WG
+// invocations per (batch, kv head, block of R rows, split of the keys); a row is one
+// (query head of the kv head's GQA group, query position) pair, so the query heads of a
+// group share every K/V read. The workgroup walks its split's keys T = WG / R at a time:
+// K rows are staged with coalesced loads (neighbouring invocations read neighbouring
+// features) and read back as vec4s,
+// invocation (r, j) = (t / T, t % T) computes score (r, j) and, after a barrier, its
+// probability against the updated running max of row r (online softmax in f32); then
+// invocation t accumulates output columns t + WG·n of all R rows from V rows read
+// straight from global memory (coalesced along the features; on full tiles issued
+// together with the K loads). Each workgroup writes its
+// unnormalised partial (m, l, O) per row; attention_merge.wgsl combines the splits with
+// the log-sum-exp rule. Masking, NaN and −∞ follow attention_flash.wgsl: masked keys
+// contribute nothing, a running max of −∞ subtracts 0.
+struct Params {
+    groups: u32, hq: u32, hkv: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
+    splits: u32, chunk: u32, hblocks: u32, ml_base: u32,
+    q_off: u32, q_sb: u32, q_sh: u32, q_ss: u32, q_sd: u32,
+    k_off: u32, k_sb: u32, k_sh: u32, k_ss: u32, k_sd: u32,
+    v_off: u32, v_sb: u32, v_sh: u32, v_ss: u32, v_sd: u32,
+}
+//!BINDINGS
+const D: u32 = {{D}}u;
+const DV: u32 = {{DV}}u;
+const R: u32 = {{R}}u;
+const T: u32 = {{T}}u;
+const WG: u32 = {{WG}}u;
+// Column blocks of WG per invocation.
+const NC: u32 = {{NC}}u;
+// Staged Q and K rows as vec4s: DP4 = ⌈D/4⌉ of them hold the features (zero-filled past
+// D), and the row stride SD4 is DP4 made odd, so neighbouring rows hit distinct banks.
+const DP4: u32 = {{DP4}}u;
+const SD4: u32 = {{SD4}}u;
+
+var<workgroup> wq: array<vec4<f32>, {{WQ_LEN}}>;
+var<workgroup> wk: array<vec4<f32>, {{WK_LEN}}>;
+var<workgroup> ws: array<f32, {{RT}}>;
+var<workgroup> wp: array<f32, {{RT}}>;
+var<workgroup> walpha: array<f32, {{R}}>;
+
+fn visible(i: u32) -> u32 {
+    if (P.causal == 0u) { return P.skv; }
+    return min(select(0u, i + 1u + P.skv - P.sq, i + 1u + P.skv > P.sq), P.skv);
+}
+
+fn is_neg_inf(x: f32) -> bool {
+    return bitcast<u32>(x) == 0xff800000u;
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    let g = group_index(wid, nwg);
+    if (g >= P.groups) { return; }
+    let split = g % P.splits;
+    let rest = g / P.splits;
+    let hb = rest % P.hblocks;
+    let bk = rest / P.hblocks;
+    let kvh = bk % P.hkv;
+    let b = bk / P.hkv;
+    let rows = P.group * P.sq;
+    // Visible keys per row (vis_r, unrolled by attention.rs); rows past the group see
+    // every key (they are not written).
+    var vis_min = P.skv;
+{{ROWS}}
+    for (var e = t; e < R * DP4 * 4u; e = e + WG) {
+        let r = e / (DP4 * 4u);
+        let d = e % (DP4 * 4u);
+        let local = hb * R + r;
+        var x = 0.0;
+        if (local < rows && d < D) {
+            let h = kvh * P.group + local / P.sq;
+            x = load_q(P.q_off + b * P.q_sb + h * P.q_sh + (local % P.sq) * P.q_ss + d * P.q_sd);
+        }
+        wq[r * SD4 + d / 4u][d % 4u] = x;
+    }
+    let kbase = P.k_off + b * P.k_sb + kvh * P.k_sh;
+    let vbase = P.v_off + b * P.v_sb + kvh * P.v_sh;
+    let k_lo = split * P.chunk;
+    let k_hi = min(k_lo + P.chunk, P.skv);
+    // Score invocation: row pr, key pj of the tile; its row's running max.
+    let pr = t / T;
+    let pj = t % T;
+    var p_vis = P.skv;
+    if (hb * R + pr < rows) { p_vis = visible((hb * R + pr) % P.sq); }
+    var m_r = neg_inf_f32();
+    // Invocation t < R keeps the running sum of row t.
+    var l_r = 0.0;
+    var acc: array<f32, {{R_NC}}>;
+    for (var t0 = k_lo; t0 < k_hi; t0 = t0 + T) {
+        let cnt = min(T, k_hi - t0);
+        // A full tile every row sees fully: its V rows are loaded into registers now, so
+        // that their latency overlaps the K loads instead of following them.
+        let full = cnt == T && t0 + T <= vis_min;
+{{PV_LOAD}}
+        for (var e = t; e < T * DP4 * 4u; e = e + WG) {
+            let j = e / (DP4 * 4u);
+            let d = e % (DP4 * 4u);
+            var x = 0.0;
+            if (j < cnt && d < D) { x = load_k(kbase + (t0 + j) * P.k_ss + d * P.k_sd); }
+            wk[j * SD4 + d / 4u][d % 4u] = x;
+        }
+        workgroupBarrier();
+        var dot4 = vec4<f32>(0.0);
+        for (var c = 0u; c < DP4; c = c + 1u) {
+            dot4 = fma(wq[pr * SD4 + c], wk[pj * SD4 + c], dot4);
+        }
+        let dot = (dot4.x + dot4.y) + (dot4.z + dot4.w);
+        let seen = pj < cnt && t0 + pj < p_vis;
+        ws[t] = select(neg_inf_f32(), dot * P.scale, seen);
+        workgroupBarrier();
+        var tmax = neg_inf_f32();
+        for (var u = 0u; u < T; u = u + 1u) { tmax = nan_max(tmax, ws[pr * T + u]); }
+        let mn = nan_max(m_r, tmax);
+        let mu = select(mn, 0.0, is_neg_inf(mn));
+        wp[t] = select(0.0, exp(ws[t] - mu), seen);
+        if (pj == 0u) { walpha[pr] = exp(m_r - mu); }
+        m_r = mn;
+        workgroupBarrier();
+        if (t < R) {
+            var ts = 0.0;
+            for (var u = 0u; u < T; u = u + 1u) { ts = ts + wp[t * T + u]; }
+            l_r = l_r * walpha[t] + ts;
+        }
+{{RESCALE}}
+        if (full) {
+{{PV_FMA}}
+        } else {
+            for (var j = 0u; j < cnt; j = j + 1u) {
+                let key = t0 + j;
+{{PV_MASKED}}
+            }
+        }
+    }
+{{STORE}}
+}

@@ -1,0 +1,414 @@
+//! The attention kernels on the device (lavapipe where there is no GPU), at sizes the
+//! shared conformance suite does not reach: several query blocks and key tiles with
+//! ragged last tiles, causal with Sq ≠ Skv both ways, GQA and MQA, D and Dv of 64, 80, 96,
+//! 128 and odd ones, permuted layouts, decode with many splits and ragged row blocks,
+//! masked keys holding ∞, and f16/bf16 inputs. Each case states the plan it must take on
+//! this device, then runs every prefill tiling the device can hold (forced through
+//! `attention_with`), compared with the f64 reference.
+
+use crate::WgpuBackend;
+use crate::attention::{DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, plan};
+use xkern_core::reference::{self, HostTensor};
+use xkern_core::{AttentionOptions, AttentionSpec, Backend, DType, Tensor, Tolerance};
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    hq: usize,
+    hkv: usize,
+    sq: usize,
+    skv: usize,
+    d: usize,
+    dv: usize,
+    causal: bool,
+    /// Stored `[B, S, H, D]`, permuted to `[B, H, S, D]`.
+    bshd: bool,
+    /// +∞ in every value of the last key (only queries that see it may turn NaN/∞).
+    inf_last_value: bool,
+}
+
+const fn case(hq: usize, hkv: usize, sq: usize, skv: usize, d: usize, causal: bool) -> Case {
+    Case {
+        batch: 1,
+        hq,
+        hkv,
+        sq,
+        skv,
+        d,
+        dv: d,
+        causal,
+        bshd: false,
+        inf_last_value: false,
+    }
+}
+
+fn prefill_cases() -> Vec<Case> {
+    vec![
+        // GQA, two batches, Sq < Skv: several query blocks and key tiles, both ragged.
+        Case {
+            batch: 2,
+            ..case(4, 2, 130, 200, 64, true)
+        },
+        // Sq > Skv: the first 70 queries see nothing.
+        Case {
+            dv: 80,
+            ..case(2, 2, 200, 130, 80, true)
+        },
+        // Permuted layout, full attention, D = 128.
+        Case {
+            bshd: true,
+            ..case(2, 1, 150, 150, 128, false)
+        },
+        // MQA, D ≠ Dv, odd sizes.
+        Case {
+            dv: 40,
+            ..case(3, 1, 70, 65, 96, true)
+        },
+        // ∞ in the last value: causal rows before the last never see it.
+        Case {
+            inf_last_value: true,
+            ..case(2, 2, 100, 100, 64, true)
+        },
+        // Odd head dims across feature steps.
+        Case {
+            dv: 7,
+            ..case(2, 2, 40, 77, 33, false)
+        },
+    ]
+}
+
+fn decode_cases() -> Vec<Case> {
+    vec![
+        // Sq = 1, GQA group 4: one row block of 4, 47 splits (the last ragged).
+        case(8, 2, 1, 3000, 128, false),
+        // Sq = 3 causal, group 6: 18 rows in three row blocks, the last ragged.
+        Case {
+            dv: 80,
+            ..case(12, 2, 3, 1000, 80, true)
+        },
+        // Sq = 4 > Skv = 2: the first two queries see no key.
+        case(2, 2, 4, 2, 64, true),
+        // Dv = 200: two column blocks per invocation; permuted layout.
+        Case {
+            dv: 200,
+            bshd: true,
+            ..case(4, 4, 2, 333, 64, false)
+        },
+        // ∞ in the last value: the first three of four causal queries do not see it.
+        Case {
+            inf_last_value: true,
+            ..case(4, 1, 4, 500, 96, true)
+        },
+        // MQA with 32 heads: four row blocks share each split's K/V.
+        case(32, 1, 1, 700, 64, true),
+        // D not a multiple of 4 (zero-filled vec4 tails), tiny Dv.
+        Case {
+            dv: 5,
+            ..case(4, 2, 2, 150, 33, true)
+        },
+    ]
+}
+
+fn device() -> WgpuBackend {
+    WgpuBackend::new().expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)")
+}
+
+fn dtypes(dev: &WgpuBackend) -> Vec<DType> {
+    let mut d = vec![DType::F32, DType::BF16];
+    if dev.info().dtypes.contains(&DType::F16) {
+        d.push(DType::F16);
+    }
+    d
+}
+
+/// A `[B, H, S, D]` operand in `dtype` (stored as `[B, S, H, D]` when `bshd`) and its
+/// stored values as a contiguous host tensor.
+#[allow(clippy::too_many_arguments)]
+fn operand(
+    dev: &WgpuBackend,
+    c: &Case,
+    h: usize,
+    s: usize,
+    d: usize,
+    dtype: DType,
+    seed: u64,
+    inf_last: bool,
+) -> (Tensor<WgpuBackend>, HostTensor) {
+    let n = c.batch * h * s * d;
+    let mut data = xkern_core::random::normal_f32(seed, n);
+    if inf_last {
+        // Key s − 1 of every (batch, head), in the [B, S, H, D] or [B, H, S, D] storage.
+        for (i, x) in data.iter_mut().enumerate() {
+            let pos = if c.bshd {
+                (i / (h * d)) % s
+            } else {
+                (i / d) % s
+            };
+            if pos == s - 1 {
+                *x = f32::INFINITY;
+            }
+        }
+    }
+    let stored = if c.bshd {
+        vec![c.batch, s, h, d]
+    } else {
+        vec![c.batch, h, s, d]
+    };
+    let t = Tensor::from_slice(dev, &stored, &data)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    let t = if c.bshd {
+        t.permute(&[0, 2, 1, 3]).unwrap()
+    } else {
+        t
+    };
+    let host = HostTensor::new(
+        &[c.batch, h, s, d],
+        t.contiguous().unwrap().to_f64_vec().unwrap(),
+    );
+    (t, host)
+}
+
+/// Runs `c` with `plan` (or the device's own plan when `None`) and checks the result.
+fn run(dev: &WgpuBackend, c: &Case, dtype: DType, seed: u64, force: Option<Plan>) {
+    let name = format!("{dtype} {c:?} {force:?}");
+    let (q, hq) = operand(dev, c, c.hq, c.sq, c.d, dtype, seed, false);
+    let (k, hk) = operand(dev, c, c.hkv, c.skv, c.d, dtype, seed ^ 1, false);
+    let (v, hv) = operand(
+        dev,
+        c,
+        c.hkv,
+        c.skv,
+        c.dv,
+        dtype,
+        seed ^ 2,
+        c.inf_last_value,
+    );
+    let opts = AttentionOptions {
+        causal: c.causal,
+        scale: None,
+    };
+    let spec = AttentionSpec::new(&q, &k, &v, &opts).unwrap();
+    let p = force.unwrap_or_else(|| dev.attention_plan(&spec));
+    let out = dev
+        .attention_with(&spec, q.storage(), k.storage(), v.storage(), p)
+        .unwrap();
+    let len = spec.output_shape().iter().product();
+    let got = dev.download(&out, dtype, 0, len).unwrap().to_f64();
+    let want = reference::attention(&hq, &hk, &hv, c.causal, 1.0 / (c.d as f64).sqrt());
+    // Non-finite outputs must match exactly in kind; the finite rest within tolerance.
+    let (mut g, mut w) = (Vec::new(), Vec::new());
+    for (i, (&a, &b)) in got.iter().zip(&want.data).enumerate() {
+        if b.is_finite() {
+            g.push(a);
+            w.push(b);
+        } else {
+            assert!(
+                a.is_nan() == b.is_nan() && (b.is_nan() || a == b),
+                "{name}: element {i}: got {a}, want {b}"
+            );
+        }
+    }
+    assert!(
+        g.len() * 2 > want.data.len(),
+        "{name}: most outputs are finite"
+    );
+    Tolerance::for_dtype(dtype)
+        .check(&g, &w)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+fn spec_of(dev: &WgpuBackend, c: &Case) -> AttentionSpec {
+    let z =
+        |h: usize, s: usize, d: usize| Tensor::zeros(dev, &[c.batch, h, s, d], DType::F32).unwrap();
+    let opts = AttentionOptions {
+        causal: c.causal,
+        scale: None,
+    };
+    AttentionSpec::new(
+        &z(c.hq, c.sq, c.d),
+        &z(c.hkv, c.skv, c.d),
+        &z(c.hkv, c.skv, c.dv),
+        &opts,
+    )
+    .unwrap()
+}
+
+fn wg_bytes(dev: &WgpuBackend) -> usize {
+    dev.gpu().limits.max_compute_workgroup_storage_size as usize
+}
+
+/// Tilings the host never picks, run in f32 so that the generator's other shapes are
+/// shown to work too: in particular 32-feature steps with 64 query rows, as in the
+/// largest tiling, whose 36 KiB exceed lavapipe's 32 KiB of workgroup memory.
+const EXTRA_TILES: [FlashTiles; 2] = [
+    FlashTiles {
+        br: 64,
+        bc: 32,
+        bk: 32,
+    },
+    FlashTiles {
+        br: 32,
+        bc: 64,
+        bk: 16,
+    },
+];
+
+/// Every prefill tiling that fits this device, on every prefill case and dtype.
+#[test]
+fn prefill_tilings_match_the_reference() {
+    let dev = device();
+    for dtype in dtypes(&dev) {
+        for (i, c) in prefill_cases().iter().enumerate() {
+            let spec = spec_of(&dev, c);
+            assert!(
+                matches!(dev.attention_plan(&spec), Plan::Flash(_)),
+                "{c:?} must take the prefill kernel"
+            );
+            let extra = if dtype == DType::F32 {
+                &EXTRA_TILES[..]
+            } else {
+                &[]
+            };
+            for &t in FLASH_TILES.iter().chain(extra) {
+                if t.bytes(c.dv) <= wg_bytes(&dev) {
+                    run(&dev, c, dtype, 100 + i as u64, Some(Plan::Flash(t)));
+                }
+            }
+        }
+    }
+}
+
+/// The split-KV decode with the device's plan (many splits), and with one split (no
+/// merge work) and with two.
+#[test]
+fn decode_matches_the_reference() {
+    let dev = device();
+    for dtype in dtypes(&dev) {
+        for (i, c) in decode_cases().iter().enumerate() {
+            let spec = spec_of(&dev, c);
+            let p = dev.attention_plan(&spec);
+            let Plan::Decode { splits, .. } = p else {
+                panic!("{c:?} must take the decode kernel, took {p:?}");
+            };
+            if c.skv >= 1000 {
+                assert!(splits >= 10, "{c:?}: {splits} splits");
+            }
+            run(&dev, c, dtype, 200 + i as u64, None);
+            // Both row counts (4 also where a kv head has more rows: several row blocks),
+            // one split and two.
+            for (rows, splits) in [(4, 1), (8, 2)] {
+                let chunk = c.skv.div_ceil(splits).div_ceil(32).max(1) * 32;
+                let forced = Plan::Decode {
+                    rows,
+                    splits: c.skv.div_ceil(chunk).max(1),
+                    chunk,
+                };
+                run(&dev, c, dtype, 300 + i as u64, Some(forced));
+            }
+        }
+    }
+}
+
+/// Shapes past the fast kernels' bounds take the fallback, which still matches.
+#[test]
+fn large_head_dims_fall_back() {
+    let dev = device();
+    let c = Case {
+        dv: 20,
+        ..case(2, 1, 9, 40, 300, true)
+    };
+    assert_eq!(dev.attention_plan(&spec_of(&dev, &c)), Plan::Fallback);
+    run(&dev, &c, DType::F32, 5, None);
+    let c = Case {
+        dv: 257,
+        ..case(2, 2, 2, 30, 16, false)
+    };
+    assert_eq!(dev.attention_plan(&spec_of(&dev, &c)), Plan::Fallback);
+    run(&dev, &c, DType::F32, 6, None);
+}
+
+/// The plan follows the workgroup-memory limit: the largest tiling on 48 KiB (the H100),
+/// 64 × 64 with 16-feature steps on 32 KiB, 32 × 32 on WebGPU's guaranteed 16 KiB; every
+/// fast kernel fits 16 KiB at D = Dv = 128, the prefill also at 256.
+#[test]
+fn plans_follow_the_workgroup_memory_limit() {
+    let dev = device();
+    let c = case(32, 32, 4096, 4096, 128, true);
+    let spec = spec_of(
+        &dev,
+        &Case {
+            sq: 65,
+            skv: 65,
+            ..c
+        },
+    );
+    let tiles = |p: Plan| match p {
+        Plan::Flash(t) => t,
+        p => panic!("{p:?}"),
+    };
+    assert_eq!(tiles(plan(&spec, 49152)), FLASH_TILES[0]);
+    assert_eq!(tiles(plan(&spec, 32768)), FLASH_TILES[1]);
+    assert_eq!(tiles(plan(&spec, 16384)), FLASH_TILES[2]);
+    assert!(FLASH_TILES[2].bytes(256) <= 16384);
+    assert!(crate::attention::decode_bytes(128, 8) <= 16384);
+    assert_eq!(plan(&spec, 8192), Plan::Fallback);
+    // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 64 chunks of 128.
+    let decode = spec_of(
+        &dev,
+        &Case {
+            sq: 1,
+            skv: 300,
+            ..case(32, 8, 1, 300, 128, false)
+        },
+    );
+    assert!(matches!(plan(&decode, 16384), Plan::Decode { .. }));
+    let mut bench = decode.clone();
+    bench.kv_seq = 8192;
+    // Four rows (the GQA group of 4 at Sq = 1) where 20 KiB fit, else eight.
+    for (wg, rows) in [(16384, 8), (32768, 4), (49152, 4)] {
+        assert_eq!(
+            plan(&bench, wg),
+            Plan::Decode {
+                rows,
+                splits: 64,
+                chunk: 128
+            }
+        );
+    }
+    let mut five = decode;
+    five.q_seq = DECODE_MAX_SQ + 1;
+    assert!(matches!(plan(&five, 16384), Plan::Flash(_)));
+}
+
+/// Each variant compiles once: a second round compiles nothing.
+#[test]
+fn attention_variants_compile_once() {
+    let dev = device();
+    let cases = [case(2, 1, 70, 90, 64, true), case(4, 2, 1, 500, 64, false)];
+    for (i, c) in cases.iter().enumerate() {
+        run(&dev, c, DType::F32, i as u64, None);
+    }
+    let compiled = dev.compiled_kernels();
+    for (i, c) in cases.iter().enumerate() {
+        run(&dev, c, DType::F32, i as u64, None);
+    }
+    assert_eq!(dev.compiled_kernels(), compiled);
+    let mut keys: Vec<String> = dev
+        .kernel_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("attention"))
+        .collect();
+    keys.sort();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(
+        keys[0].starts_with("attention-decode/f32/64/64/r4"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[1].starts_with("attention-flash/f32/64/64/"),
+        "{keys:?}"
+    );
+    assert_eq!(keys[2], "attention-merge");
+}
