@@ -71,9 +71,28 @@ fn tree_constants(subgroups: bool) -> [(&'static str, String); 3] {
 const SPLIT_MIN: usize = 8192;
 /// Elements of a row that one phase-1 workgroup folds (a multiple of 128).
 const CHUNK: usize = 4096;
-/// The same on `vec4` loads: 32 loads per invocation, one accumulator per lane, so each
-/// accumulator still adds 32 elements in order (the accuracy argument above holds).
+/// The same on `vec4` loads: 32 loads per invocation into four accumulators (see
+/// reduce.wgsl), so each accumulator lane adds at most 8 elements in order.
 const CHUNK_VEC: usize = 16384;
+/// The `vec4` chunk of large reductions (at least `BIG_REDUCTION` elements): 128 loads
+/// per invocation, still at most 32 elements per accumulator lane (the accuracy argument
+/// above holds), and a quarter of the workgroups, each with four times the work to
+/// amortise its tree and launch (a 64M-element sum: 1024 workgroups instead of 4096,
+/// about eight per SM of a large GPU).
+const CHUNK_VEC_BIG: usize = 65536;
+const BIG_REDUCTION: usize = 1 << 24;
+
+/// The chunk of a split reduction: depends on the shape only, so results are the same
+/// on every run and adapter with the same subgroup size.
+fn chunk_of(vec: bool, rows: usize, axis_len: usize) -> usize {
+    if !vec {
+        CHUNK
+    } else if rows.saturating_mul(axis_len) >= BIG_REDUCTION {
+        CHUNK_VEC_BIG
+    } else {
+        CHUNK_VEC
+    }
+}
 
 /// The load the binding lacks, for the code paths a kernel compiles but never takes: a
 /// scalar `load_x` over a `vec4` binding, or a `load4_x` over a scalar one.
@@ -221,7 +240,7 @@ fn cache_len(vec: bool, axis_len: usize) -> usize {
 /// The WGSL of one single-pass reduction (for the naga tests).
 #[cfg(test)]
 pub(crate) fn reduce_source(dtype: DType, kind: ReduceKind, subgroups: bool) -> String {
-    reduce_phase_source(dtype, kind, 0, subgroups, false)
+    reduce_phase_source(dtype, kind, 0, subgroups, false, CHUNK)
 }
 
 /// The WGSL of one reduction phase: 0 single pass, 1 partial states of long rows'
@@ -233,13 +252,14 @@ pub(crate) fn reduce_phase_source(
     phase: u32,
     subgroups: bool,
     vec: bool,
+    chunk: usize,
 ) -> String {
     let mut constants = tree_constants(subgroups).to_vec();
     constants.extend([
         ("KIND", kind_code(kind).to_string()),
         ("OP", op_code(kind).to_string()),
         ("PHASE", phase.to_string()),
-        ("CHUNK", if vec { CHUNK_VEC } else { CHUNK }.to_string()),
+        ("CHUNK", chunk.to_string()),
         ("VEC", u32::from(vec).to_string()),
         ("LOAD_SHIM", x_slot(dtype, vec).1),
     ]);
@@ -296,18 +316,20 @@ impl WgpuBackend {
         let split = spec.axis_len > SPLIT_MIN;
         let sg = self.subgroup_trees();
         let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset);
+        let chunk = chunk_of(vec, rows, spec.axis_len);
         let kernel_for = |phase: u32| {
             // The merge phase reads only partial states: one kernel for both layouts.
             let v = vec && phase != 2;
+            let c = if phase == 2 { CHUNK } else { chunk };
             let key = format!(
-                "reduce/{}/{}/{phase}/{}/{}",
+                "reduce/{}/{}/{phase}/{}/{}/{c}",
                 spec.dtype,
                 kind_code(spec.kind),
                 u8::from(sg),
                 u8::from(v)
             );
             self.kernel(&key, &reduce_bindings(spec.dtype, v), || {
-                reduce_phase_source(spec.dtype, spec.kind, phase, sg, v)
+                reduce_phase_source(spec.dtype, spec.kind, phase, sg, v, c)
             })
         };
         // Float results are written as f32 bits, indices as u32.
@@ -318,7 +340,7 @@ impl WgpuBackend {
         };
         let out = self.alloc_storage(wide, rows)?;
         let chunks = if split {
-            spec.axis_len.div_ceil(if vec { CHUNK_VEC } else { CHUNK })
+            spec.axis_len.div_ceil(chunk)
         } else {
             1
         };
@@ -461,12 +483,16 @@ mod tests {
             for kind in ReduceKind::ALL {
                 for phase in [0, 1, 2] {
                     for sg in [false, true] {
-                        for vec in [false, true] {
+                        for (vec, chunk) in [
+                            (false, super::CHUNK),
+                            (true, super::CHUNK_VEC),
+                            (true, super::CHUNK_VEC_BIG),
+                        ] {
                             validate_with(
                                 &format!(
-                                    "{dtype} {kind:?} phase {phase} subgroups={sg} vec4={vec}"
+                                    "{dtype} {kind:?} phase {phase} subgroups={sg} vec4={vec} chunk={chunk}"
                                 ),
-                                &reduce_phase_source(dtype, kind, phase, sg, vec),
+                                &reduce_phase_source(dtype, kind, phase, sg, vec, chunk),
                                 sg,
                             );
                         }

@@ -120,8 +120,14 @@ fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
         }
         return;
     }
-    // Eight loads in flight per step, folded in the same order as one at a time.
-    var acc4 = vec4<f32>(identity());
+    // Eight loads in flight per step, folded into four accumulators (loads j and j + 4
+    // of a step into accumulator j), which are combined in a fixed order at the end: a
+    // chunk of CHUNK elements gives each accumulator lane CHUNK / (4 · 128 · 4) · 2 ≤ 32
+    // elements in order (the tail loop adds at most 7 more to the first).
+    var k0 = vec4<f32>(identity());
+    var k1 = k0;
+    var k2 = k0;
+    var k3 = k0;
     var q = q0 + lid;
     for (; q + 7u * WG < q1; q = q + 8u * WG) {
         let v0 = load4_x(q);
@@ -132,12 +138,15 @@ fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
         let v5 = load4_x(q + 5u * WG);
         let v6 = load4_x(q + 6u * WG);
         let v7 = load4_x(q + 7u * WG);
-        acc4 = combine4(combine4(combine4(combine4(acc4, v0), v1), v2), v3);
-        acc4 = combine4(combine4(combine4(combine4(acc4, v4), v5), v6), v7);
+        k0 = combine4(combine4(k0, v0), v4);
+        k1 = combine4(combine4(k1, v1), v5);
+        k2 = combine4(combine4(k2, v2), v6);
+        k3 = combine4(combine4(k3, v3), v7);
     }
     for (; q < q1; q = q + WG) {
-        acc4 = combine4(acc4, load4_x(q));
+        k0 = combine4(k0, load4_x(q));
     }
+    let acc4 = combine4(combine4(k0, k1), combine4(k2, k3));
     let r = tree_op(lid, lanes(acc4), OP);
     var s = 0.0;
     if (KIND == 6u) {

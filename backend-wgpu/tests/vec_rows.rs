@@ -184,3 +184,28 @@ fn long_row_softmax_keeps_the_contract() {
     )
     .unwrap_or_else(|e| panic!("column softmax: {}", e.0));
 }
+
+#[test]
+fn large_reductions_take_the_big_chunks() {
+    // At least 2^24 elements: 65536-element vec4 chunks (several per row, the last one
+    // ragged), four accumulators per invocation; sums within the f32 tolerance, the
+    // extreme and its first index exact (ties across chunks).
+    let dev = device();
+    let n = (1 << 23) + 12;
+    let data: Vec<f32> = (0..2 * n)
+        .map(|k| ((k * 7919) % 1009) as f32 * 0.01 - 5.0)
+        .collect();
+    let t = Tensor::from_slice(&dev, &[2, n], &data).unwrap();
+    let host = HostTensor::new(&[2, n], data.iter().map(|&v| f64::from(v)).collect());
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Max,
+        ReduceKind::ArgMax,
+        ReduceKind::LogSumExp,
+    ] {
+        let got = t.reduce(kind, 1, false).unwrap();
+        let want = reference::reduce(&host, kind, Some(1), false);
+        check(&got, &want, kind.output_dtype(DType::F32))
+            .unwrap_or_else(|e| panic!("{kind:?}: {}", e.0));
+    }
+}
