@@ -56,6 +56,8 @@ use xkern_core::{Activation, DType, MatmulSpec, Result};
 const MATMUL_WGSL: &str = include_str!("matmul.wgsl");
 const TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const STAGE_WGSL: &str = include_str!("matmul_stage.wgsl");
+const WIDE_WGSL: &str = include_str!("matmul_wide.wgsl");
+const WIDE_STAGE_WGSL: &str = include_str!("matmul_wide_stage.wgsl");
 const GEMV_WGSL: &str = include_str!("gemv.wgsl");
 const EPILOGUE_WGSL: &str = include_str!("epilogue.wgsl");
 /// Output tile of the strided kernel.
@@ -64,7 +66,7 @@ const TILE: usize = 16;
 const GEMV_DOT_OUTS: usize = 4;
 const GEMV_COLUMN_OUTS: usize = 64;
 
-/// The constants of the register-tiled kernel (see the module doc for why these).
+/// The constants of the register-tiled kernels (see the module doc for why these).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tiling {
     /// Output block of one workgroup: rows, columns.
@@ -77,7 +79,15 @@ pub(crate) struct Tiling {
     pub(crate) tn: usize,
 }
 
-/// The tiling every variant uses: 64 × 64 blocks, 4 × 4 micro-tiles, 16-deep k-steps.
+impl Tiling {
+    /// Invocations per workgroup.
+    const fn threads(self) -> usize {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+}
+
+/// The tiling of the 64 × 64 kernel (`matmul_tiled.wgsl`): 4 × 4 micro-tiles, 16-deep
+/// k-steps.
 pub(crate) const TILING: Tiling = Tiling {
     bm: 64,
     bn: 64,
@@ -86,11 +96,29 @@ pub(crate) const TILING: Tiling = Tiling {
     tn: 4,
 };
 
+/// The 128 × 128 block of the wide kernel (`matmul_wide.wgsl`): 8 × 8 micro-tiles.
+const WIDE_128: Tiling = Tiling {
+    bm: 128,
+    bn: 128,
+    bk: 16,
+    tm: 8,
+    tn: 8,
+};
+
+/// The 128 × 64 block of the wide kernel: 8 × 4 micro-tiles.
+const WIDE_128X64: Tiling = Tiling {
+    bm: 128,
+    bn: 64,
+    bk: 16,
+    tm: 8,
+    tn: 4,
+};
+
 // The staging loops assume that each pass covers whole tiles: every tile of BK × BM and
 // BK × BN elements (and of vec4s) is a multiple of the invocation count.
 const _: () = {
     let t = TILING;
-    let threads = (t.bm / t.tm) * (t.bn / t.tn);
+    let threads = t.threads();
     assert!(t.bm.is_multiple_of(t.tm) && t.bn.is_multiple_of(t.tn) && t.bk.is_multiple_of(4));
     assert!((t.bm * t.bk / 4).is_multiple_of(threads));
     assert!((t.bn * t.bk / 4).is_multiple_of(threads));
@@ -98,6 +126,92 @@ const _: () = {
     // Workgroup memory within WebGPU's guaranteed 16 KiB.
     assert!(t.bk * (t.bm + 1 + t.bn + 1) * 4 <= 16384);
 };
+
+// The wide kernel: micro-tiles of whole 4 × 4 squares, invocations within WebGPU's
+// guaranteed 256, and register slots of four values that cover each staged tile exactly
+// (BK × X is a multiple of 4 · THREADS).
+const _: () = {
+    let mut i = 0;
+    let wide = [WIDE_128, WIDE_128X64];
+    while i < wide.len() {
+        let t = wide[i];
+        assert!(t.tm.is_multiple_of(4) && t.tn.is_multiple_of(4) && t.bk.is_multiple_of(4));
+        assert!(t.bm.is_multiple_of(t.tm) && t.bn.is_multiple_of(t.tn));
+        assert!(t.threads() <= 256);
+        assert!((t.bm * t.bk).is_multiple_of(4 * t.threads()));
+        assert!((t.bn * t.bk).is_multiple_of(4 * t.threads()));
+        i += 1;
+    }
+};
+
+/// The output block of the register-tiled matmul. By default [`plan`] picks it from the
+/// shape and the device's workgroup-memory limit; [`crate::DeviceOptions::matmul_block`]
+/// or `XKERN_WGPU_MATMUL_TILE=64|128x64|128` forces one (for tests and A/B timing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MatmulBlock {
+    /// 64 × 64 blocks, 4 × 4 per invocation (`matmul_tiled.wgsl`): fits WebGPU's
+    /// guaranteed limits, keeps small products spread over many workgroups.
+    #[default]
+    B64,
+    /// 128 × 64 blocks, 8 × 4 per invocation (`matmul_wide.wgsl`), for medium products.
+    B128x64,
+    /// 128 × 128 blocks, 8 × 8 per invocation (`matmul_wide.wgsl`), for large products.
+    B128,
+}
+
+impl MatmulBlock {
+    /// Parses `64`, `128x64` or `128` (the values of `XKERN_WGPU_MATMUL_TILE`); `auto`
+    /// or the empty string is `Ok(None)`, anything else an error message.
+    pub fn parse(s: &str) -> std::result::Result<Option<Self>, String> {
+        match s.trim().to_lowercase().as_str() {
+            "" | "auto" => Ok(None),
+            "64" | "64x64" => Ok(Some(MatmulBlock::B64)),
+            "128x64" => Ok(Some(MatmulBlock::B128x64)),
+            "128" | "128x128" => Ok(Some(MatmulBlock::B128)),
+            other => Err(format!(
+                "XKERN_WGPU_MATMUL_TILE={other:?}: expected 64, 128x64, 128 or auto"
+            )),
+        }
+    }
+
+    pub(crate) fn tiling(self) -> Tiling {
+        match self {
+            MatmulBlock::B64 => TILING,
+            MatmulBlock::B128x64 => WIDE_128X64,
+            MatmulBlock::B128 => WIDE_128,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MatmulBlock::B64 => "64",
+            MatmulBlock::B128x64 => "128x64",
+            MatmulBlock::B128 => "128",
+        }
+    }
+
+    /// Bytes of workgroup memory the kernel of this block declares for layouts `a`, `b`.
+    pub(crate) fn workgroup_bytes(self, a: Operand, b: Operand) -> usize {
+        let t = self.tiling();
+        match self {
+            MatmulBlock::B64 => t.bk * (tile_stride(t.bm, a) + tile_stride(t.bn, b)) * 4,
+            _ => t.bk * (wide_stride(t.bm, a) + wide_stride(t.bn, b)) * 4,
+        }
+    }
+}
+
+/// What [`plan`] may choose from on a device.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocks {
+    /// A forced block (falls back to a smaller one that fits the device).
+    pub(crate) forced: Option<MatmulBlock>,
+    /// The device's `max_compute_workgroup_storage_size`.
+    pub(crate) storage: usize,
+}
+
+/// Workgroups a large block needs before [`plan`] takes it: two per SM of a GPU with
+/// about 128 SMs, so that the bigger block does not leave part of a large GPU idle.
+const FILL_GROUPS: usize = 256;
 
 /// How the register-tiled kernel reads one operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,8 +225,12 @@ pub(crate) struct Operand {
 /// Which kernel runs a matmul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Plan {
-    /// Register-tiled, with the layouts of A and B.
-    Tiled { a: Operand, b: Operand },
+    /// Register-tiled, with the layouts of A and B and the output block.
+    Tiled {
+        a: Operand,
+        b: Operand,
+        block: MatmulBlock,
+    },
     /// Matrix-vector: `dot` when W is contiguous along K; `n1` for N = 1 (W = Aᵀ).
     Gemv { dot: bool, n1: bool },
     /// The general strided kernel.
@@ -141,8 +259,33 @@ fn operand(
     Some(Operand { k_major, vec4 })
 }
 
-/// Chooses the kernel of `spec`, whose per-batch operand offsets are `offs` (a, b pairs).
-pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32]) -> Plan {
+/// The block of a tiled plan: the forced one if any (else the largest smaller one that
+/// fits the device), otherwise the largest whose workgroup memory fits and whose grid
+/// still has [`FILL_GROUPS`] workgroups.
+fn block_for(spec: &MatmulSpec, a: Operand, b: Operand, blocks: Blocks) -> MatmulBlock {
+    use MatmulBlock::{B64, B128, B128x64};
+    let fits = |blk: MatmulBlock| blk.workgroup_bytes(a, b) <= blocks.storage;
+    if let Some(f) = blocks.forced {
+        let smaller: &[MatmulBlock] = match f {
+            B128 => &[B128, B128x64],
+            B128x64 => &[B128x64],
+            B64 => &[],
+        };
+        return smaller.iter().copied().find(|&x| fits(x)).unwrap_or(B64);
+    }
+    let groups = |blk: MatmulBlock| {
+        let t = blk.tiling();
+        spec.m.div_ceil(t.bm) * spec.n.div_ceil(t.bn) * spec.batch()
+    };
+    [B128, B128x64]
+        .into_iter()
+        .find(|&x| fits(x) && groups(x) >= FILL_GROUPS)
+        .unwrap_or(B64)
+}
+
+/// Chooses the kernel of `spec`, whose per-batch operand offsets are `offs` (a, b pairs),
+/// on a device that offers `blocks`.
+pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32], blocks: Blocks) -> Plan {
     let (a, b) = (&spec.a, &spec.b);
     if spec.m == 1 || spec.n == 1 {
         // W = B (k-stride b.row_stride) or Aᵀ (k-stride a.col_stride); dot-product
@@ -166,7 +309,11 @@ pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32]) -> Plan {
     let a_op = operand(a.col_stride, a.row_stride, spec.k, spec.m, aligned(0));
     let b_op = operand(b.row_stride, b.col_stride, spec.k, spec.n, aligned(1));
     match (a_op, b_op) {
-        (Some(a), Some(b)) => Plan::Tiled { a, b },
+        (Some(a), Some(b)) => Plan::Tiled {
+            a,
+            b,
+            block: block_for(spec, a, b, blocks),
+        },
         _ => Plan::Strided,
     }
 }
@@ -240,14 +387,8 @@ pub(crate) fn gemv_source(dtype: DType, act: Option<Activation>, bias: bool, dot
 /// constant conditions), so the one the binding lacks is defined here from the other;
 /// the shim is never executed.
 fn stage(op: &str, x: usize, stride: usize, layout: Operand) -> String {
-    let shim = if layout.vec4 {
-        format!("fn load_{op}(i: u32) -> f32 {{ return load4_{op}(i >> 2u)[i & 3u]; }}\n")
-    } else {
-        format!(
-            "fn load4_{op}(q: u32) -> vec4<f32> {{ let i = 4u * q; return vec4<f32>(load_{op}(i), load_{op}(i + 1u), load_{op}(i + 2u), load_{op}(i + 3u)); }}\n"
-        )
-    };
-    shim + &STAGE_WGSL
+    load_shim(op, layout)
+        + &STAGE_WGSL
         .replace("{{op}}", op)
         .replace("{{X}}", &x.to_string())
         .replace("{{S}}", &stride.to_string())
@@ -259,6 +400,12 @@ fn stage(op: &str, x: usize, stride: usize, layout: Operand) -> String {
 /// (operand contiguous along K), else none (see the module doc).
 fn tile_stride(x: usize, layout: Operand) -> usize {
     x + usize::from(layout.k_major)
+}
+
+/// Row stride of a k-major tile `x` wide in the wide kernel: four words of padding when
+/// staging transposes (one `vec4`, so that fragments stay aligned; see the module doc).
+fn wide_stride(x: usize, layout: Operand) -> usize {
+    x + 4 * usize::from(layout.k_major)
 }
 
 /// The unrolled micro-kernel of one k-step. For the 4 × 4 tile it reads
@@ -338,6 +485,157 @@ pub(crate) fn tiled_source(
     )
 }
 
+/// Register slots (`vec4`s) per invocation that hold one staged tile `x` wide.
+fn slots(t: Tiling, x: usize) -> usize {
+    x * t.bk / (4 * t.threads())
+}
+
+/// The unrolled micro-kernel of the wide kernel: all BK steps of one staged tile. Step
+/// `kk` of the 8 × 8 tile reads
+/// ```text
+/// let a0 = ta[kk·SA/4 + ty]; let a1 = ta[kk·SA/4 + 16 + ty];   // rows ty·4 .. +3, 64 + ty·4 .. +3
+/// let b0 = tb[kk·SB/4 + tx]; let b1 = tb[kk·SB/4 + 16 + tx];   // columns likewise
+/// acc[0] = fma(a0.x, b0.x, acc[0]); acc[1] = fma(a0.x, b0.y, acc[1]); ... acc[63] = fma(a1.w, b1.w, acc[63]);
+/// ```
+/// with every offset a constant.
+pub(crate) fn wide_micro_kernel(t: Tiling, sa: usize, sb: usize) -> String {
+    const C: [&str; 4] = ["x", "y", "z", "w"];
+    let (wx, wy) = (t.bn / t.tn, t.bm / t.tm);
+    let comp = |i: usize| C.get(i % 4).copied().unwrap_or("x");
+    let mut s = String::new();
+    for kk in 0..t.bk {
+        s += "        {\n";
+        for g in 0..t.tm / 4 {
+            let _ = writeln!(s, "            let a{g} = ta[{}u + ty];", kk * sa / 4 + g * wy);
+        }
+        for h in 0..t.tn / 4 {
+            let _ = writeln!(s, "            let b{h} = tb[{}u + tx];", kk * sb / 4 + h * wx);
+        }
+        for i in 0..t.tm {
+            for j in 0..t.tn {
+                let q = i * t.tn + j;
+                let _ = writeln!(
+                    s,
+                    "            acc[{q}] = fma(a{}.{}, b{}.{}, acc[{q}]);",
+                    i / 4,
+                    comp(i),
+                    j / 4,
+                    comp(j)
+                );
+            }
+        }
+        s += "        }\n";
+    }
+    s
+}
+
+/// The unrolled write-back of the wide kernel: micro-tile element (i, j) lies at row
+/// `ty·4 + i % 4 + 4·WY·(i / 4)` and column `tx·4 + j % 4 + 4·WX·(j / 4)` of the block.
+pub(crate) fn wide_write_back(t: Tiling) -> String {
+    let (wx, wy) = (t.bn / t.tn, t.bm / t.tm);
+    let mut s = String::new();
+    for i in 0..t.tm {
+        for j in 0..t.tn {
+            let _ = writeln!(
+                s,
+                "    store(batch, row + {}u, col + {}u, acc[{}]);",
+                (i / 4) * 4 * wy + i % 4,
+                (j / 4) * 4 * wx + j % 4,
+                i * t.tn + j
+            );
+        }
+    }
+    s
+}
+
+/// The unrolled global fetch of both operands' next tiles into registers (`kf` is the
+/// tile's first k) and the unrolled stores of those registers into workgroup memory.
+fn wide_fetch_put(t: Tiling) -> (String, String) {
+    let (mut fetch, mut put) = (String::new(), String::new());
+    for r in 0..slots(t, t.bm) {
+        let _ = writeln!(
+            fetch,
+            "            pa[{r}] = fetch_a(a0, m0, kf, P.a_rs, P.a_cs, P.m, t, {r}u);"
+        );
+        let _ = writeln!(put, "        put_a(t, {r}u, pa[{r}]);");
+    }
+    for r in 0..slots(t, t.bn) {
+        let _ = writeln!(
+            fetch,
+            "            pb[{r}] = fetch_b(b0, n0, kf, P.b_cs, P.b_rs, P.n, t, {r}u);"
+        );
+        let _ = writeln!(put, "        put_b(t, {r}u, pb[{r}]);");
+    }
+    (fetch, put)
+}
+
+/// The load shim of operand `op`: the kernel text calls both `load_<op>` and
+/// `load4_<op>` (under constant conditions), so the one the binding lacks is defined
+/// here from the other; the shim is never executed.
+fn load_shim(op: &str, layout: Operand) -> String {
+    if layout.vec4 {
+        format!("fn load_{op}(i: u32) -> f32 {{ return load4_{op}(i >> 2u)[i & 3u]; }}\n")
+    } else {
+        format!(
+            "fn load4_{op}(q: u32) -> vec4<f32> {{ let i = 4u * q; return vec4<f32>(load_{op}(i), load_{op}(i + 1u), load_{op}(i + 2u), load_{op}(i + 3u)); }}\n"
+        )
+    }
+}
+
+/// The staging functions of operand `op` for the wide kernel (see [`stage`]).
+fn wide_stage(op: &str, x: usize, stride: usize, layout: Operand) -> String {
+    load_shim(op, layout)
+        + &WIDE_STAGE_WGSL
+            .replace("{{op}}", op)
+            .replace("{{X}}", &x.to_string())
+            .replace("{{S}}", &stride.to_string())
+            .replace("{{KCONT}}", &layout.k_major.to_string())
+            .replace("{{VEC}}", &layout.vec4.to_string())
+}
+
+/// The WGSL of one variant of a register-tiled kernel: `matmul_tiled.wgsl` for
+/// [`MatmulBlock::B64`], else `matmul_wide.wgsl` (also used by the naga tests).
+pub(crate) fn block_source(
+    dtype: DType,
+    act: Option<Activation>,
+    bias: bool,
+    a: Operand,
+    b: Operand,
+    block: MatmulBlock,
+) -> String {
+    if block == MatmulBlock::B64 {
+        return tiled_source(dtype, act, bias, a, b);
+    }
+    let t = block.tiling();
+    let (sa, sb) = (wide_stride(t.bm, a), wide_stride(t.bn, b));
+    let (fetch, put) = wide_fetch_put(t);
+    assemble(
+        WIDE_WGSL,
+        &bindings(dtype, a.vec4, b.vec4),
+        &[
+            ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+            ("STAGE_A", wide_stage("a", t.bm, sa, a)),
+            ("STAGE_B", wide_stage("b", t.bn, sb, b)),
+            ("FETCH", fetch),
+            ("PUT", put),
+            ("MICRO", wide_micro_kernel(t, sa, sb)),
+            ("WRITE", wide_write_back(t)),
+            ("ACT", act_code(act).to_string()),
+            ("BIAS", u32::from(bias).to_string()),
+            ("BM", t.bm.to_string()),
+            ("BN", t.bn.to_string()),
+            ("BK", t.bk.to_string()),
+            ("WX", (t.bn / t.tn).to_string()),
+            ("WY", (t.bm / t.tm).to_string()),
+            ("TA4", (t.bk * sa / 4).to_string()),
+            ("TB4", (t.bk * sb / 4).to_string()),
+            ("RA", slots(t, t.bm).to_string()),
+            ("RB", slots(t, t.bn).to_string()),
+            ("TM_TN", (t.tm * t.tn).to_string()),
+        ],
+    )
+}
+
 /// The cache key of a plan's kernel.
 fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
     let epi = format!(
@@ -354,7 +652,12 @@ fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
         )
     };
     match plan {
-        Plan::Tiled { a, b } => format!("matmul-tiled/{epi}/{}{}", layout(a), layout(b)),
+        Plan::Tiled { a, b, block } => format!(
+            "matmul-tiled/{epi}/{}/{}{}",
+            block.name(),
+            layout(a),
+            layout(b)
+        ),
         Plan::Gemv { dot, .. } => format!("gemv/{epi}/{}", if dot { "dot" } else { "column" }),
         Plan::Strided => format!("matmul/{epi}"),
     }
@@ -377,7 +680,7 @@ impl WgpuBackend {
             offs.push(fit_u32(spec.a_offset(i))?);
             offs.push(fit_u32(spec.b_offset(i))?);
         }
-        let plan = plan(spec, &offs);
+        let plan = plan(spec, &offs, self.matmul_blocks());
         let has_bias = bias.is_some();
         let key = key(spec, plan, has_bias);
         let (bias_off, bias_stride) = spec.bias.as_ref().map_or((0, 0), |v| (v.offset, v.stride));
@@ -434,12 +737,16 @@ impl WgpuBackend {
             });
         }
         let (kernel, tile_m, tile_n) = match plan {
-            Plan::Tiled { a: la, b: lb } => (
+            Plan::Tiled {
+                a: la,
+                b: lb,
+                block,
+            } => (
                 self.kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
-                    tiled_source(dtype, act, has_bias, la, lb)
+                    block_source(dtype, act, has_bias, la, lb, block)
                 })?,
-                TILING.bm,
-                TILING.bn,
+                block.tiling().bm,
+                block.tiling().bn,
             ),
             _ => (
                 self.kernel(&key, &bindings(dtype, false, false), || {

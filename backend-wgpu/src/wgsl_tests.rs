@@ -3,7 +3,7 @@
 
 use crate::attention::attention_source;
 use crate::copy::{cast_source, strided_source};
-use crate::matmul::{Operand, gemv_source, matmul_source, tiled_source};
+use crate::matmul::{MatmulBlock, Operand, block_source, gemv_source, matmul_source};
 use crate::reduce::{normalize_source, reduce_source};
 use xkern_core::{Activation, DType, NormKind, ReduceKind};
 
@@ -79,13 +79,17 @@ fn every_kernel_variant_validates() {
                     );
                     n += 1;
                 }
-                for a in OPERANDS {
-                    for b in OPERANDS {
-                        validate(
-                            &format!("matmul-tiled {dtype} {act:?} {bias} {a:?} {b:?}"),
-                            &tiled_source(dtype, act, bias, a, b),
-                        );
-                        n += 1;
+                for block in [MatmulBlock::B64, MatmulBlock::B128x64, MatmulBlock::B128] {
+                    for a in OPERANDS {
+                        for b in OPERANDS {
+                            validate(
+                                &format!(
+                                    "matmul-tiled {block:?} {dtype} {act:?} {bias} {a:?} {b:?}"
+                                ),
+                                &block_source(dtype, act, bias, a, b, block),
+                            );
+                            n += 1;
+                        }
                     }
                 }
             }
@@ -119,7 +123,8 @@ fn every_kernel_variant_validates() {
             }
         }
     }
-    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention,
+    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 3 blocks × 16 tiled layouts),
+    // attention,
     // 7 reductions × 2 trees, 3 normalisations × weight × 2 trees.
-    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + 2 * 7 + 2 * 6));
+    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 3 * 16) + 1 + 2 * 7 + 2 * 6));
 }
