@@ -135,12 +135,12 @@ impl Gpu {
         let matmul_block = match opts.matmul_block {
             Some(b) => Some(b),
             None => match std::env::var("XKERN_WGPU_MATMUL_TILE") {
-                Ok(v) => crate::MatmulBlock::parse(&v).map_err(|reason| {
-                    Error::BackendUnavailable {
+                Ok(v) => {
+                    crate::MatmulBlock::parse(&v).map_err(|reason| Error::BackendUnavailable {
                         name: "wgpu".into(),
                         reason,
-                    }
-                })?,
+                    })?
+                }
                 Err(_) => None,
             },
         };

@@ -1,6 +1,8 @@
-//! Batched matmul with the fused epilogue: three kernels, chosen from the operand strides.
+//! Batched matmul with the fused epilogue: four kernels, chosen from the operand strides,
+//! the shape and the device's workgroup-memory limit.
 //!
-//! - **Register-tiled** (`matmul_tiled.wgsl`, the default). A workgroup of 16 × 16
+//! - **Register-tiled, 64 × 64** (`matmul_tiled.wgsl`, small and medium products). A
+//!   workgroup of 16 × 16
 //!   invocations computes a 64 × 64 block of C; each invocation a 4 × 4 micro-tile in
 //!   registers. K is walked 16 at a time: both operands are staged k-major in workgroup
 //!   memory, then each invocation runs 16 steps of 4 + 4 workgroup loads and 16 FMAs.
@@ -24,6 +26,56 @@
 //!   multiples of 4 (and K > 0), staging reads one `vec4` (16 B for f32, 8 B for 16-bit
 //!   types) per invocation instead of four scalars. The micro-kernel and the write-back
 //!   are unrolled by [`micro_kernel`] and [`write_back`] from the [`Tiling`] constants.
+//! - **Register-tiled, wide** (`matmul_wide.wgsl` + `matmul_wide_stage.wgsl`, large
+//!   products): 128 × 128 blocks with 8 × 8 per invocation ([`MatmulBlock::B128`]) or
+//!   128 × 64 with 8 × 4 ([`MatmulBlock::B128x64`]), 16 × 16 invocations, 16-deep
+//!   k-steps, the same four layouts, staging rules, batching and epilogue. The micro-tile
+//!   is made of 4 × 4 squares (rows ty·4 + r + 64i, columns tx·4 + c + 64j for 128 × 128),
+//!   so each k-step of an invocation reads its A and B fragments as `vec4`s from
+//!   workgroup memory (2 + 2 for 8 × 8) for 64 FMAs: within a 32-wide subgroup the 16
+//!   B reads cover 256 consecutive bytes (conflict-free) and the A reads are two
+//!   broadcasts. Workgroup tiles are `array<vec4<f32>>`; a tile staged by transposing
+//!   stores is padded by one `vec4` per row (132 words: at most 2-way conflicts on those
+//!   stores, 1/16 as frequent as the reads). Each k-step fetches the *next* step's global
+//!   values into registers (2 + 2 `vec4` slots per invocation: one vector load or four
+//!   scalar loads each) before its arithmetic and stores them to workgroup memory after
+//!   the next barrier, so global latency hides behind 1024 FMAs per invocation. The
+//!   fetch, stores, all 16 micro-kernel steps and the write-back are unrolled by
+//!   [`wide_fetch_put`], [`wide_micro_kernel`] and [`wide_write_back`] with every
+//!   constant baked in.
+//!
+//!   Why it is faster on a large GPU (reasoned from the H100: 132 SMs, 64 K 32-bit
+//!   registers and 228 KiB shared memory per SM, 67 TFLOP/s f32 FMA, ~3.3 TB/s HBM, 50 MB
+//!   L2). *Workgroup-memory bandwidth*: per k-step a 32-wide subgroup of the 4 × 4 kernel
+//!   issues 8 scalar loads for 16 FMA instructions (512 FMAs, 4 SM cycles of FMA issue
+//!   for ≥ 8 cycles of loads, plus the load instructions competing for issue slots):
+//!   bound by loads and issue, which matches the 15–16 TFLOP/s measured (~24 % of peak).
+//!   The 8 × 8 kernel issues 4 `vec4` loads (about 6 cycles of the shared-memory pipe)
+//!   for 64 FMA instructions (16 cycles): FMA-bound, with 64 FMAs per 4 load
+//!   instructions. *Global/L2 traffic*: a 128 × 128 block moves 16 KiB per k-step for
+//!   524 K FLOP (32 FLOP/B; at peak ~2 TB/s from L2), half of the 64 × 64 block's
+//!   (16 FLOP/B, ~4 TB/s at peak, near L2's limit). *Occupancy*: 64 accumulators + 16
+//!   fragment registers + 16 prefetch registers + ~15 indices ≈ 110–128 registers per
+//!   invocation → 2 workgroups (16 warps) per SM in 64 K registers; if the compiler
+//!   needs more than 128, 1 workgroup per SM, still FMA-fed by 64 independent
+//!   accumulators per step but with barriers no longer overlapped. Workgroup memory
+//!   (16.5 KiB at most) never limits occupancy on it. *Grid*: 4096² is 1024 workgroups
+//!   (3.9 waves of 264), 8192² 4096; a product whose 128 × 128 grid has fewer than
+//!   [`FILL_GROUPS`] (256) workgroups would leave SMs idle, so it takes 128 × 64 (8 × 4:
+//!   32 accumulators, ~70 registers, 3 workgroups per SM) when that grid is large
+//!   enough, else the 64 × 64 kernel. *Memory*: 128 × 128 needs 16 × (132 + 128) × 4 B
+//!   = 16.25 KiB for NN (over WebGPU's guaranteed 16 KiB; the H100 offers 48 KiB,
+//!   lavapipe 32 KiB) and exactly 16 KiB for TN; 128 × 64 fits 16 KiB in every layout.
+//!   [`plan`] takes a block only where `max_compute_workgroup_storage_size` holds it.
+//!   Not done: double-buffered workgroup tiles (one barrier per step instead of two;
+//!   2 × 16.5 KiB exceeds lavapipe's 32 KiB at 16-deep steps) and split-K for skinny
+//!   shapes.
+//!
+//!   Forcing a block: `XKERN_WGPU_MATMUL_TILE=64|128x64|128` (or
+//!   [`crate::DeviceOptions::matmul_block`]) makes every register-tiled product take
+//!   that block (a block the device's workgroup memory cannot hold falls back to the
+//!   next smaller one); `auto` or unset chooses per product as above. GEMV and strided
+//!   plans are unaffected.
 //! - **GEMV** (`gemv.wgsl`) for M = 1 (W = B) and N = 1 (W = Aᵀ, x = the column of B):
 //!   a matrix-vector product reads W once, so it is bound by memory, and a 64-row tile
 //!   would waste 63/64 of the tiled kernel. Dot-product layout (W contiguous along K) or
@@ -38,7 +90,8 @@
 //! bytes); a vector load is chosen only when the operand's base offsets and non-contiguous
 //! stride are multiples of 4 and its contiguous extent (K, M or N) is a non-zero multiple
 //! of 4, so each `vec4` starts aligned and lies wholly inside or wholly outside the
-//! matrix. Kernels check every load against M, N and K (zero-filling the ragged edge of a
+//! matrix; a wide block is planned only where its workgroup memory (for the operands'
+//! layouts, [`MatmulBlock::workgroup_bytes`]) is within the device's limit. Kernels check every load against M, N and K (zero-filling the ragged edge of a
 //! tile) and every store against M and N, so no size needs to be a multiple of a tile.
 //!
 //! Every kernel accumulates in f32 and writes f32; 16-bit outputs are rounded once by
@@ -130,19 +183,15 @@ const _: () = {
 // The wide kernel: micro-tiles of whole 4 × 4 squares, invocations within WebGPU's
 // guaranteed 256, and register slots of four values that cover each staged tile exactly
 // (BK × X is a multiple of 4 · THREADS).
-const _: () = {
-    let mut i = 0;
-    let wide = [WIDE_128, WIDE_128X64];
-    while i < wide.len() {
-        let t = wide[i];
-        assert!(t.tm.is_multiple_of(4) && t.tn.is_multiple_of(4) && t.bk.is_multiple_of(4));
-        assert!(t.bm.is_multiple_of(t.tm) && t.bn.is_multiple_of(t.tn));
-        assert!(t.threads() <= 256);
-        assert!((t.bm * t.bk).is_multiple_of(4 * t.threads()));
-        assert!((t.bn * t.bk).is_multiple_of(4 * t.threads()));
-        i += 1;
-    }
-};
+const fn check_wide(t: Tiling) {
+    assert!(t.tm.is_multiple_of(4) && t.tn.is_multiple_of(4) && t.bk.is_multiple_of(4));
+    assert!(t.bm.is_multiple_of(t.tm) && t.bn.is_multiple_of(t.tn));
+    assert!(t.threads() <= 256);
+    assert!((t.bm * t.bk).is_multiple_of(4 * t.threads()));
+    assert!((t.bn * t.bk).is_multiple_of(4 * t.threads()));
+}
+const _: () = check_wide(WIDE_128);
+const _: () = check_wide(WIDE_128X64);
 
 /// The output block of the register-tiled matmul. By default [`plan`] picks it from the
 /// shape and the device's workgroup-memory limit; [`crate::DeviceOptions::matmul_block`]
@@ -389,11 +438,11 @@ pub(crate) fn gemv_source(dtype: DType, act: Option<Activation>, bias: bool, dot
 fn stage(op: &str, x: usize, stride: usize, layout: Operand) -> String {
     load_shim(op, layout)
         + &STAGE_WGSL
-        .replace("{{op}}", op)
-        .replace("{{X}}", &x.to_string())
-        .replace("{{S}}", &stride.to_string())
-        .replace("{{KCONT}}", &layout.k_major.to_string())
-        .replace("{{VEC}}", &layout.vec4.to_string())
+            .replace("{{op}}", op)
+            .replace("{{X}}", &x.to_string())
+            .replace("{{S}}", &stride.to_string())
+            .replace("{{KCONT}}", &layout.k_major.to_string())
+            .replace("{{VEC}}", &layout.vec4.to_string())
 }
 
 /// Row stride of a k-major tile `x` wide: one word of padding when staging transposes
@@ -506,10 +555,18 @@ pub(crate) fn wide_micro_kernel(t: Tiling, sa: usize, sb: usize) -> String {
     for kk in 0..t.bk {
         s += "        {\n";
         for g in 0..t.tm / 4 {
-            let _ = writeln!(s, "            let a{g} = ta[{}u + ty];", kk * sa / 4 + g * wy);
+            let _ = writeln!(
+                s,
+                "            let a{g} = ta[{}u + ty];",
+                kk * sa / 4 + g * wy
+            );
         }
         for h in 0..t.tn / 4 {
-            let _ = writeln!(s, "            let b{h} = tb[{}u + tx];", kk * sb / 4 + h * wx);
+            let _ = writeln!(
+                s,
+                "            let b{h} = tb[{}u + tx];",
+                kk * sb / 4 + h * wx
+            );
         }
         for i in 0..t.tm {
             for j in 0..t.tn {

@@ -353,7 +353,11 @@ fn run(dev: &WgpuBackend, c: &Case, dtype: DType, seed: u64) {
         .flat_map(|i| [spec.a_offset(i), spec.b_offset(i)])
         .map(|o| fit_u32(o).unwrap())
         .collect();
-    assert_eq!(plan(&spec, &offs, dev.matmul_blocks()), c.want, "{name}: plan");
+    assert_eq!(
+        plan(&spec, &offs, dev.matmul_blocks()),
+        c.want,
+        "{name}: plan"
+    );
     let got = a.matmul_fused(&b, bias.as_ref(), c.act).unwrap();
     assert_eq!(got.shape(), spec.output_shape().as_slice(), "{name}");
     assert_eq!(got.dtype(), dtype, "{name}");
@@ -476,7 +480,11 @@ fn compiles_once(dev: &WgpuBackend, cases: &[Case], block: Option<MatmulBlock>) 
                 .filter(|_| k.starts_with("matmul-tiled"))
         })
         .collect();
-    assert_eq!(tiled.len(), 14, "{block:?}: tiled layouts compiled: {tiled:?}");
+    assert_eq!(
+        tiled.len(),
+        14,
+        "{block:?}: tiled layouts compiled: {tiled:?}"
+    );
     let name = block.unwrap_or_default();
     assert!(
         first
