@@ -68,14 +68,23 @@
 //!   lavapipe 32 KiB) and exactly 16 KiB for TN; 128 × 64 fits 16 KiB in every layout.
 //!   [`plan`] takes a block only where `max_compute_workgroup_storage_size` holds it.
 //!   Not done: double-buffered workgroup tiles (one barrier per step instead of two;
-//!   2 × 16.5 KiB exceeds lavapipe's 32 KiB at 16-deep steps) and split-K for skinny
-//!   shapes.
+//!   2 × 16.5 KiB exceeds lavapipe's 32 KiB at 16-deep steps).
 //!
 //!   Forcing a block: `XKERN_WGPU_MATMUL_TILE=64|128x64|128` (or
 //!   [`crate::DeviceOptions::matmul_block`]) makes every register-tiled product take
 //!   that block (a block the device's workgroup memory cannot hold falls back to the
 //!   next smaller one); `auto` or unset chooses per product as above. GEMV and strided
 //!   plans are unaffected.
+//! - **Split-K** (`matmul_splitk.wgsl`) for few output tiles and a long K (e.g. 64 × 64
+//!   × 16384, one 64 × 64 tile: one workgroup would walk all of K while the GPU idles):
+//!   when at most [`SPLIT_MAX_TILES`] 64 × 64 tiles cover the output and K splits into
+//!   `s ≥ 2` equal ranges of at least [`SPLIT_MIN_CHUNK`] (the largest such `s` with
+//!   tiles · s ≤ [`FILL_GROUPS`]), the tiled kernel computes `s` partial products as a
+//!   batch of `batch · s` products with K = K / s (per-range operand offsets in the
+//!   batch table; vector loads where those offsets keep alignment), into an f32 buffer
+//!   of `batch · s · M · N`; a second pass sums the ranges in a fixed order (so results
+//!   are deterministic), adds the bias and applies the activation. K that no such `s`
+//!   divides keeps the one-pass kernel.
 //! - **GEMV** (`gemv.wgsl`) for M = 1 (W = B) and N = 1 (W = Aᵀ, x = the column of B):
 //!   a matrix-vector product reads W once, so it is bound by memory, and a 64-row tile
 //!   would waste 63/64 of the tiled kernel. Dot-product layout (W contiguous along K) or
@@ -111,6 +120,7 @@ const TILED_WGSL: &str = include_str!("matmul_tiled.wgsl");
 const STAGE_WGSL: &str = include_str!("matmul_stage.wgsl");
 const WIDE_WGSL: &str = include_str!("matmul_wide.wgsl");
 const WIDE_STAGE_WGSL: &str = include_str!("matmul_wide_stage.wgsl");
+const SPLITK_WGSL: &str = include_str!("matmul_splitk.wgsl");
 const GEMV_WGSL: &str = include_str!("gemv.wgsl");
 const EPILOGUE_WGSL: &str = include_str!("epilogue.wgsl");
 /// Output tile of the strided kernel.
@@ -280,6 +290,15 @@ pub(crate) enum Plan {
         b: Operand,
         block: MatmulBlock,
     },
+    /// Split-K: the register-tiled kernel (layouts and block for one K range) computes
+    /// `splits` partial products over equal ranges of K, then `matmul_splitk.wgsl` sums
+    /// them in order and applies the epilogue.
+    SplitK {
+        a: Operand,
+        b: Operand,
+        block: MatmulBlock,
+        splits: usize,
+    },
     /// Matrix-vector: `dot` when W is contiguous along K; `n1` for N = 1 (W = Aᵀ).
     Gemv { dot: bool, n1: bool },
     /// The general strided kernel.
@@ -332,6 +351,25 @@ fn block_for(spec: &MatmulSpec, a: Operand, b: Operand, blocks: Blocks) -> Matmu
         .unwrap_or(B64)
 }
 
+/// At most this many 64 × 64 output tiles (all batches) for split-K: below it the
+/// tiled grid leaves most of a large GPU idle, and each workgroup walks all of K alone.
+const SPLIT_MAX_TILES: usize = 32;
+/// The shortest K range of one split.
+const SPLIT_MIN_CHUNK: usize = 256;
+
+/// The number of K ranges of a split-K plan for `spec`, or `None`: only for few output
+/// tiles, at least two ranges of at least [`SPLIT_MIN_CHUNK`], at most enough ranges
+/// for [`FILL_GROUPS`] workgroups, and K a multiple of the count (equal ranges, so one
+/// kernel with one K serves every range).
+fn split_k(spec: &MatmulSpec) -> Option<usize> {
+    let tiles = spec.m.div_ceil(TILING.bm) * spec.n.div_ceil(TILING.bn) * spec.batch();
+    if tiles == 0 || tiles > SPLIT_MAX_TILES {
+        return None;
+    }
+    let most = (FILL_GROUPS / tiles).min(spec.k / SPLIT_MIN_CHUNK);
+    (2..=most).rev().find(|&s| spec.k.is_multiple_of(s))
+}
+
 /// Chooses the kernel of `spec`, whose per-batch operand offsets are `offs` (a, b pairs),
 /// on a device that offers `blocks`.
 pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32], blocks: Blocks) -> Plan {
@@ -357,6 +395,22 @@ pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32], blocks: Blocks) -> Plan {
     };
     let a_op = operand(a.col_stride, a.row_stride, spec.k, spec.m, aligned(0));
     let b_op = operand(b.row_stride, b.col_stride, spec.k, spec.n, aligned(1));
+    if let (Some(_), Some(_), Some(splits)) = (a_op, b_op, split_k(spec)) {
+        // One range: K = chunk, and every range's offsets move by chunk along K.
+        let chunk = spec.k / splits;
+        let a_al = aligned(0) && (chunk * a.col_stride).is_multiple_of(4);
+        let b_al = aligned(1) && (chunk * b.row_stride).is_multiple_of(4);
+        let a_op = operand(a.col_stride, a.row_stride, chunk, spec.m, a_al);
+        let b_op = operand(b.row_stride, b.col_stride, chunk, spec.n, b_al);
+        if let (Some(a), Some(b)) = (a_op, b_op) {
+            return Plan::SplitK {
+                a,
+                b,
+                block: block_for(spec, a, b, blocks),
+                splits,
+            };
+        }
+    }
     match (a_op, b_op) {
         (Some(a), Some(b)) => Plan::Tiled {
             a,
@@ -693,14 +747,35 @@ pub(crate) fn block_source(
     )
 }
 
-/// The cache key of a plan's kernel.
+fn splitk_bindings(dtype: DType) -> [(&'static str, Slot); 3] {
+    [
+        ("part", Slot::Input(DType::F32)),
+        ("bias", Slot::Input(dtype)),
+        ("out", Slot::OutF32),
+    ]
+}
+
+/// The WGSL of the split-K sum (also used by the naga tests).
+pub(crate) fn splitk_source(dtype: DType, act: Option<Activation>, bias: bool) -> String {
+    assemble(
+        SPLITK_WGSL,
+        &splitk_bindings(dtype),
+        &[
+            ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+            ("ACT", act_code(act).to_string()),
+            ("BIAS", u32::from(bias).to_string()),
+        ],
+    )
+}
+
+/// The cache key of a plan's kernel (for split-K: of its sum; its first pass is the
+/// tiled kernel without an epilogue).
 fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
-    let epi = format!(
-        "{}/{}/{}",
-        spec.dtype,
-        act_code(spec.activation),
-        u32::from(has_bias)
-    );
+    key_of(spec.dtype, spec.activation, has_bias, plan)
+}
+
+fn key_of(dtype: DType, act: Option<Activation>, has_bias: bool, plan: Plan) -> String {
+    let epi = format!("{}/{}/{}", dtype, act_code(act), u32::from(has_bias));
     let layout = |o: Operand| {
         format!(
             "{}{}",
@@ -715,6 +790,7 @@ fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
             layout(a),
             layout(b)
         ),
+        Plan::SplitK { .. } => format!("matmul-splitk/{epi}"),
         Plan::Gemv { dot, .. } => format!("gemv/{epi}/{}", if dot { "dot" } else { "column" }),
         Plan::Strided => format!("matmul/{epi}"),
     }
@@ -788,6 +864,79 @@ impl WgpuBackend {
                     &kernel,
                     &[x, w, bias.unwrap_or(a), &offs, &out],
                     blocks * batch,
+                    params,
+                )?;
+                self.finish_f32(rec, out, dtype, len)
+            });
+        }
+        if let Plan::SplitK {
+            a: la,
+            b: lb,
+            block,
+            splits,
+        } = plan
+        {
+            let chunk = spec.k / splits.max(1);
+            let (a_step, b_step) = (chunk * spec.a.col_stride, chunk * spec.b.row_stride);
+            let mut split_offs = Vec::with_capacity(offs.len() * splits);
+            for pair in offs.chunks_exact(2) {
+                if let [oa, ob] = *pair {
+                    for s in 0..splits {
+                        split_offs.push(fit_u32(oa as usize + s * a_step)?);
+                        split_offs.push(fit_u32(ob as usize + s * b_step)?);
+                    }
+                }
+            }
+            let part_len = len * splits;
+            fit_u32(part_len)?;
+            let tiled = Plan::Tiled {
+                a: la,
+                b: lb,
+                block,
+            };
+            let part_kernel = self.kernel(
+                &key_of(dtype, None, false, tiled),
+                &bindings(dtype, la.vec4, lb.vec4),
+                || block_source(dtype, None, false, la, lb, block),
+            )?;
+            let sum_kernel = self.kernel(&key, &splitk_bindings(dtype), || {
+                splitk_source(dtype, act, has_bias)
+            })?;
+            let split_offs = self.upload_u32(&split_offs)?;
+            return self.record(|rec| {
+                let part = self.alloc_storage(DType::F32, part_len)?;
+                let out = self.alloc_storage(DType::F32, len)?;
+                let t = block.tiling();
+                let (tiles_m, tiles_n) = (m.div_ceil(t.bm), n.div_ceil(t.bn));
+                let params = Params::default()
+                    .u(m)?
+                    .u(n)?
+                    .u(chunk)?
+                    .u(spec.a.row_stride)?
+                    .u(spec.a.col_stride)?
+                    .u(spec.b.row_stride)?
+                    .u(spec.b.col_stride)?
+                    .u(0)?
+                    .u(0)?
+                    .u(tiles_m)?
+                    .u(tiles_n)?;
+                rec.dispatch(
+                    &part_kernel,
+                    &[a, b, a, &split_offs, &part],
+                    tiles_m * tiles_n * batch * splits,
+                    params,
+                )?;
+                let params = Params::default()
+                    .u(len)?
+                    .u(m * n)?
+                    .u(n)?
+                    .u(splits)?
+                    .u(bias_off)?
+                    .u(bias_stride)?;
+                rec.dispatch(
+                    &sum_kernel,
+                    &[&part, bias.unwrap_or(a), &out],
+                    len.div_ceil(256),
                     params,
                 )?;
                 self.finish_f32(rec, out, dtype, len)

@@ -1,8 +1,9 @@
 //! The matmul kernels on the device (lavapipe where there is no GPU): each case names the
 //! plan it must take, so every variant of the register-tiled kernel (NN, NT, TN, TT, scalar
-//! and vec4 staging), both GEMV layouts for M = 1 and N = 1, and the strided fallback is
-//! shown to run; sizes are ragged against the 64 × 64 × 16 tiles, with batches (broadcast
-//! on either side), the epilogue, and f16/bf16 inputs. Results are compared with an f64
+//! and vec4 staging) on every block (64 × 64 by default, 128 × 64 and 128 × 128 forced,
+//! with extra cases ragged against those), split-K, both GEMV layouts for M = 1 and N = 1,
+//! and the strided fallback is shown to run; sizes are ragged against the tiles, with
+//! batches (broadcast on either side), the epilogue, and f16/bf16 inputs. Results are compared with an f64
 //! product computed here through the operands' views, with the relative bound taken
 //! against |A|·|B| + |bias| (random sums may cancel). The shared conformance suite covers
 //! the rest of the contract (NaN/∞, empty shapes, bad input); its matmul cases reach only
@@ -55,6 +56,12 @@ fn tiled(a: Operand, b: Operand) -> Plan {
 fn on_block(c: &Case, block: MatmulBlock) -> Case {
     let want = match c.want {
         Plan::Tiled { a, b, .. } => Plan::Tiled { a, b, block },
+        Plan::SplitK { a, b, splits, .. } => Plan::SplitK {
+            a,
+            b,
+            block,
+            splits,
+        },
         p => p,
     };
     Case { want, ..c.clone() }
@@ -67,6 +74,15 @@ fn forced(block: MatmulBlock) -> WgpuBackend {
         ..crate::DeviceOptions::default()
     })
     .unwrap()
+}
+
+fn split(a: Operand, b: Operand, splits: usize) -> Plan {
+    Plan::SplitK {
+        a,
+        b,
+        block: MatmulBlock::B64,
+        splits,
+    }
 }
 
 fn case(m: usize, k: usize, n: usize, sa: Store, sb: Store, want: Plan) -> Case {
@@ -142,6 +158,20 @@ fn cases() -> Vec<Case> {
         epi(case(67, 37, 70, T, T, tiled(x1, k1)), Activation::Gelu),
         // K = 0: act(bias).
         epi(case(67, 0, 70, N, N, tiled(k1, x1)), Activation::Silu),
+        // Split-K for few output tiles and a long K: 64 ranges of 256; 16 ranges per
+        // batch with the epilogue; 10 ranges of 300 (at most 3000 / 256 = 11 ranges, and
+        // 11 does not divide 3000); a prime K cannot split.
+        case(64, 16384, 64, N, N, split(k4, x4, 64)),
+        batched(
+            epi(
+                case(37, 4096, 50, N, T, split(k4, k4, 16)),
+                Activation::Gelu,
+            ),
+            &[2],
+            &[2],
+        ),
+        case(33, 3000, 20, T, N, split(x1, x4, 10)),
+        case(20, 1031, 24, N, N, tiled(k1, x4)),
         // GEMV, M = 1: W = B along N (column layout) or along K (dot product).
         case(
             1,
@@ -493,7 +523,7 @@ fn compiles_once(dev: &WgpuBackend, cases: &[Case], block: Option<MatmulBlock>) 
             .all(|k| k.contains(&format!("/{}/", name.name()))),
         "{block:?}: {first:?}"
     );
-    for kind in ["gemv/", "matmul/"] {
+    for kind in ["gemv/", "matmul/", "matmul-splitk/"] {
         assert!(
             first.iter().any(|k| k.starts_with(kind)),
             "{kind}: {first:?}"
@@ -501,7 +531,14 @@ fn compiles_once(dev: &WgpuBackend, cases: &[Case], block: Option<MatmulBlock>) 
     }
     let distinct: std::collections::BTreeSet<String> = cases
         .iter()
-        .map(|c| format!("{:?}/{}/{:?}", key_of(c.want), c.bias, c.act))
+        .flat_map(|c| match c.want {
+            // The first pass is the tiled kernel without an epilogue.
+            Plan::SplitK { a, b, block, .. } => vec![
+                format!("{:?}/false/None", Plan::Tiled { a, b, block }),
+                format!("splitk/{}/{:?}", c.bias, c.act),
+            ],
+            p => vec![format!("{:?}/{}/{:?}", key_of(p), c.bias, c.act)],
+        })
         .collect();
     assert_eq!(first.len(), distinct.len(), "{first:?}");
 }
@@ -555,7 +592,7 @@ fn every_layout_matches_the_reference_on_the_wide_blocks() {
         }
         let all: Vec<Case> = cases()
             .into_iter()
-            .filter(|c| matches!(c.want, Plan::Tiled { .. }))
+            .filter(|c| matches!(c.want, Plan::Tiled { .. } | Plan::SplitK { .. }))
             .chain(wide_cases())
             .map(|c| on_block(&c, block))
             .collect();

@@ -3,7 +3,9 @@
 
 use crate::attention::attention_source;
 use crate::copy::{cast_source, strided_source};
-use crate::matmul::{MatmulBlock, Operand, block_source, gemv_source, matmul_source};
+use crate::matmul::{
+    MatmulBlock, Operand, block_source, gemv_source, matmul_source, splitk_source,
+};
 use crate::reduce::{normalize_source, reduce_source};
 use xkern_core::{Activation, DType, NormKind, ReduceKind};
 
@@ -72,6 +74,11 @@ fn every_kernel_variant_validates() {
                     &matmul_source(dtype, act, bias),
                 );
                 n += 1;
+                validate(
+                    &format!("matmul-splitk {dtype} {act:?} {bias}"),
+                    &splitk_source(dtype, act, bias),
+                );
+                n += 1;
                 for dot in [false, true] {
                     validate(
                         &format!("gemv {dtype} {act:?} {bias} dot={dot}"),
@@ -123,8 +130,9 @@ fn every_kernel_variant_validates() {
             }
         }
     }
-    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 3 blocks × 16 tiled layouts),
+    // Per float dtype: 8 epilogues × (strided + split-K sum + 2 GEMV + 3 blocks × 16
+    // tiled layouts),
     // attention,
     // 7 reductions × 2 trees, 3 normalisations × weight × 2 trees.
-    assert_eq!(n, 16 + 2 + 3 * (8 * (1 + 2 + 3 * 16) + 1 + 2 * 7 + 2 * 6));
+    assert_eq!(n, 16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + 2 * 7 + 2 * 6));
 }
