@@ -203,9 +203,11 @@ const fn check_wide(t: Tiling) {
 const _: () = check_wide(WIDE_128);
 const _: () = check_wide(WIDE_128X64);
 
-/// The output block of the register-tiled matmul. By default [`plan`] picks it from the
-/// shape and the device's workgroup-memory limit; [`crate::DeviceOptions::matmul_block`]
-/// or `XKERN_WGPU_MATMUL_TILE=64|128x64|128` forces one (for tests and A/B timing).
+/// The output block of the register-tiled matmul. By default the matmul picks it per
+/// product: 128 × 128 where that grid still has 256 workgroups and the device's
+/// workgroup memory holds the block, else 128 × 64 likewise, else 64 × 64.
+/// [`crate::DeviceOptions::matmul_block`] or `XKERN_WGPU_MATMUL_TILE=64|128x64|128`
+/// forces one (for tests and A/B timing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MatmulBlock {
     /// 64 × 64 blocks, 4 × 4 per invocation (`matmul_tiled.wgsl`): fits WebGPU's
