@@ -1,10 +1,9 @@
-//! Batched matmul with the fused epilogue: four kernels, chosen from the operand strides,
-//! the shape and the device's workgroup-memory limit.
+//! Batched matmul with the fused epilogue: five kernel paths, chosen from the operand
+//! strides, the shape and the device's workgroup-memory limit.
 //!
 //! - **Register-tiled, 64 × 64** (`matmul_tiled.wgsl`, small and medium products). A
-//!   workgroup of 16 × 16
-//!   invocations computes a 64 × 64 block of C; each invocation a 4 × 4 micro-tile in
-//!   registers. K is walked 16 at a time: both operands are staged k-major in workgroup
+//!   workgroup of 16 × 16 invocations computes a 64 × 64 block of C; each invocation a
+//!   4 × 4 micro-tile in registers. K is walked 16 at a time: both operands are staged k-major in workgroup
 //!   memory, then each invocation runs 16 steps of 4 + 4 workgroup loads and 16 FMAs.
 //!   Why these sizes: 256 invocations and 2 × 16 × 65 × 4 B ≈ 8.3 KiB of workgroup
 //!   memory fit WebGPU's guaranteed limits (256 invocations, 16 KiB), so the kernel runs
