@@ -41,6 +41,11 @@ pub struct DeviceOptions {
     /// Do not use subgroup operations even if offered (the workgroup-memory trees run
     /// instead). `XKERN_WGPU_SUBGROUPS=off` does the same for every device.
     pub without_subgroups: bool,
+    /// Forces the output block of the register-tiled matmul (tests, A/B timing); a block
+    /// whose workgroup memory exceeds the device's limit falls back to a smaller one.
+    /// `None` reads `XKERN_WGPU_MATMUL_TILE` (`64`, `128x64`, `128`; unset or `auto`:
+    /// chosen per product from its shape).
+    pub matmul_block: Option<crate::MatmulBlock>,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -52,6 +57,8 @@ pub(crate) struct Gpu {
     pub(crate) limits: wgpu::Limits,
     /// Effective per-dimension grid limit (the adapter's, or the test cap).
     pub(crate) max_groups: u32,
+    /// The forced matmul block, if any (options or `XKERN_WGPU_MATMUL_TILE`).
+    pub(crate) matmul_block: Option<crate::MatmulBlock>,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -125,6 +132,18 @@ impl Gpu {
         if opts.without_subgroups || env_off {
             features.remove(wgpu::Features::SUBGROUP);
         }
+        let matmul_block = match opts.matmul_block {
+            Some(b) => Some(b),
+            None => match std::env::var("XKERN_WGPU_MATMUL_TILE") {
+                Ok(v) => {
+                    crate::MatmulBlock::parse(&v).map_err(|reason| Error::BackendUnavailable {
+                        name: "wgpu".into(),
+                        reason,
+                    })?
+                }
+                Err(_) => None,
+            },
+        };
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("xkern"),
@@ -170,6 +189,7 @@ impl Gpu {
             features,
             limits,
             max_groups,
+            matmul_block,
             lost,
             lost_flag,
             uncaptured,

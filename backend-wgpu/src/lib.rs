@@ -60,6 +60,7 @@ mod wgsl_tests;
 
 pub use buffers::{PoolStats, WgpuStorage};
 pub use device::DeviceOptions;
+pub use matmul::MatmulBlock;
 
 use buffers::Pool;
 use device::Gpu;
@@ -163,6 +164,15 @@ impl WgpuBackend {
     #[cfg(test)]
     pub(crate) fn kernel_keys(&self) -> Vec<String> {
         self.inner.pipelines.keys()
+    }
+
+    /// What the matmul planner may choose from on this device.
+    pub(crate) fn matmul_blocks(&self) -> matmul::Blocks {
+        let gpu = &self.inner.gpu;
+        matmul::Blocks {
+            forced: gpu.matmul_block,
+            storage: gpu.limits.max_compute_workgroup_storage_size as usize,
+        }
     }
 
     /// The per-dimension workgroup limit dispatches are folded at.

@@ -1,8 +1,9 @@
 //! The matmul kernels on the device (lavapipe where there is no GPU): each case names the
 //! plan it must take, so every variant of the register-tiled kernel (NN, NT, TN, TT, scalar
-//! and vec4 staging), both GEMV layouts for M = 1 and N = 1, and the strided fallback is
-//! shown to run; sizes are ragged against the 64 × 64 × 16 tiles, with batches (broadcast
-//! on either side), the epilogue, and f16/bf16 inputs. Results are compared with an f64
+//! and vec4 staging) on every block (64 × 64 by default, 128 × 64 and 128 × 128 forced,
+//! with extra cases ragged against those), split-K, both GEMV layouts for M = 1 and N = 1,
+//! and the strided fallback is shown to run; sizes are ragged against the tiles, with
+//! batches (broadcast on either side), the epilogue, and f16/bf16 inputs. Results are compared with an f64
 //! product computed here through the operands' views, with the relative bound taken
 //! against |A|·|B| + |bias| (random sums may cancel). The shared conformance suite covers
 //! the rest of the contract (NaN/∞, empty shapes, bad input); its matmul cases reach only
@@ -10,7 +11,7 @@
 //! GEMV layouts and never the strided kernel, hence these cases.
 
 use crate::WgpuBackend;
-use crate::matmul::{Operand, Plan, plan};
+use crate::matmul::{Blocks, MatmulBlock, Operand, Plan, plan};
 use crate::pipelines::fit_u32;
 use xkern_core::{Activation, Backend, DType, MatmulSpec, Tensor, Tolerance};
 
@@ -44,7 +45,44 @@ const fn op(k_major: bool, vec4: bool) -> Operand {
 }
 
 fn tiled(a: Operand, b: Operand) -> Plan {
-    Plan::Tiled { a, b }
+    Plan::Tiled {
+        a,
+        b,
+        block: MatmulBlock::B64,
+    }
+}
+
+/// `c` with a tiled plan moved to `block` (other plans unchanged).
+fn on_block(c: &Case, block: MatmulBlock) -> Case {
+    let want = match c.want {
+        Plan::Tiled { a, b, .. } => Plan::Tiled { a, b, block },
+        Plan::SplitK { a, b, splits, .. } => Plan::SplitK {
+            a,
+            b,
+            block,
+            splits,
+        },
+        p => p,
+    };
+    Case { want, ..c.clone() }
+}
+
+/// A device whose tiled matmuls all take `block`.
+fn forced(block: MatmulBlock) -> WgpuBackend {
+    WgpuBackend::with_options(&crate::DeviceOptions {
+        matmul_block: Some(block),
+        ..crate::DeviceOptions::default()
+    })
+    .unwrap()
+}
+
+fn split(a: Operand, b: Operand, splits: usize) -> Plan {
+    Plan::SplitK {
+        a,
+        b,
+        block: MatmulBlock::B64,
+        splits,
+    }
 }
 
 fn case(m: usize, k: usize, n: usize, sa: Store, sb: Store, want: Plan) -> Case {
@@ -120,6 +158,20 @@ fn cases() -> Vec<Case> {
         epi(case(67, 37, 70, T, T, tiled(x1, k1)), Activation::Gelu),
         // K = 0: act(bias).
         epi(case(67, 0, 70, N, N, tiled(k1, x1)), Activation::Silu),
+        // Split-K for few output tiles and a long K: 64 ranges of 256; 16 ranges per
+        // batch with the epilogue; 10 ranges of 300 (at most 3000 / 256 = 11 ranges, and
+        // 11 does not divide 3000); a prime K cannot split.
+        case(64, 16384, 64, N, N, split(k4, x4, 64)),
+        batched(
+            epi(
+                case(37, 4096, 50, N, T, split(k4, k4, 16)),
+                Activation::Gelu,
+            ),
+            &[2],
+            &[2],
+        ),
+        case(33, 3000, 20, T, N, split(x1, x4, 10)),
+        case(20, 1031, 24, N, N, tiled(k1, x4)),
         // GEMV, M = 1: W = B along N (column layout) or along K (dot product).
         case(
             1,
@@ -331,7 +383,11 @@ fn run(dev: &WgpuBackend, c: &Case, dtype: DType, seed: u64) {
         .flat_map(|i| [spec.a_offset(i), spec.b_offset(i)])
         .map(|o| fit_u32(o).unwrap())
         .collect();
-    assert_eq!(plan(&spec, &offs), c.want, "{name}: plan");
+    assert_eq!(
+        plan(&spec, &offs, dev.matmul_blocks()),
+        c.want,
+        "{name}: plan"
+    );
     let got = a.matmul_fused(&b, bias.as_ref(), c.act).unwrap();
     assert_eq!(got.shape(), spec.output_shape().as_slice(), "{name}");
     assert_eq!(got.dtype(), dtype, "{name}");
@@ -407,10 +463,21 @@ fn tiled_and_gemv_grids_fold() {
 }
 
 /// Each variant compiles once: a second round of every case compiles nothing, and the
-/// first compiled exactly one matmul kernel per distinct (variant, epilogue).
+/// first compiled exactly one matmul kernel per distinct (variant, epilogue); on the
+/// default device and with each wide block forced.
 #[test]
 fn each_matmul_variant_compiles_once() {
-    let dev = device();
+    for block in [None, Some(MatmulBlock::B128x64), Some(MatmulBlock::B128)] {
+        let dev = block.map_or_else(device, forced);
+        let cases: Vec<Case> = cases()
+            .iter()
+            .map(|c| block.map_or_else(|| c.clone(), |b| on_block(c, b)))
+            .collect();
+        compiles_once(&dev, &cases, block);
+    }
+}
+
+fn compiles_once(dev: &WgpuBackend, cases: &[Case], block: Option<MatmulBlock>) {
     let matmul_keys = |dev: &WgpuBackend| {
         let mut k: Vec<String> = dev
             .kernel_keys()
@@ -420,17 +487,17 @@ fn each_matmul_variant_compiles_once() {
         k.sort();
         k
     };
-    for (i, c) in cases().iter().enumerate() {
-        run(&dev, c, DType::F32, i as u64);
+    for (i, c) in cases.iter().enumerate() {
+        run(dev, c, DType::F32, i as u64);
     }
-    let (first, compiled) = (matmul_keys(&dev), dev.compiled_kernels());
-    for (i, c) in cases().iter().enumerate() {
-        run(&dev, c, DType::F32, i as u64);
+    let (first, compiled) = (matmul_keys(dev), dev.compiled_kernels());
+    for (i, c) in cases.iter().enumerate() {
+        run(dev, c, DType::F32, i as u64);
     }
     assert_eq!(
         dev.compiled_kernels(),
         compiled,
-        "a kernel was compiled twice"
+        "{block:?}: a kernel was compiled twice"
     );
     // One kernel per distinct variant: 14 tiled layouts (the two with A and B both
     // along K but only one of them vectorised need a padded view), GEMV dot and column,
@@ -443,18 +510,201 @@ fn each_matmul_variant_compiles_once() {
                 .filter(|_| k.starts_with("matmul-tiled"))
         })
         .collect();
-    assert_eq!(tiled.len(), 14, "tiled layouts compiled: {tiled:?}");
-    for kind in ["gemv/", "matmul/"] {
+    assert_eq!(
+        tiled.len(),
+        14,
+        "{block:?}: tiled layouts compiled: {tiled:?}"
+    );
+    let name = block.unwrap_or_default();
+    assert!(
+        first
+            .iter()
+            .filter(|k| k.starts_with("matmul-tiled"))
+            .all(|k| k.contains(&format!("/{}/", name.name()))),
+        "{block:?}: {first:?}"
+    );
+    for kind in ["gemv/", "matmul/", "matmul-splitk/"] {
         assert!(
             first.iter().any(|k| k.starts_with(kind)),
             "{kind}: {first:?}"
         );
     }
-    let distinct: std::collections::BTreeSet<String> = cases()
+    let distinct: std::collections::BTreeSet<String> = cases
         .iter()
-        .map(|c| format!("{:?}/{}/{:?}", key_of(c.want), c.bias, c.act))
+        .flat_map(|c| match c.want {
+            // The first pass is the tiled kernel without an epilogue.
+            Plan::SplitK { a, b, block, .. } => vec![
+                format!("{:?}/false/None", Plan::Tiled { a, b, block }),
+                format!("splitk/{}/{:?}", c.bias, c.act),
+            ],
+            p => vec![format!("{:?}/{}/{:?}", key_of(p), c.bias, c.act)],
+        })
         .collect();
     assert_eq!(first.len(), distinct.len(), "{first:?}");
+}
+
+/// Cases for the wide blocks beyond [`cases`]: several blocks in M and N with ragged
+/// edges against 128 and 64, several k-steps with K ragged against 16 (so the register
+/// prefetch of the next step runs and reads past K), every layout family, batches and
+/// the epilogue. Their plans name the 64 block; [`on_block`] moves them.
+fn wide_cases() -> Vec<Case> {
+    use Store::{N, T};
+    let (k1, k4, x1, x4) = (
+        op(true, false),
+        op(true, true),
+        op(false, false),
+        op(false, true),
+    );
+    let epi = |c: Case, act: Activation| Case {
+        bias: true,
+        act: Some(act),
+        ..c
+    };
+    vec![
+        case(259, 53, 190, N, N, tiled(k1, x1)),
+        case(260, 52, 196, N, N, tiled(k4, x4)),
+        case(257, 68, 132, N, T, tiled(k4, k4)),
+        case(131, 37, 261, T, N, tiled(x1, x1)),
+        case(260, 36, 132, T, T, tiled(x4, k4)),
+        case(129, 49, 129, N, T, tiled(k1, k1)),
+        Case {
+            a_batch: vec![2],
+            b_batch: vec![2],
+            ..epi(case(130, 37, 129, N, T, tiled(k1, k1)), Activation::Gelu)
+        },
+        Case {
+            a_batch: vec![],
+            b_batch: vec![3],
+            ..epi(case(200, 40, 136, T, N, tiled(x4, x4)), Activation::Relu)
+        },
+    ]
+}
+
+/// Every tiled case, and the wide-only ones, on each wide block forced, in every float
+/// type the device has.
+#[test]
+fn every_layout_matches_the_reference_on_the_wide_blocks() {
+    for block in [MatmulBlock::B128x64, MatmulBlock::B128] {
+        let dev = forced(block);
+        let mut dtypes = vec![DType::F32, DType::BF16];
+        if dev.info().dtypes.contains(&DType::F16) {
+            dtypes.push(DType::F16);
+        }
+        let all: Vec<Case> = cases()
+            .into_iter()
+            .filter(|c| matches!(c.want, Plan::Tiled { .. } | Plan::SplitK { .. }))
+            .chain(wide_cases())
+            .map(|c| on_block(&c, block))
+            .collect();
+        for dtype in dtypes {
+            for (i, c) in all.iter().enumerate() {
+                run(&dev, c, dtype, 3000 + i as u64);
+            }
+        }
+    }
+}
+
+/// Without forcing, a product whose 128 × 128 grid fills the GPU takes that block (a
+/// batch of 64 products 256 × 256) and one too small for it keeps the 64 block.
+#[test]
+fn large_products_take_the_wide_block() {
+    let dev = device();
+    let storage = dev.matmul_blocks().storage;
+    let (k1, x4) = (op(true, false), op(false, true));
+    let big = Case {
+        a_batch: vec![64],
+        b_batch: vec![64],
+        ..case(
+            256,
+            9,
+            256,
+            Store::N,
+            Store::N,
+            Plan::Tiled {
+                a: k1,
+                b: x4,
+                block: if MatmulBlock::B128.workgroup_bytes(k1, x4) <= storage {
+                    MatmulBlock::B128
+                } else {
+                    MatmulBlock::B64
+                },
+            },
+        )
+    };
+    run(&dev, &big, DType::F32, 11);
+    run(
+        &dev,
+        &case(256, 9, 256, Store::N, Store::N, tiled(k1, x4)),
+        DType::F32,
+        12,
+    );
+}
+
+/// The block rule: large grids take the largest block that fits the workgroup memory;
+/// a forced block falls back to a smaller one that fits; the environment's spellings.
+#[test]
+fn block_choice_follows_shape_and_limits() {
+    use MatmulBlock::{B64, B128, B128x64};
+    let square = |m: usize, n: usize, batch: usize, a_t: bool| MatmulSpec {
+        dtype: DType::F32,
+        batch_shape: vec![batch],
+        m,
+        k: 64,
+        n,
+        a: if a_t {
+            xkern_core::MatrixView {
+                offset: 0,
+                row_stride: 1,
+                col_stride: m,
+                batch_strides: vec![m * 64],
+            }
+        } else {
+            xkern_core::MatrixView {
+                offset: 0,
+                row_stride: 64,
+                col_stride: 1,
+                batch_strides: vec![m * 64],
+            }
+        },
+        b: xkern_core::MatrixView {
+            offset: 0,
+            row_stride: n,
+            col_stride: 1,
+            batch_strides: vec![n * 64],
+        },
+        bias: None,
+        activation: None,
+    };
+    let block = |s: &MatmulSpec, forced: Option<MatmulBlock>, storage: usize| {
+        let offs: Vec<u32> = (0..s.batch())
+            .flat_map(|i| [s.a_offset(i), s.b_offset(i)])
+            .map(|o| fit_u32(o).unwrap())
+            .collect();
+        match plan(s, &offs, Blocks { forced, storage }) {
+            Plan::Tiled { block, .. } => block,
+            p => panic!("{p:?}"),
+        }
+    };
+    let h100 = 49152;
+    assert_eq!(block(&square(4096, 4096, 1, false), None, h100), B128);
+    assert_eq!(block(&square(2048, 2048, 1, false), None, h100), B128);
+    assert_eq!(block(&square(1536, 1536, 1, false), None, h100), B128x64);
+    assert_eq!(block(&square(1024, 1024, 1, false), None, h100), B64);
+    assert_eq!(block(&square(1024, 1024, 4, false), None, h100), B128);
+    // 16 KiB: NN pads A (16 × 132 + 16 × 128 words > 16 KiB), TN does not.
+    assert_eq!(block(&square(4096, 4096, 1, false), None, 16384), B128x64);
+    assert_eq!(block(&square(4096, 4096, 1, true), None, 16384), B128);
+    assert_eq!(block(&square(4096, 4096, 1, false), None, 8192), B64);
+    // Forced: taken even for small products, else the next smaller that fits.
+    assert_eq!(block(&square(8, 8, 1, false), Some(B128), h100), B128);
+    assert_eq!(block(&square(4096, 4096, 1, false), Some(B64), h100), B64);
+    assert_eq!(block(&square(8, 8, 1, false), Some(B128), 16384), B128x64);
+    assert_eq!(block(&square(8, 8, 1, false), Some(B128x64), 8192), B64);
+    assert_eq!(MatmulBlock::parse(" 128 "), Ok(Some(B128)));
+    assert_eq!(MatmulBlock::parse("128X64"), Ok(Some(B128x64)));
+    assert_eq!(MatmulBlock::parse("64"), Ok(Some(B64)));
+    assert_eq!(MatmulBlock::parse("auto"), Ok(None));
+    assert!(MatmulBlock::parse("96").is_err());
 }
 
 /// The part of a plan that selects a kernel (N = 1 reuses the M = 1 GEMV kernels).
@@ -463,6 +713,19 @@ fn key_of(p: Plan) -> Plan {
         Plan::Gemv { dot, .. } => Plan::Gemv { dot, n1: false },
         p => p,
     }
+}
+
+/// [`plan`] on a device with WebGPU's guaranteed 16 KiB of workgroup memory, no block
+/// forced.
+fn plan16(spec: &MatmulSpec, offs: &[u32]) -> Plan {
+    plan(
+        spec,
+        offs,
+        Blocks {
+            forced: None,
+            storage: 16384,
+        },
+    )
 }
 
 /// Vector staging only where its bounds hold: aligned batch offsets and strides, a
@@ -493,23 +756,23 @@ fn vec4_staging_needs_aligned_views() {
         op(false, false),
     );
     let s = spec(8, 8, 8, view(8, 1), view(8, 1));
-    assert_eq!(plan(&s, &[0, 0]), tiled(k4, x4));
+    assert_eq!(plan16(&s, &[0, 0]), tiled(k4, x4));
     // A misaligned batch offset of either operand.
-    assert_eq!(plan(&s, &[2, 0]), tiled(k1, x4));
-    assert_eq!(plan(&s, &[0, 6]), tiled(k4, x1));
+    assert_eq!(plan16(&s, &[2, 0]), tiled(k1, x4));
+    assert_eq!(plan16(&s, &[0, 6]), tiled(k4, x1));
     // A row stride that breaks alignment though K is a multiple of 4.
     assert_eq!(
-        plan(&spec(8, 8, 8, view(10, 1), view(8, 1)), &[0, 0]),
+        plan16(&spec(8, 8, 8, view(10, 1), view(8, 1)), &[0, 0]),
         tiled(k1, x4)
     );
     // K = 0: no vector loads (an operand may be a one-word buffer).
     assert_eq!(
-        plan(&spec(8, 0, 8, view(0, 1), view(8, 1)), &[0, 0]),
+        plan16(&spec(8, 0, 8, view(0, 1), view(8, 1)), &[0, 0]),
         tiled(k1, x1)
     );
     // No unit stride: the strided kernel.
     assert_eq!(
-        plan(&spec(8, 8, 8, view(16, 2), view(8, 1)), &[0, 0]),
+        plan16(&spec(8, 8, 8, view(16, 2), view(8, 1)), &[0, 0]),
         Plan::Strided
     );
 }

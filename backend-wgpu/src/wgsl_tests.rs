@@ -4,7 +4,9 @@
 use crate::attention::FLASH_TILES;
 use crate::attention_wgsl::{attention_source, decode_source, flash_source, merge_source};
 use crate::copy::{cast_source, strided_source};
-use crate::matmul::{Operand, gemv_source, matmul_source, tiled_source};
+use crate::matmul::{
+    MatmulBlock, Operand, block_source, gemv_source, matmul_source, splitk_source,
+};
 use crate::reduce::{normalize_source, reduce_source};
 use xkern_core::{Activation, DType, NormKind, ReduceKind};
 
@@ -85,6 +87,11 @@ fn every_kernel_variant_validates() {
                     &matmul_source(dtype, act, bias),
                 );
                 n += 1;
+                validate(
+                    &format!("matmul-splitk {dtype} {act:?} {bias}"),
+                    &splitk_source(dtype, act, bias),
+                );
+                n += 1;
                 for dot in [false, true] {
                     validate(
                         &format!("gemv {dtype} {act:?} {bias} dot={dot}"),
@@ -92,13 +99,17 @@ fn every_kernel_variant_validates() {
                     );
                     n += 1;
                 }
-                for a in OPERANDS {
-                    for b in OPERANDS {
-                        validate(
-                            &format!("matmul-tiled {dtype} {act:?} {bias} {a:?} {b:?}"),
-                            &tiled_source(dtype, act, bias, a, b),
-                        );
-                        n += 1;
+                for block in [MatmulBlock::B64, MatmulBlock::B128x64, MatmulBlock::B128] {
+                    for a in OPERANDS {
+                        for b in OPERANDS {
+                            validate(
+                                &format!(
+                                    "matmul-tiled {block:?} {dtype} {act:?} {bias} {a:?} {b:?}"
+                                ),
+                                &block_source(dtype, act, bias, a, b, block),
+                            );
+                            n += 1;
+                        }
                     }
                 }
             }
@@ -154,13 +165,13 @@ fn every_kernel_variant_validates() {
     }
     validate("attention-merge", &merge_source());
     n += 1;
-    // Per float dtype: 8 epilogues × (strided + 2 GEMV + 16 tiled layouts), attention
-    // (fallback, and 3 prefill tilings + 2 decode row counts per head-dim pair), 7
-    // reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
-    // (none, 1, 2, 4, 8, 16 vec4s per invocation); the merge.
+    // Per float dtype: 8 epilogues × (strided + split-K sum + 2 GEMV + 3 blocks × 16
+    // tiled layouts), attention (fallback, and 3 prefill tilings + 2 decode row counts
+    // per head-dim pair), 7 reductions × 2 trees, 3 normalisations × weight × 2 trees ×
+    // 6 register caches (none, 1, 2, 4, 8, 16 vec4s per invocation); the merge.
     let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2);
     assert_eq!(
         n,
-        16 + 2 + 3 * (8 * (1 + 2 + 16) + 1 + fast + 2 * 7 + 2 * 6 * 6) + 1
+        16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6) + 1
     );
 }

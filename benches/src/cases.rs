@@ -219,7 +219,7 @@ mod tests {
     }
 
     /// The case files that are only run elsewhere (the timing-only Trainium targets, the
-    /// real-GPU check and its smoke twin) must parse here; the smoke file mirrors the GPU
+    /// real-GPU check, its smoke twin and the matmul-block A/B cases) must parse here; the smoke file mirrors the GPU
     /// check case by case (same op and dtype, `_smoke` ids), so its run tests the script.
     #[test]
     fn external_case_files_parse() {
@@ -229,6 +229,9 @@ mod tests {
         );
         assert!(targets.unwrap().len() >= 10);
         let gpu = parse(include_str!("../cases/gpu-check.json"), "gpu-check").unwrap();
+        // The A/B timing of the wgpu matmul blocks (XKERN_WGPU_MATMUL_TILE).
+        let blocks = parse(include_str!("../cases/gpu-matmul-blocks.json"), "blocks");
+        assert_eq!(blocks.unwrap().len(), 8);
         let smoke = parse(include_str!("../cases/gpu-check-smoke.json"), "smoke").unwrap();
         for s in &smoke {
             let full =
