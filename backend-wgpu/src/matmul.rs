@@ -24,6 +24,9 @@
 //!   multiples of 4 (and K > 0), staging reads one `vec4` (16 B for f32, 8 B for 16-bit
 //!   types) per invocation instead of four scalars. The micro-kernel and the write-back
 //!   are unrolled by [`micro_kernel`] and [`write_back`] from the [`Tiling`] constants.
+//! - **Cooperative matrices** (`matmul_coop.wgsl`, see [`crate::matmul_coop`]): the f16
+//!   case of the register-tiled kernel on tensor cores, where the device offers them;
+//!   every layout and size the register-tiled kernel takes, same epilogue and bounds.
 //! - **GEMV** (`gemv.wgsl`) for M = 1 (W = B) and N = 1 (W = Aᵀ, x = the column of B):
 //!   a matrix-vector product reads W once, so it is bound by memory, and a 64-row tile
 //!   would waste 63/64 of the tiled kernel. Dot-product layout (W contiguous along K) or
@@ -49,6 +52,7 @@
 
 use crate::WgpuBackend;
 use crate::buffers::WgpuStorage;
+use crate::matmul_coop::{CoopShape, coop_source};
 use crate::pipelines::{Params, Slot, assemble, fit_u32};
 use std::fmt::Write as _;
 use xkern_core::{Activation, DType, MatmulSpec, Result};
@@ -113,6 +117,12 @@ pub(crate) struct Operand {
 pub(crate) enum Plan {
     /// Register-tiled, with the layouts of A and B.
     Tiled { a: Operand, b: Operand },
+    /// The f16 tiled case on cooperative matrices, with the layouts of A and B.
+    Coop {
+        a: Operand,
+        b: Operand,
+        shape: CoopShape,
+    },
     /// Matrix-vector: `dot` when W is contiguous along K; `n1` for N = 1 (W = Aᵀ).
     Gemv { dot: bool, n1: bool },
     /// The general strided kernel.
@@ -168,6 +178,15 @@ pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32]) -> Plan {
     match (a_op, b_op) {
         (Some(a), Some(b)) => Plan::Tiled { a, b },
         _ => Plan::Strided,
+    }
+}
+
+/// Moves an f16 register-tiled `plan` to the cooperative-matrix kernel when the device
+/// runs it (`shape`); any other plan stays.
+pub(crate) fn with_coop(plan: Plan, dtype: DType, shape: Option<CoopShape>) -> Plan {
+    match (plan, shape) {
+        (Plan::Tiled { a, b }, Some(shape)) if dtype == DType::F16 => Plan::Coop { a, b, shape },
+        _ => plan,
     }
 }
 
@@ -338,6 +357,49 @@ pub(crate) fn tiled_source(
     )
 }
 
+/// The WGSL of one variant of the cooperative-matrix kernel (also used by the naga tests).
+pub(crate) fn tiled_coop_source(
+    act: Option<Activation>,
+    bias: bool,
+    a: Operand,
+    b: Operand,
+    shape: CoopShape,
+) -> String {
+    coop_source(
+        &bindings(DType::F16, a.vec4, b.vec4),
+        &coop_epilogue(act, bias),
+        a,
+        b,
+        shape,
+    )
+}
+
+fn coop_epilogue(act: Option<Activation>, bias: bool) -> [(&'static str, String); 3] {
+    [
+        ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+        ("ACT", act_code(act).to_string()),
+        ("BIAS", u32::from(bias).to_string()),
+    ]
+}
+
+/// Tests: the cooperative-matrix kernel with emulated fragments (see `matmul_coop`).
+#[cfg(test)]
+pub(crate) fn tiled_coop_emulated_source(
+    act: Option<Activation>,
+    bias: bool,
+    a: Operand,
+    b: Operand,
+    shape: CoopShape,
+) -> String {
+    crate::matmul_coop::emulated_source(
+        &bindings(DType::F16, a.vec4, b.vec4),
+        &coop_epilogue(act, bias),
+        a,
+        b,
+        shape,
+    )
+}
+
 /// The cache key of a plan's kernel.
 fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
     let epi = format!(
@@ -355,6 +417,12 @@ fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
     };
     match plan {
         Plan::Tiled { a, b } => format!("matmul-tiled/{epi}/{}{}", layout(a), layout(b)),
+        Plan::Coop { a, b, shape } => format!(
+            "matmul-coop/{epi}/{}{}/sg{}",
+            layout(a),
+            layout(b),
+            shape.sg
+        ),
         Plan::Gemv { dot, .. } => format!("gemv/{epi}/{}", if dot { "dot" } else { "column" }),
         Plan::Strided => format!("matmul/{epi}"),
     }
@@ -377,9 +445,16 @@ impl WgpuBackend {
             offs.push(fit_u32(spec.a_offset(i))?);
             offs.push(fit_u32(spec.b_offset(i))?);
         }
-        let plan = plan(spec, &offs);
+        let plan = with_coop(plan(spec, &offs), spec.dtype, self.gpu().coop_shape());
         let has_bias = bias.is_some();
-        let key = key(spec, plan, has_bias);
+        #[allow(unused_mut)]
+        let mut key = key(spec, plan, has_bias);
+        #[cfg(test)]
+        let emulated = self.gpu().coop_emulated();
+        #[cfg(test)]
+        if emulated {
+            key += "/emulated";
+        }
         let (bias_off, bias_stride) = spec.bias.as_ref().map_or((0, 0), |v| (v.offset, v.stride));
         let (dtype, act) = (spec.dtype, spec.activation);
         if let Plan::Gemv { dot, n1 } = plan {
@@ -440,6 +515,21 @@ impl WgpuBackend {
                 })?,
                 TILING.bm,
                 TILING.bn,
+            ),
+            Plan::Coop {
+                a: la,
+                b: lb,
+                shape,
+            } => (
+                self.kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
+                    #[cfg(test)]
+                    if emulated {
+                        return tiled_coop_emulated_source(act, has_bias, la, lb, shape);
+                    }
+                    tiled_coop_source(act, has_bias, la, lb, shape)
+                })?,
+                crate::matmul_coop::BM,
+                crate::matmul_coop::BN,
             ),
             _ => (
                 self.kernel(&key, &bindings(dtype, false, false), || {
