@@ -30,6 +30,13 @@
 //! loads and stores touch only workgroup memory, at offsets that are multiples of 8
 //! halves (16 bytes) with strides 40 or 136 halves, and 16 f32, as Vulkan asks of
 //! cooperative-matrix pointers and strides; every global store is bounds-checked.
+//!
+//! Not checked without a GPU: naga writes kernels with cooperative types under the Vulkan
+//! memory model and marks no access `NonPrivatePointer`, so the staging stores are
+//! ordered before the fragment loads only by the barrier as drivers implement it (as
+//! for every wgpu shader using these types); and lavapipe has no cooperative matrices,
+//! so the tests run this kernel with its cooperative operations emulated
+//! (`matmul_coop_emulated.wgsl`) and check the real one with naga only.
 
 use crate::matmul::Operand;
 use std::fmt::Write as _;
@@ -140,12 +147,17 @@ fn stage(op: &str, x: usize, layout: Operand) -> String {
         .replace("{{PER}}", if layout.vec4 { "4" } else { "1" })
 }
 
-/// The accumulators: `var c<i><j> = coop_mat16x16<f32, C>();` (zero).
+/// The accumulators, zero. The zero comes from a zeroed patch of workgroup memory
+/// through `coopLoadT` rather than from `coop_mat16x16<f32, C>()`, which naga writes as
+/// `OpConstantNull` of the cooperative type: the load uses only operations the kernel
+/// needs anyway, so a driver that runs the multiply runs this too.
 fn init() -> String {
-    let mut s = String::new();
+    let mut s = String::from(
+        "    for (var i = t; i < 2048u; i = i + THREADS) { tc[i] = 0.0; }\n    workgroupBarrier();\n    let zero = coopLoadT<coop_mat16x16<f32, C>>(&tc[sgid * 256u], 16u);\n",
+    );
     for i in 0..FM {
         for j in 0..FN {
-            let _ = writeln!(s, "    var c{i}{j} = coop_mat16x16<f32, C>();");
+            let _ = writeln!(s, "    var c{i}{j} = zero;");
         }
     }
     s
@@ -260,7 +272,10 @@ pub(crate) fn emulated_source(
     let mut out = String::new();
     for line in src.lines() {
         let l = line
-            .replace("coop_mat16x16<f32, C>()", "array<f32, EMU_N>()")
+            .replace(
+                "coopLoadT<coop_mat16x16<f32, C>>(&tc[sgid * 256u], 16u)",
+                "array<f32, EMU_N>()",
+            )
             .replace("coopMultiplyAdd(", "emu_mma(lane, ")
             .replace("coopStoreT(", "emu_store(lane, ")
             .replace(", &tc[sgid * 256u], 16u);", ", sgid * 256u);");
