@@ -405,6 +405,9 @@ impl Gpu {
         for p in &self.coop {
             f.push(format!("coop-matrix={}", coop_note(p)));
         }
+        if let Some(shape) = self.coop_shape {
+            f.push(format!("matmul-coop=sg{}", shape.sg));
+        }
         f.push(format!(
             "subgroup_size={}..{}",
             i.subgroup_min_size, i.subgroup_max_size

@@ -688,6 +688,10 @@ fn coop_matrix_on_real_gpu() {
         "no cooperative-matrix kernel on this device (need EXPERIMENTAL_COOPERATIVE_MATRIX \
          with 16x16x16:f16->f32, SUBGROUP, a fixed subgroup size): {notes:?}"
     );
+    assert!(
+        notes.iter().any(|f| f.starts_with("matmul-coop=sg")),
+        "{notes:?}"
+    );
     run_coop_cases(&dev, &coop_cases());
     use Store::{N, T};
     let (k1, k4, x1, x4) = (
