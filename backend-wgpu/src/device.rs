@@ -74,6 +74,9 @@ pub(crate) struct Gpu {
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX`.
     pub(crate) coop: Vec<wgpu::CooperativeMatrixProperties>,
     coop_shape: Option<crate::matmul_coop::CoopShape>,
+    /// Why the cooperative-matrix kernel failed to compile, once it has: from then on
+    /// the f16 matmul runs on the register-tiled kernel.
+    coop_failed: Mutex<Option<String>>,
     /// Tests: run the f16 tiled matmul on the emulated cooperative-matrix kernel with this
     /// shape (lavapipe has no cooperative matrices).
     #[cfg(test)]
@@ -264,6 +267,7 @@ impl Gpu {
             limits,
             coop,
             coop_shape,
+            coop_failed: Mutex::new(None),
             #[cfg(test)]
             emulate_coop: Mutex::new(None),
             max_groups,
@@ -315,13 +319,25 @@ impl Gpu {
     }
 
     /// The launch shape of the cooperative-matrix matmul, `None` where it cannot run
-    /// (decided once, at open).
+    /// (decided at open) or once its kernel has failed to compile.
     pub(crate) fn coop_shape(&self) -> Option<crate::matmul_coop::CoopShape> {
+        if self.coop_failed.lock().map_or(true, |f| f.is_some()) {
+            return None;
+        }
         #[cfg(test)]
         if let Some(s) = self.emulate_coop.lock().ok().and_then(|e| *e) {
             return Some(s);
         }
         self.coop_shape
+    }
+
+    /// Records that the cooperative-matrix kernel failed to compile (an experimental
+    /// feature on a driver this code never ran on): later matmuls take the fallback,
+    /// and the info notes say why.
+    pub(crate) fn coop_failed(&self, why: String) {
+        if let Ok(mut f) = self.coop_failed.lock() {
+            f.get_or_insert(why);
+        }
     }
 
     /// Tests: whether the cooperative-matrix kernel is emulated.
@@ -405,8 +421,13 @@ impl Gpu {
         for p in &self.coop {
             f.push(format!("coop-matrix={}", coop_note(p)));
         }
-        if let Some(shape) = self.coop_shape {
-            f.push(format!("matmul-coop=sg{}", shape.sg));
+        match (
+            self.coop_shape,
+            self.coop_failed.lock().ok().and_then(|e| e.clone()),
+        ) {
+            (Some(_), Some(why)) => f.push(format!("matmul-coop=failed: {why}")),
+            (Some(shape), None) => f.push(format!("matmul-coop=sg{}", shape.sg)),
+            (None, _) => {}
         }
         f.push(format!(
             "subgroup_size={}..{}",

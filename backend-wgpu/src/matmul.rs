@@ -520,17 +520,25 @@ impl WgpuBackend {
                 a: la,
                 b: lb,
                 shape,
-            } => (
-                self.kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
+            } => {
+                let kernel = self.kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
                     #[cfg(test)]
                     if emulated {
                         return tiled_coop_emulated_source(act, has_bias, la, lb, shape);
                     }
                     tiled_coop_source(act, has_bias, la, lb, shape)
-                })?,
-                crate::matmul_coop::BM,
-                crate::matmul_coop::BN,
-            ),
+                });
+                match kernel {
+                    Ok(k) => (k, crate::matmul_coop::BM, crate::matmul_coop::BN),
+                    // A driver that lists the configuration but cannot build the kernel
+                    // costs the speed-up, not the op: once recorded, the next call plans
+                    // without cooperative matrices.
+                    Err(e) => {
+                        self.gpu().coop_failed(e.to_string());
+                        return self.matmul_impl(spec, a, b, bias);
+                    }
+                }
+            }
             _ => (
                 self.kernel(&key, &bindings(dtype, false, false), || {
                     matmul_source(dtype, act, has_bias)

@@ -672,6 +672,39 @@ fn coop_off_switch_and_fallback() {
     }
 }
 
+/// A cooperative-matrix kernel that fails to compile costs the speed-up, not the op:
+/// the call that hit the failure and every later one run on the register-tiled kernel.
+#[test]
+fn coop_compile_failure_falls_back() {
+    let dev = device();
+    if !dev.info().dtypes.contains(&DType::F16) {
+        return;
+    }
+    let gpu = dev.gpu();
+    *gpu.emulate_coop.lock().unwrap() = Some(crate::matmul_coop::CoopShape { sg: 32 });
+    assert!(gpu.coop_shape().is_some());
+    gpu.coop_failed("simulated".into());
+    assert_eq!(gpu.coop_shape(), None);
+    let c = case(
+        67,
+        36,
+        68,
+        Store::N,
+        Store::N,
+        tiled(op(true, true), op(false, true)),
+    );
+    run(&dev, &c, DType::F16, 9);
+    let keys = dev.kernel_keys();
+    assert!(
+        keys.iter().any(|k| k.starts_with("matmul-tiled/f16")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("matmul-coop/")),
+        "{keys:?}"
+    );
+}
+
 /// On a GPU with cooperative matrices (run on the H100 with
 /// `cargo test -p xkern-wgpu --release --lib -- --ignored coop_matrix_on_real_gpu`): the
 /// device must offer the 16×16×16 f16 → f32 configuration (the test fails loudly if not),
