@@ -5,7 +5,24 @@
 //! `XKERN_WGPU_ADAPTER=<substring>` picks the first adapter whose name contains the
 //! substring (case-insensitive), otherwise the high-performance adapter wins. The device
 //! is requested with the adapter's full limits (not wgpu's conservative defaults) and with
-//! `SHADER_F16`, `SUBGROUP` and `TIMESTAMP_QUERY` when the adapter offers them.
+//! `SHADER_F16`, `SUBGROUP` and `TIMESTAMP_QUERY` when the adapter offers them, and with
+//! `EXPERIMENTAL_COOPERATIVE_MATRIX` (tensor cores; see below) unless switched off.
+//!
+//! Cooperative matrices (what wgpu 30.0.2 offers, read from its sources): the feature
+//! `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` is experimental, so `request_device` must
+//! also get `unsafe { ExperimentalFeatures::enabled() }` (wgpu-types `tokens.rs`). On
+//! Vulkan, wgpu-hal (`vulkan/adapter.rs`) queries
+//! `vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`, keeps only subgroup-scope entries
+//! whose M, N, K are 8 or 16, whose A and B types match and whose C and result types match
+//! (f16, f32, i32, u32), and exposes the feature when that list is non-empty and the device
+//! has `vulkanMemoryModel` with device scope (the feature doc's "only 8x8 f32" is stale).
+//! The list is `Adapter::cooperative_matrix_properties()`; naga then accepts `enable
+//! wgpu_cooperative_matrix;`, `coop_mat8x8` / `coop_mat16x16<f16|f32, A|B|C>` and
+//! `coopLoad(T)`, `coopStore(T)`, `coopMultiplyAdd` (the `T` forms are row-major, the plain
+//! ones column-major; pointers to any scalar f16/f32 array element, workgroup or storage)
+//! and writes SPIR-V with `CooperativeMatrixKHR` under the Vulkan memory model. Metal maps
+//! to simdgroup matrices (8x8 only). xkern records the list and switches the feature off
+//! with [`DeviceOptions::without_coop_matrix`] or `XKERN_WGPU_COOP=off`.
 //!
 //! Faults: every op runs inside thread-local error scopes (out-of-memory, validation,
 //! internal), so a failure becomes an `Err` of the op that caused it, on the thread that
@@ -46,6 +63,9 @@ pub struct DeviceOptions {
     /// `None` reads `XKERN_WGPU_MATMUL_TILE` (`64`, `128x64`, `128`; unset or `auto`:
     /// chosen per product from its shape).
     pub matmul_block: Option<crate::MatmulBlock>,
+    /// Do not request cooperative matrices even if offered (the f16 matmul runs on the
+    /// register-tiled kernel). `XKERN_WGPU_COOP=off` does the same for every device.
+    pub without_coop_matrix: bool,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -55,6 +75,17 @@ pub(crate) struct Gpu {
     pub(crate) adapter_info: wgpu::AdapterInfo,
     pub(crate) features: wgpu::Features,
     pub(crate) limits: wgpu::Limits,
+    /// The cooperative-matrix configurations of the adapter; empty unless the device has
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX`.
+    pub(crate) coop: Vec<wgpu::CooperativeMatrixProperties>,
+    coop_shape: Option<crate::matmul_coop::CoopShape>,
+    /// Why the cooperative-matrix kernel failed to compile, once it has: from then on
+    /// the f16 matmul runs on the register-tiled kernel.
+    coop_failed: Mutex<Option<String>>,
+    /// Tests: run the f16 tiled matmul on the emulated cooperative-matrix kernel with this
+    /// shape (lavapipe has no cooperative matrices).
+    #[cfg(test)]
+    pub(crate) emulate_coop: Mutex<Option<crate::matmul_coop::CoopShape>>,
     /// Effective per-dimension grid limit (the adapter's, or the test cap).
     pub(crate) max_groups: u32,
     /// The forced matmul block, if any (options or `XKERN_WGPU_MATMUL_TILE`).
@@ -73,9 +104,37 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// Cooperative matrices (tensor cores), requested separately from [`wanted_features`]
+/// because they need the experimental opt-in.
+const COOP: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+
 /// The features xkern uses when the adapter offers them.
 fn wanted_features() -> wgpu::Features {
     wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+/// True when the environment variable `name` says off (`off`, `0`, `false`).
+fn env_off(name: &str) -> bool {
+    std::env::var(name)
+        .is_ok_and(|v| matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "false"))
+}
+
+/// `16x16x16:f16->f32`: one cooperative-matrix configuration as the info notes show it.
+pub(crate) fn coop_note(p: &wgpu::CooperativeMatrixProperties) -> String {
+    let ty = |t: wgpu::CooperativeScalarType| match t {
+        wgpu::CooperativeScalarType::F32 => "f32",
+        wgpu::CooperativeScalarType::F16 => "f16",
+        wgpu::CooperativeScalarType::I32 => "i32",
+        wgpu::CooperativeScalarType::U32 => "u32",
+    };
+    format!(
+        "{}x{}x{}:{}->{}",
+        p.m_size,
+        p.n_size,
+        p.k_size,
+        ty(p.ab_type),
+        ty(p.cr_type)
+    )
 }
 
 /// Chooses the adapter: the named one (substring), else high-performance, else any.
@@ -127,9 +186,7 @@ impl Gpu {
         if opts.without_f16 {
             features.remove(wgpu::Features::SHADER_F16);
         }
-        let env_off = std::env::var("XKERN_WGPU_SUBGROUPS")
-            .is_ok_and(|v| matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "false"));
-        if opts.without_subgroups || env_off {
+        if opts.without_subgroups || env_off("XKERN_WGPU_SUBGROUPS") {
             features.remove(wgpu::Features::SUBGROUP);
         }
         let matmul_block = match opts.matmul_block {
@@ -144,19 +201,48 @@ impl Gpu {
                 Err(_) => None,
             },
         };
+        let coop_wanted = !opts.without_coop_matrix && !env_off("XKERN_WGPU_COOP");
+        if coop_wanted && adapter.features().contains(COOP) {
+            features |= COOP;
+        }
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("xkern"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::BackendUnavailable {
+        let request = |features: wgpu::Features| {
+            let experimental_features = if features.contains(COOP) {
+                // SAFETY: the opt-in acknowledges that wgpu's experimental features may
+                // have bugs. Only cooperative matrices are requested, and only the
+                // cooperative-matrix kernel uses them, on configurations the adapter
+                // listed (matmul.rs checks the list before choosing that kernel).
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            };
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("xkern"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features,
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            }))
+        };
+        // An experimental feature must never cost the device: if the request with it
+        // fails, ask again without it.
+        let opened = match request(features) {
+            Err(_) if features.contains(COOP) => {
+                features.remove(COOP);
+                request(features)
+            }
+            r => r,
+        };
+        let (device, queue) = opened.map_err(|e| Error::BackendUnavailable {
             name: "wgpu".into(),
             reason: format!("adapter {:?} refused a device: {e}", adapter_info.name),
         })?;
+        let coop = if features.contains(COOP) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
         let lost = Arc::new(Mutex::new(None));
         let lost_flag = Arc::new(AtomicBool::new(false));
         {
@@ -182,12 +268,27 @@ impl Gpu {
             .unwrap_or(u32::MAX)
             .min(limits.max_compute_workgroups_per_dimension)
             .max(1);
+        let coop_shape = crate::matmul_coop::coop_shape(&crate::matmul_coop::CoopCaps {
+            configs: coop.clone(),
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min: adapter_info.subgroup_min_size,
+            subgroup_max: adapter_info.subgroup_max_size,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            max_workgroup_bytes: limits.max_compute_workgroup_storage_size,
+        });
         Ok(Gpu {
             device,
             queue,
             adapter_info,
             features,
             limits,
+            coop,
+            coop_shape,
+            coop_failed: Mutex::new(None),
+            #[cfg(test)]
+            emulate_coop: Mutex::new(None),
             max_groups,
             matmul_block,
             lost,
@@ -235,6 +336,34 @@ impl Gpu {
     pub(crate) fn subgroup_trees(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
             && self.adapter_info.subgroup_max_size <= 128
+    }
+
+    /// The launch shape of the cooperative-matrix matmul, `None` where it cannot run
+    /// (decided at open) or once its kernel has failed to compile.
+    pub(crate) fn coop_shape(&self) -> Option<crate::matmul_coop::CoopShape> {
+        if self.coop_failed.lock().map_or(true, |f| f.is_some()) {
+            return None;
+        }
+        #[cfg(test)]
+        if let Some(s) = self.emulate_coop.lock().ok().and_then(|e| *e) {
+            return Some(s);
+        }
+        self.coop_shape
+    }
+
+    /// Records that the cooperative-matrix kernel failed to compile (an experimental
+    /// feature on a driver this code never ran on): later matmuls take the fallback,
+    /// and the info notes say why.
+    pub(crate) fn coop_failed(&self, why: String) {
+        if let Ok(mut f) = self.coop_failed.lock() {
+            f.get_or_insert(why);
+        }
+    }
+
+    /// Tests: whether the cooperative-matrix kernel is emulated.
+    #[cfg(test)]
+    pub(crate) fn coop_emulated(&self) -> bool {
+        self.emulate_coop.lock().is_ok_and(|e| e.is_some())
     }
 
     /// Waits for submission `index` (or everything) with the timeout; a timeout or a
@@ -308,6 +437,17 @@ impl Gpu {
             if self.features.contains(flag) {
                 f.push(name.to_string());
             }
+        }
+        for p in &self.coop {
+            f.push(format!("coop-matrix={}", coop_note(p)));
+        }
+        match (
+            self.coop_shape,
+            self.coop_failed.lock().ok().and_then(|e| e.clone()),
+        ) {
+            (Some(_), Some(why)) => f.push(format!("matmul-coop=failed: {why}")),
+            (Some(shape), None) => f.push(format!("matmul-coop=sg{}", shape.sg)),
+            (None, _) => {}
         }
         f.push(format!(
             "subgroup_size={}..{}",

@@ -50,6 +50,7 @@ mod buffers;
 mod copy;
 mod device;
 mod matmul;
+mod matmul_coop;
 #[cfg(test)]
 mod matmul_tests;
 mod pipelines;

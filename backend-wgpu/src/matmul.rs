@@ -84,6 +84,9 @@
 //!   of `batch · s · M · N`; a second pass sums the ranges in a fixed order (so results
 //!   are deterministic), adds the bias and applies the activation. K that no such `s`
 //!   divides keeps the one-pass kernel.
+//! - **Cooperative matrices** (`matmul_coop.wgsl`, see [`crate::matmul_coop`]): the f16
+//!   case of the register-tiled kernel on tensor cores, where the device offers them;
+//!   every layout and size the register-tiled kernel takes, same epilogue and bounds.
 //! - **GEMV** (`gemv.wgsl`) for M = 1 (W = B) and N = 1 (W = Aᵀ, x = the column of B):
 //!   a matrix-vector product reads W once, so it is bound by memory, and a 64-row tile
 //!   would waste 63/64 of the tiled kernel. Dot-product layout (W contiguous along K) or
@@ -110,6 +113,7 @@
 
 use crate::WgpuBackend;
 use crate::buffers::WgpuStorage;
+use crate::matmul_coop::{CoopShape, coop_source};
 use crate::pipelines::{Params, Slot, assemble, fit_u32};
 use std::fmt::Write as _;
 use xkern_core::{Activation, DType, MatmulSpec, Result};
@@ -300,6 +304,12 @@ pub(crate) enum Plan {
         block: MatmulBlock,
         splits: usize,
     },
+    /// The f16 tiled case on cooperative matrices, with the layouts of A and B.
+    Coop {
+        a: Operand,
+        b: Operand,
+        shape: CoopShape,
+    },
     /// Matrix-vector: `dot` when W is contiguous along K; `n1` for N = 1 (W = Aᵀ).
     Gemv { dot: bool, n1: bool },
     /// The general strided kernel.
@@ -419,6 +429,17 @@ pub(crate) fn plan(spec: &MatmulSpec, offs: &[u32], blocks: Blocks) -> Plan {
             block: block_for(spec, a, b, blocks),
         },
         _ => Plan::Strided,
+    }
+}
+
+/// Moves an f16 register-tiled `plan` to the cooperative-matrix kernel when the device
+/// runs it (`shape`); any other plan stays.
+pub(crate) fn with_coop(plan: Plan, dtype: DType, shape: Option<CoopShape>) -> Plan {
+    match (plan, shape) {
+        (Plan::Tiled { a, b, .. }, Some(shape)) if dtype == DType::F16 => {
+            Plan::Coop { a, b, shape }
+        }
+        _ => plan,
     }
 }
 
@@ -769,6 +790,49 @@ pub(crate) fn splitk_source(dtype: DType, act: Option<Activation>, bias: bool) -
     )
 }
 
+/// The WGSL of one variant of the cooperative-matrix kernel (also used by the naga tests).
+pub(crate) fn tiled_coop_source(
+    act: Option<Activation>,
+    bias: bool,
+    a: Operand,
+    b: Operand,
+    shape: CoopShape,
+) -> String {
+    coop_source(
+        &bindings(DType::F16, a.vec4, b.vec4),
+        &coop_epilogue(act, bias),
+        a,
+        b,
+        shape,
+    )
+}
+
+fn coop_epilogue(act: Option<Activation>, bias: bool) -> [(&'static str, String); 3] {
+    [
+        ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+        ("ACT", act_code(act).to_string()),
+        ("BIAS", u32::from(bias).to_string()),
+    ]
+}
+
+/// Tests: the cooperative-matrix kernel with emulated fragments (see `matmul_coop`).
+#[cfg(test)]
+pub(crate) fn tiled_coop_emulated_source(
+    act: Option<Activation>,
+    bias: bool,
+    a: Operand,
+    b: Operand,
+    shape: CoopShape,
+) -> String {
+    crate::matmul_coop::emulated_source(
+        &bindings(DType::F16, a.vec4, b.vec4),
+        &coop_epilogue(act, bias),
+        a,
+        b,
+        shape,
+    )
+}
+
 /// The cache key of a plan's kernel (for split-K: of its sum; its first pass is the
 /// tiled kernel without an epilogue).
 fn key(spec: &MatmulSpec, plan: Plan, has_bias: bool) -> String {
@@ -792,6 +856,12 @@ fn key_of(dtype: DType, act: Option<Activation>, has_bias: bool, plan: Plan) -> 
             layout(b)
         ),
         Plan::SplitK { .. } => format!("matmul-splitk/{epi}"),
+        Plan::Coop { a, b, shape } => format!(
+            "matmul-coop/{epi}/{}{}/sg{}",
+            layout(a),
+            layout(b),
+            shape.sg
+        ),
         Plan::Gemv { dot, .. } => format!("gemv/{epi}/{}", if dot { "dot" } else { "column" }),
         Plan::Strided => format!("matmul/{epi}"),
     }
@@ -814,9 +884,20 @@ impl WgpuBackend {
             offs.push(fit_u32(spec.a_offset(i))?);
             offs.push(fit_u32(spec.b_offset(i))?);
         }
-        let plan = plan(spec, &offs, self.matmul_blocks());
+        let plan = with_coop(
+            plan(spec, &offs, self.matmul_blocks()),
+            spec.dtype,
+            self.gpu().coop_shape(),
+        );
         let has_bias = bias.is_some();
-        let key = key(spec, plan, has_bias);
+        #[allow(unused_mut)]
+        let mut key = key(spec, plan, has_bias);
+        #[cfg(test)]
+        let emulated = self.gpu().coop_emulated();
+        #[cfg(test)]
+        if emulated {
+            key += "/emulated";
+        }
         let (bias_off, bias_stride) = spec.bias.as_ref().map_or((0, 0), |v| (v.offset, v.stride));
         let (dtype, act) = (spec.dtype, spec.activation);
         if let Plan::Gemv { dot, n1 } = plan {
@@ -955,6 +1036,29 @@ impl WgpuBackend {
                 block.tiling().bm,
                 block.tiling().bn,
             ),
+            Plan::Coop {
+                a: la,
+                b: lb,
+                shape,
+            } => {
+                let kernel = self.kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
+                    #[cfg(test)]
+                    if emulated {
+                        return tiled_coop_emulated_source(act, has_bias, la, lb, shape);
+                    }
+                    tiled_coop_source(act, has_bias, la, lb, shape)
+                });
+                match kernel {
+                    Ok(k) => (k, crate::matmul_coop::BM, crate::matmul_coop::BN),
+                    // A driver that lists the configuration but cannot build the kernel
+                    // costs the speed-up, not the op: once recorded, the next call plans
+                    // without cooperative matrices.
+                    Err(e) => {
+                        self.gpu().coop_failed(e.to_string());
+                        return self.matmul_impl(spec, a, b, bias);
+                    }
+                }
+            }
             _ => (
                 self.kernel(&key, &bindings(dtype, false, false), || {
                     matmul_source(dtype, act, has_bias)

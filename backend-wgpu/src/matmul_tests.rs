@@ -776,3 +776,234 @@ fn vec4_staging_needs_aligned_views() {
         Plan::Strided
     );
 }
+
+/// The f16 cases of [`cases`] that take the register-tiled kernel, plus larger ragged
+/// shapes (several 128 × 128 blocks and 32-deep K steps, tails on every side): on a
+/// device with cooperative matrices all of these run on the cooperative-matrix kernel.
+fn coop_cases() -> Vec<Case> {
+    use Store::{N, T};
+    let (k1, k4, x1, x4) = (
+        op(true, false),
+        op(true, true),
+        op(false, false),
+        op(false, true),
+    );
+    let mut v: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| matches!(c.want, Plan::Tiled { .. }))
+        .collect();
+    v.extend([
+        case(257, 97, 131, N, N, tiled(k1, x1)),
+        case(256, 96, 260, N, N, tiled(k4, x4)),
+        case(129, 161, 255, N, T, tiled(k1, k1)),
+        case(200, 33, 301, T, N, tiled(x4, x1)),
+        case(131, 64, 129, T, T, tiled(x1, k4)),
+        Case {
+            bias: true,
+            act: Some(Activation::Relu),
+            ..case(384, 128, 256, N, N, tiled(k4, x4))
+        },
+    ]);
+    v
+}
+
+/// Runs `cases` in f16 on `dev` and checks that every one ran on the cooperative-matrix
+/// kernel (key prefix `matmul-coop`) and none on the tiled one.
+fn run_coop_cases(dev: &WgpuBackend, cases: &[Case]) {
+    for (i, c) in cases.iter().enumerate() {
+        run(dev, c, DType::F16, 3000 + i as u64);
+    }
+    let keys = dev.kernel_keys();
+    assert!(
+        keys.iter().any(|k| k.starts_with("matmul-coop/")),
+        "no cooperative-matrix kernel ran: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("matmul-tiled/")),
+        "an f16 case ran on the register-tiled kernel: {keys:?}"
+    );
+}
+
+/// The cooperative-matrix kernel's staging, fragment addressing, write-back and epilogue
+/// on lavapipe, with its cooperative operations emulated in plain WGSL (see
+/// `matmul_coop_emulated.wgsl`), on every layout, ragged sizes, batches and epilogues.
+/// Needs f16 and a fixed subgroup size (the kernel numbers subgroups with `subgroup_id`).
+#[test]
+fn coop_kernel_emulated_matches_the_reference() {
+    let dev = device();
+    let info = dev.info();
+    let gpu = dev.gpu();
+    let (lo, hi) = (
+        gpu.adapter_info.subgroup_min_size,
+        gpu.adapter_info.subgroup_max_size,
+    );
+    if !info.dtypes.contains(&DType::F16)
+        || !info.features.iter().any(|f| f == "subgroup")
+        || lo != hi
+    {
+        eprintln!("skipped: the adapter lacks f16, subgroups or a fixed subgroup size");
+        return;
+    }
+    *gpu.emulate_coop.lock().unwrap() = Some(crate::matmul_coop::CoopShape { sg: hi });
+    // A subset of `coop_cases` (lavapipe compiles each variant slowly): all eight operand
+    // layouts, several blocks with tails on every side, K = 0 and K below one step,
+    // broadcast batches, bias and activations.
+    use Store::{N, T};
+    let (k1, k4, x1, x4) = (
+        op(true, false),
+        op(true, true),
+        op(false, false),
+        op(false, true),
+    );
+    let epi = |c: Case, act: Activation| Case {
+        bias: true,
+        act: Some(act),
+        ..c
+    };
+    let cases = [
+        case(257, 97, 131, N, N, tiled(k1, x1)),
+        case(256, 96, 260, N, N, tiled(k4, x4)),
+        case(129, 161, 255, N, T, tiled(k1, k1)),
+        case(200, 33, 301, T, N, tiled(x4, x1)),
+        case(131, 64, 129, T, T, tiled(x1, k4)),
+        epi(case(67, 36, 68, N, N, tiled(k4, x4)), Activation::Relu),
+        epi(case(67, 0, 70, N, N, tiled(k1, x1)), Activation::Silu),
+        Case {
+            a_batch: vec![2, 3],
+            b_batch: vec![3],
+            ..epi(case(67, 5, 70, N, T, tiled(k1, k1)), Activation::Gelu)
+        },
+    ];
+    run_coop_cases(&dev, &cases);
+    assert!(
+        dev.kernel_keys()
+            .iter()
+            .any(|k| k.starts_with("matmul-coop/") && k.ends_with("/emulated"))
+    );
+}
+
+/// The f16 path without cooperative matrices is the register-tiled kernel, and the off
+/// switch keeps a device from requesting them.
+#[test]
+fn coop_off_switch_and_fallback() {
+    let off = WgpuBackend::with_options(&crate::DeviceOptions {
+        without_coop_matrix: true,
+        ..crate::DeviceOptions::default()
+    })
+    .unwrap();
+    assert!(off.gpu().coop.is_empty());
+    assert_eq!(off.gpu().coop_shape(), None);
+    assert!(
+        !off.info()
+            .features
+            .iter()
+            .any(|f| f.starts_with("coop-matrix="))
+    );
+    use crate::matmul::with_coop;
+    use crate::matmul_coop::CoopShape;
+    let (k4, x4) = (op(true, true), op(false, true));
+    let shape = Some(CoopShape { sg: 32 });
+    let t = tiled(k4, x4);
+    let coop = Plan::Coop {
+        a: k4,
+        b: x4,
+        shape: CoopShape { sg: 32 },
+    };
+    assert_eq!(with_coop(t, DType::F16, shape), coop);
+    assert_eq!(with_coop(t, DType::F16, None), t);
+    for dtype in [DType::F32, DType::BF16] {
+        assert_eq!(with_coop(t, dtype, shape), t);
+    }
+    for p in [
+        Plan::Strided,
+        Plan::Gemv {
+            dot: true,
+            n1: false,
+        },
+    ] {
+        assert_eq!(with_coop(p, DType::F16, shape), p);
+    }
+    let dev = device();
+    if dev.info().dtypes.contains(&DType::F16) && dev.gpu().coop_shape().is_none() {
+        let c = case(67, 36, 68, Store::N, Store::N, tiled(k4, x4));
+        run(&dev, &c, DType::F16, 7);
+        assert!(
+            dev.kernel_keys()
+                .iter()
+                .any(|k| k.starts_with("matmul-tiled/f16"))
+        );
+    }
+}
+
+/// A cooperative-matrix kernel that fails to compile costs the speed-up, not the op:
+/// the call that hit the failure and every later one run on the register-tiled kernel.
+#[test]
+fn coop_compile_failure_falls_back() {
+    let dev = device();
+    if !dev.info().dtypes.contains(&DType::F16) {
+        return;
+    }
+    let gpu = dev.gpu();
+    *gpu.emulate_coop.lock().unwrap() = Some(crate::matmul_coop::CoopShape { sg: 32 });
+    assert!(gpu.coop_shape().is_some());
+    gpu.coop_failed("simulated".into());
+    assert_eq!(gpu.coop_shape(), None);
+    let c = case(
+        67,
+        36,
+        68,
+        Store::N,
+        Store::N,
+        tiled(op(true, true), op(false, true)),
+    );
+    run(&dev, &c, DType::F16, 9);
+    let keys = dev.kernel_keys();
+    assert!(
+        keys.iter().any(|k| k.starts_with("matmul-tiled/f16")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("matmul-coop/")),
+        "{keys:?}"
+    );
+}
+
+/// On a GPU with cooperative matrices (run on the H100 with
+/// `cargo test -p xkern-wgpu --release --lib -- --ignored coop_matrix_on_real_gpu`): the
+/// device must offer the 16×16×16 f16 → f32 configuration (the test fails loudly if not),
+/// and every f16 case, large ragged ones included, must run on the cooperative-matrix
+/// kernel and match the f64 reference.
+#[test]
+#[ignore = "needs a GPU with cooperative matrices"]
+fn coop_matrix_on_real_gpu() {
+    let dev = device();
+    let notes = dev.info().features;
+    eprintln!("device: {} {notes:?}", dev.name());
+    assert!(
+        dev.gpu().coop_shape().is_some(),
+        "no cooperative-matrix kernel on this device (need EXPERIMENTAL_COOPERATIVE_MATRIX \
+         with 16x16x16:f16->f32, SUBGROUP, a fixed subgroup size): {notes:?}"
+    );
+    assert!(
+        notes.iter().any(|f| f.starts_with("matmul-coop=sg")),
+        "{notes:?}"
+    );
+    run_coop_cases(&dev, &coop_cases());
+    use Store::{N, T};
+    let (k1, k4, x1, x4) = (
+        op(true, false),
+        op(true, true),
+        op(false, false),
+        op(false, true),
+    );
+    for (i, c) in [
+        case(1024, 1024, 1024, N, N, tiled(k4, x4)),
+        case(1000, 1003, 999, N, N, tiled(k1, x1)),
+        case(515, 2048, 770, N, T, tiled(k4, k4)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        run(&dev, c, DType::F16, 4000 + i as u64);
+    }
+}

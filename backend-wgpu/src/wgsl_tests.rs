@@ -6,7 +6,9 @@ use crate::attention_wgsl::{attention_source, decode_source, flash_source, merge
 use crate::copy::{cast_source, strided_source};
 use crate::matmul::{
     MatmulBlock, Operand, block_source, gemv_source, matmul_source, splitk_source,
+    tiled_coop_source,
 };
+use crate::matmul_coop::CoopShape;
 use crate::reduce::{normalize_source, reduce_source};
 use xkern_core::{Activation, DType, NormKind, ReduceKind};
 
@@ -174,4 +176,65 @@ fn every_kernel_variant_validates() {
         n,
         16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6) + 1
     );
+}
+
+/// Every variant of the cooperative-matrix matmul (layouts × epilogues × subgroup sizes)
+/// parses, validates with the capabilities a device with cooperative matrices grants
+/// (and fails without `COOPERATIVE_MATRIX`), and goes through naga's SPIR-V writer as
+/// wgpu's Vulkan backend would drive it (SPIR-V 1.6, index clamping): lavapipe has no
+/// cooperative matrices, so this is as far as the kernel gets on this machine.
+#[test]
+fn every_coop_matmul_variant_validates_and_writes_spirv() {
+    let caps = naga::valid::Capabilities::SHADER_FLOAT16
+        | naga::valid::Capabilities::SUBGROUP
+        | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+    let opts = naga::back::spv::Options {
+        lang_version: (1, 6),
+        bounds_check_policies: naga::proc::BoundsCheckPolicies {
+            index: naga::proc::BoundsCheckPolicy::Restrict,
+            buffer: naga::proc::BoundsCheckPolicy::Restrict,
+            image_load: naga::proc::BoundsCheckPolicy::Restrict,
+            binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+        },
+        force_loop_bounding: true,
+        ..naga::back::spv::Options::default()
+    };
+    let mut n = 0;
+    for sg in [32, 64, 16] {
+        for act in [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Gelu),
+            Some(Activation::Silu),
+        ] {
+            for bias in [false, true] {
+                for a in OPERANDS {
+                    for b in OPERANDS {
+                        let name = format!("matmul-coop sg={sg} {act:?} {bias} {a:?} {b:?}");
+                        let src = tiled_coop_source(act, bias, a, b, CoopShape { sg });
+                        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+                            panic!("{name}: parse error:\n{}", e.emit_to_string(&src))
+                        });
+                        let info =
+                            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                                .validate(&module)
+                                .unwrap_or_else(|e| {
+                                    panic!("{name}: invalid:\n{}", e.emit_to_string(&src))
+                                });
+                        let without = naga::valid::Validator::new(
+                            naga::valid::ValidationFlags::all(),
+                            caps - naga::valid::Capabilities::COOPERATIVE_MATRIX,
+                        )
+                        .validate(&module);
+                        assert!(without.is_err(), "{name}: valid without the capability");
+                        let words = naga::back::spv::write_vec(&module, &info, &opts, None)
+                            .unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
+                        assert_eq!(words.first(), Some(&0x0723_0203), "{name}: SPIR-V magic");
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(n, 3 * 8 * 16);
 }
