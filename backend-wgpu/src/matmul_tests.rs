@@ -882,15 +882,11 @@ fn coop_kernel_emulated_matches_the_reference() {
     );
 }
 
-/// The f16 path without cooperative matrices is the register-tiled kernel, and the off
-/// switch keeps a device from requesting them.
+/// The f16 path without cooperative matrices is the register-tiled kernel, and a device
+/// does not request them unless asked to (they are opt-in).
 #[test]
 fn coop_off_switch_and_fallback() {
-    let off = WgpuBackend::with_options(&crate::DeviceOptions {
-        without_coop_matrix: true,
-        ..crate::DeviceOptions::default()
-    })
-    .unwrap();
+    let off = WgpuBackend::with_options(&crate::DeviceOptions::default()).unwrap();
     assert!(off.gpu().coop.is_empty());
     assert_eq!(off.gpu().coop_shape(), None);
     assert!(
@@ -976,7 +972,11 @@ fn coop_compile_failure_falls_back() {
 #[test]
 #[ignore = "needs a GPU with cooperative matrices"]
 fn coop_matrix_on_real_gpu() {
-    let dev = device();
+    let dev = WgpuBackend::with_options(&crate::DeviceOptions {
+        with_coop_matrix: true,
+        ..crate::DeviceOptions::default()
+    })
+    .unwrap();
     let notes = dev.info().features;
     eprintln!("device: {} {notes:?}", dev.name());
     assert!(
