@@ -93,6 +93,25 @@ fn merge_partials(g: u32, lid: u32) {
     if (lid == 0u) { out[g] = bitcast<u32>(finish(r, s)); }
 }
 
+// Phase 1 writes workgroup g's partial state, phase 0 the row's result.
+fn write_arg(g: u32, best: Arg) {
+    if (PHASE == 1u) {
+        out[2u * g] = bitcast<u32>(best.v);
+        out[2u * g + 1u] = best.i;
+    } else {
+        out[g] = best.i;
+    }
+}
+
+fn write_value(g: u32, r: f32, s: f32) {
+    if (PHASE == 1u) {
+        out[2u * g] = bitcast<u32>(r);
+        out[2u * g + 1u] = select(0u, bitcast<u32>(s), KIND == 6u && !is_nan(r) && !is_inf(r));
+    } else {
+        out[g] = bitcast<u32>(finish(r, s));
+    }
+}
+
 // Phases 0 and 1 on vec4 loads: axis positions [a0, a1) of the row starting at `base`
 // (all multiples of 4; inner = 1).
 fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
@@ -110,14 +129,7 @@ fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
             if (arg_better(v.w, a + 3u, bv, bi, WANT_MAX)) { bv = v.w; bi = a + 3u; }
         }
         let best = tree_arg(lid, bv, bi, WANT_MAX);
-        if (lid == 0u) {
-            if (PHASE == 1u) {
-                out[2u * g] = bitcast<u32>(best.v);
-                out[2u * g + 1u] = best.i;
-            } else {
-                out[g] = best.i;
-            }
-        }
+        if (lid == 0u) { write_arg(g, best); }
         return;
     }
     // Eight loads in flight per step, folded into four accumulators (loads j and j + 4
@@ -156,14 +168,7 @@ fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
         }
         s = tree_op(lid, ((e.x + e.y) + e.z) + e.w, 0u);
     }
-    if (lid == 0u) {
-        if (PHASE == 1u) {
-            out[2u * g] = bitcast<u32>(r);
-            out[2u * g + 1u] = select(0u, bitcast<u32>(s), KIND == 6u && !is_nan(r) && !is_inf(r));
-        } else {
-            out[g] = bitcast<u32>(finish(r, s));
-        }
-    }
+    if (lid == 0u) { write_value(g, r, s); }
 }
 
 @compute @workgroup_size(128)
@@ -200,14 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (arg_better(v, a, bv, bi, WANT_MAX)) { bv = v; bi = a; }
         }
         let best = tree_arg(lid, bv, bi, WANT_MAX);
-        if (lid == 0u) {
-            if (PHASE == 1u) {
-                out[2u * g] = bitcast<u32>(best.v);
-                out[2u * g + 1u] = best.i;
-            } else {
-                out[g] = best.i;
-            }
-        }
+        if (lid == 0u) { write_arg(g, best); }
         return;
     }
     var acc = identity();
@@ -223,13 +221,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         s = tree_op(lid, e, 0u);
     }
-    if (lid == 0u) {
-        if (PHASE == 1u) {
-            out[2u * g] = bitcast<u32>(r);
-            out[2u * g + 1u] = select(0u, bitcast<u32>(s), KIND == 6u && !is_nan(r) && !is_inf(r));
-        } else {
-            out[g] = bitcast<u32>(finish(r, s));
-        }
-    }
+    if (lid == 0u) { write_value(g, r, s); }
 }
 {{TREE}}
