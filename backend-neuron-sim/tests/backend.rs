@@ -288,3 +288,46 @@ fn matmul_with_resident_a_over_several_k_blocks() -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[test]
+fn decode_stacks_the_heads_of_a_group() -> Result<(), Error> {
+    // One query: the query heads of each GQA group form one tile (a head per
+    // partition). Groups of 4 and 1 (MHA), causal or not, q as a permuted view (head
+    // stride ≠ row stride), keys past one block; against the f64 reference.
+    use xkern_core::conformance::check;
+    use xkern_core::reference::{self, HostTensor};
+    use xkern_core::{AttentionOptions, attention};
+    let dev = NeuronBackend::trn2();
+    for (hq, hkv) in [(8, 2), (3, 3)] {
+        for causal in [false, true] {
+            for dtype in [DType::F32, DType::BF16] {
+                let (b, skv, d) = (2, 700, 64);
+                // q stored [B, Sq, Hq, D] and viewed [B, Hq, Sq, D].
+                let q = Tensor::randn(&dev, &[b, 1, hq, d], dtype, 1)?.permute(&[0, 2, 1, 3])?;
+                let k = Tensor::randn(&dev, &[b, hkv, skv, d], dtype, 2)?;
+                let v = Tensor::randn(&dev, &[b, hkv, skv, d], dtype, 3)?;
+                let opts = AttentionOptions {
+                    causal,
+                    ..Default::default()
+                };
+                let got = attention(&q, &k, &v, &opts)?;
+                let host = |t: &Tensor<NeuronBackend>| -> Result<HostTensor, Error> {
+                    Ok(HostTensor::new(t.shape(), t.contiguous()?.to_f64_vec()?))
+                };
+                let want = reference::attention(
+                    &host(&q)?,
+                    &host(&k)?,
+                    &host(&v)?,
+                    causal,
+                    1.0 / (d as f64).sqrt(),
+                );
+                check(&got, &want, dtype).map_err(|e| Error::Backend {
+                    backend: "test",
+                    message: format!("hq {hq} hkv {hkv} causal {causal} {dtype}: {}", e.0),
+                })?;
+                assert_eq!(dev.last_profile().map(|p| p.races), Some(0));
+            }
+        }
+    }
+    Ok(())
+}
