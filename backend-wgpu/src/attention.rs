@@ -58,7 +58,8 @@
 
 use crate::WgpuBackend;
 use crate::attention_wgsl::{
-    attention_source, bindings, decode_source, flash_source, merge_bindings, merge_source,
+    attention_source, bindings, decode_bindings, decode_source, flash_source, merge_bindings,
+    merge_source,
 };
 use crate::buffers::WgpuStorage;
 use crate::pipelines::{Params, fit_u32};
@@ -162,7 +163,20 @@ impl FlashTiles {
 /// Workgroup memory of the decode kernel with `rows` rows, in bytes.
 pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
     let t = decode_t(rows);
-    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows)
+    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows) + 16 * DECODE_WG
+}
+
+/// Whether the decode kernel reads K and V as vec4s: unit feature stride, D and Dv
+/// multiples of 4, and every row start a multiple of 4 elements, so each vec4 is aligned
+/// and lies wholly inside its row.
+pub(crate) fn decode_vec(spec: &AttentionSpec) -> bool {
+    let aligned = |v: &View4, len: usize| {
+        len.is_multiple_of(4)
+            && v.strides[3] == 1
+            && v.offset.is_multiple_of(4)
+            && v.strides[..3].iter().all(|s| s.is_multiple_of(4))
+    };
+    aligned(&spec.k, spec.head_dim) && aligned(&spec.v, spec.v_head_dim)
 }
 
 /// Which kernel runs an attention.
@@ -293,9 +307,14 @@ impl WgpuBackend {
                 splits,
                 chunk,
             } => {
-                let key = format!("attention-decode/{dtype}/{d}/{dv}/r{r}");
-                let kernel =
-                    self.kernel(&key, &bindings(dtype), || decode_source(dtype, d, dv, r))?;
+                let vec = decode_vec(spec);
+                let key = format!(
+                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}",
+                    if vec { "/vec4" } else { "" }
+                );
+                let kernel = self.kernel(&key, &decode_bindings(dtype, vec), || {
+                    decode_source(dtype, d, dv, r, vec)
+                })?;
                 let merge = self.kernel("attention-merge", &merge_bindings(), merge_source)?;
                 let parts = rows * splits;
                 let ml_base = parts * dv;

@@ -7,7 +7,7 @@
 //! `attention_with`), compared with the f64 reference.
 
 use crate::WgpuBackend;
-use crate::attention::{DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, plan};
+use crate::attention::{DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, decode_vec, plan};
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{AttentionOptions, AttentionSpec, Backend, DType, Tensor, Tolerance};
 
@@ -197,6 +197,11 @@ fn run(dev: &WgpuBackend, c: &Case, dtype: DType, seed: u64, force: Option<Plan>
     let len = spec.output_shape().iter().product();
     let got = dev.download(&out, dtype, 0, len).unwrap().to_f64();
     let want = reference::attention(&hq, &hk, &hv, c.causal, 1.0 / (c.d as f64).sqrt());
+    check(&name, dtype, &got, &want);
+}
+
+/// Compares `got` with the reference `want`.
+fn check(name: &str, dtype: DType, got: &[f64], want: &HostTensor) {
     // Non-finite outputs must match exactly in kind; the finite rest within tolerance.
     let (mut g, mut w) = (Vec::new(), Vec::new());
     for (i, (&a, &b)) in got.iter().zip(&want.data).enumerate() {
@@ -307,6 +312,54 @@ fn decode_matches_the_reference() {
                 };
                 run(&dev, c, dtype, 300 + i as u64, Some(forced));
             }
+        }
+    }
+}
+
+/// The decode kernel's scalar K/V loads where the vec4 ones must not be used: K and V
+/// rows starting one element past a multiple of 4 (D = Dv = 64, so only the offset
+/// breaks the alignment), with the device's plan and with rows of 8 in three splits.
+#[test]
+fn decode_reads_unaligned_rows_as_scalars() {
+    let dev = device();
+    let c = case(8, 2, 1, 300, 64, false);
+    let opts = AttentionOptions {
+        causal: false,
+        scale: None,
+    };
+    for dtype in dtypes(&dev) {
+        let (q, hq) = operand(&dev, &c, c.hq, c.sq, c.d, dtype, 7, false);
+        let (k, hk) = operand(&dev, &c, c.hkv, c.skv, c.d, dtype, 8, false);
+        let (v, hv) = operand(&dev, &c, c.hkv, c.skv, c.dv, dtype, 9, false);
+        // The same values one element further into their buffers.
+        let shifted = |h: &HostTensor| {
+            let mut data = vec![0.0f32];
+            data.extend(h.data.iter().map(|&x| x as f32));
+            Tensor::from_slice(&dev, &[data.len()], &data)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        let (ks, vs) = (shifted(&hk), shifted(&hv));
+        let mut spec = AttentionSpec::new(&q, &k, &v, &opts).unwrap();
+        assert!(decode_vec(&spec), "contiguous rows of 64 read vec4s");
+        spec.k.offset += 1;
+        spec.v.offset += 1;
+        assert!(!decode_vec(&spec));
+        let want = reference::attention(&hq, &hk, &hv, false, 1.0 / (c.d as f64).sqrt());
+        let len = spec.output_shape().iter().product();
+        let forced = Plan::Decode {
+            rows: 8,
+            splits: 3,
+            chunk: 128,
+        };
+        for p in [dev.attention_plan(&spec), forced] {
+            assert!(matches!(p, Plan::Decode { .. }), "{p:?}");
+            let out = dev
+                .attention_with(&spec, q.storage(), ks.storage(), vs.storage(), p)
+                .unwrap();
+            let got = dev.download(&out, dtype, 0, len).unwrap().to_f64();
+            check(&format!("{dtype} unaligned {p:?}"), dtype, &got, &want);
         }
     }
 }
