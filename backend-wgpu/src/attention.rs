@@ -30,13 +30,43 @@
 //!   common GQA group of 4 at Sq = 1: no idle rows), so a GQA group reads K/V once; it
 //!   writes an unnormalised partial (m, l, O) per row, and the merge combines the splits
 //!   by the log-sum-exp rule. Why these sizes: 128 invocations compute the R rows ×
-//!   128/R keys of a tile's scores one each, the dot products on vec4s of Q and K staged
-//!   with coalesced loads (rows padded to an odd count of vec4s: no bank conflicts). At
-//!   D = 128, R = 8 needs ≈ 13.4 KiB (within WebGPU's 16 KiB), R = 4 ≈ 19.6 KiB (taken
-//!   where it fits, else R = 8). V is read straight from global memory, one column per
-//!   invocation, and on full tiles the V loads are issued with the K loads so that the
-//!   two latencies overlap. The benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192, D 128)
-//!   runs R = 4 in 64 splits of 128 keys: 512 workgroups.
+//!   T = 128/R keys of a tile's scores one each, the dot products on vec4s of Q and K
+//!   staged in workgroup memory (rows padded to an odd count of vec4s: no bank
+//!   conflicts). At D = 128, R = 8 needs ≈ 15.4 KiB (within WebGPU's 16 KiB), R = 4 ≈
+//!   21.6 KiB (taken where it fits, else R = 8).
+//!
+//!   Memory-level parallelism is what a decode lives on: it reads every K/V byte once,
+//!   so its time is bytes over bandwidth only when enough bytes are in flight to cover
+//!   the latency (≈ 3.35 TB/s × ≈ 0.8 µs ≈ 2.7 MB on an H100). The first version staged
+//!   K in a loop of dependent load/store pairs, one 2-byte load per invocation in flight
+//!   (≈ 130 KB on the whole GPU), and measured 190 GB/s. Now every invocation issues all
+//!   its loads of a tile back to back into registers, one vec4 each ([`decode_vec`]:
+//!   16 B for f32, 8 B for f16/bf16, where the feature stride is 1 and rows start on a
+//!   multiple of 4 elements; else four scalar loads), and issues the *next* tile's loads
+//!   before the current tile's math (software pipelining), so a workgroup waits for
+//!   memory once rather than once per tile. K: invocation t loads vec4s t + 128·i of the
+//!   tile (neighbouring invocations, neighbouring 8/16 B of a row). V: invocation
+//!   (vg, vc) loads the vec4 column vc of keys vg + KG·i (CW ≥ ⌈Dv/4⌉ invocations per
+//!   key group, KG = 128/CW groups: at Dv = 128, 4 groups of 32, each warp one
+//!   contiguous 256 B row), accumulates R rows × 4 columns, and the groups are summed
+//!   through workgroup memory once at the end. The merge takes the splits four at a
+//!   time (four independent loads in flight per invocation).
+//!
+//!   Expected on an H100 for the benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192,
+//!   D 128, f16): R = 4, 64 splits of 128 keys (4 tiles of 32), 512 workgroups of 4
+//!   warps, 21.6 KiB each, all resident at once (≈ 3.9 per SM; registers ≈ 110–128 per
+//!   invocation: 8 + 8 prefetched vec4s, the current tile's 8 V vec4s, 4 accumulator
+//!   vec4s). Per tile each invocation has 8 K + 8 V loads of 8 B in flight: 128 B ×
+//!   65,536 invocations = 8.4 MB, a whole tile of the grid, over 3× the latency-bandwidth
+//!   product. HBM: 33.5 MB / 3.35 TB/s = 10 µs. Workgroup memory: each staged K element
+//!   (as f32) is read by the R = 4 rows, 134 MB over 132 SMs × 128 B/clk ≈ 4.5 µs, and
+//!   ≈ 2,400 instructions per invocation ≈ 5.5 µs of issue; both overlap the loads of
+//!   the next tile. The merge reads 1 MB of partials from L2 (≈ 1–2 µs plus a launch),
+//!   the f16 cast of the 8 KiB output about the same. Expected total ≈ 15–20 µs of GPU
+//!   time (≈ 1.7–2.2 TB/s, 50–65 % of HBM), from 177 µs. Next step if the score math
+//!   shows up: one invocation per key computing all R rows (K read once from registers,
+//!   not R times from workgroup memory) with a subgroup max instead of the T-long
+//!   workgroup-memory loops.
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.

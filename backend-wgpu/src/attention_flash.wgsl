@@ -111,24 +111,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var kv0 = 0u; kv0 < kv_end; kv0 = kv0 + BC) {
         var s: array<f32, {{TM_TN}}>;
         for (var d0 = 0u; d0 < D; d0 = d0 + BK) {
-            for (var e = t; e < BR * BK; e = e + 256u) {
-                let dd = e % BK;
-                let r = e / BK;
-                var x = 0.0;
-                if (q0 + r < P.sq && d0 + dd < D) {
-                    x = load_q(qbase + (q0 + r) * P.q_ss + (d0 + dd) * P.q_sd);
-                }
-                stage_set(dd * SQ + r, x);
-            }
-            for (var e = t; e < BC * BK; e = e + 256u) {
-                let dd = e % BK;
-                let c = e / BK;
-                var x = 0.0;
-                if (kv0 + c < P.skv && d0 + dd < D) {
-                    x = load_k(kbase + (kv0 + c) * P.k_ss + (d0 + dd) * P.k_sd);
-                }
-                stage_set(TK + dd * SK + c, x);
-            }
+            // Every load of the step first (all in flight together), then the stores.
+{{STAGE_QK}}
             workgroupBarrier();
             for (var kk = 0u; kk < BK; kk = kk + 1u) {
                 // vec4 index of rows TM·ty.. and of keys TN·tx.. of feature kk.
@@ -165,16 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{RESCALE}}
         let masked = kv0 + BC > vis_min;
         for (var k0 = 0u; k0 < BC; k0 = k0 + BKV) {
-            for (var e = t; e < BKV * DVP; e = e + 256u) {
-                let c = e % DVP;
-                let kk = e / DVP;
-                let key = kv0 + k0 + kk;
-                var x = 0.0;
-                if (key < P.skv && c < DV) {
-                    x = load_v(vbase + key * P.v_ss + c * P.v_sd);
-                }
-                stage_set(kk * DVP + c, x);
-            }
+{{STAGE_V}}
             workgroupBarrier();
             if (masked) {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {

@@ -230,6 +230,76 @@ fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     s
 }
 
+/// The staging of one feature step of Q (`BR × BK`) and K (`BC × BK`): each invocation's
+/// loads of elements t + 256·i, all issued before any store, so that they are in flight
+/// together (a loop of load/store pairs waits for each load in turn).
+fn flash_stage_qk(t: FlashTiles) -> String {
+    let mut s = String::new();
+    let nq = (t.br * t.bk).div_ceil(256);
+    let nk = (t.bc * t.bk).div_ceil(256);
+    for i in 0..nq {
+        let _ = writeln!(
+            s,
+            "            let eq{i} = t + {o}u;
+            var xq{i} = 0.0;
+            if (eq{i} < BR * BK && q0 + eq{i} / BK < P.sq && d0 + eq{i} % BK < D) {{
+                xq{i} = load_q(qbase + (q0 + eq{i} / BK) * P.q_ss + (d0 + eq{i} % BK) * P.q_sd);
+            }}",
+            o = 256 * i
+        );
+    }
+    for i in 0..nk {
+        let _ = writeln!(
+            s,
+            "            let ek{i} = t + {o}u;
+            var xk{i} = 0.0;
+            if (ek{i} < BC * BK && kv0 + ek{i} / BK < P.skv && d0 + ek{i} % BK < D) {{
+                xk{i} = load_k(kbase + (kv0 + ek{i} / BK) * P.k_ss + (d0 + ek{i} % BK) * P.k_sd);
+            }}",
+            o = 256 * i
+        );
+    }
+    for i in 0..nq {
+        let _ = writeln!(
+            s,
+            "            if (eq{i} < BR * BK) {{ stage_set((eq{i} % BK) * SQ + eq{i} / BK, xq{i}); }}"
+        );
+    }
+    for i in 0..nk {
+        let _ = writeln!(
+            s,
+            "            if (ek{i} < BC * BK) {{ stage_set(TK + (ek{i} % BK) * SK + ek{i} / BK, xk{i}); }}"
+        );
+    }
+    s
+}
+
+/// The staging of `BKV` V rows (`DVP` columns, zero past Dv and Skv), loads first as in
+/// [`flash_stage_qk`].
+fn flash_stage_v(t: FlashTiles, dv: usize) -> String {
+    let mut s = String::new();
+    let n = (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256);
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "            let ev{i} = t + {o}u;
+            let key{i} = kv0 + k0 + ev{i} / DVP;
+            var xv{i} = 0.0;
+            if (ev{i} < BKV * DVP && key{i} < P.skv && ev{i} % DVP < DV) {{
+                xv{i} = load_v(vbase + key{i} * P.v_ss + (ev{i} % DVP) * P.v_sd);
+            }}",
+            o = 256 * i
+        );
+    }
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "            if (ev{i} < BKV * DVP) {{ stage_set(ev{i}, xv{i}); }}"
+        );
+    }
+    s
+}
+
 /// The WGSL of the prefill kernel (also used by the naga tests).
 pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> String {
     let (tm, tn) = (t.br / 16, t.bc / 16);
@@ -241,6 +311,8 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
         &bindings(dtype),
         &[
             ("ROWS", flash_rows(tm)),
+            ("STAGE_QK", flash_stage_qk(t)),
+            ("STAGE_V", flash_stage_v(t, dv)),
             ("RESCALE", flash_rescale(tm, nj)),
             ("STORE", flash_store(tm, nj, vec_v)),
             ("MICRO", flash_micro(tm, tn)),
