@@ -71,17 +71,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // every key (they are not written).
     var vis_min = P.skv;
 {{ROWS}}
-    for (var e = t; e < R * DP4 * 4u; e = e + WG) {
-        let r = e / (DP4 * 4u);
-        let d = e % (DP4 * 4u);
-        let local = hb * R + r;
-        var x = 0.0;
-        if (local < rows && d < D) {
-            let h = kvh * P.group + local / P.sq;
-            x = load_q(P.q_off + b * P.q_sb + h * P.q_sh + (local % P.sq) * P.q_ss + d * P.q_sd);
-        }
-        wq[r * SD4 + d / 4u][d % 4u] = x;
-    }
     let kbase = P.k_off + b * P.k_sb + kvh * P.k_sh;
     let vbase = P.v_off + b * P.v_sb + kvh * P.v_sh;
     let k_lo = split * P.chunk;
@@ -102,6 +91,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var t1 = k_lo;
 {{KV_DECL}}
 {{KV_LOAD}}
+    // Q, loads first (in flight with the first tile's), then the stores.
+{{Q_STAGE}}
     for (var t0 = k_lo; t0 < k_hi; t0 = t0 + T) {
         let cnt = min(T, k_hi - t0);
         // Stage this tile's K, keep its V, and start loading the next tile's.

@@ -401,6 +401,38 @@ fn decode_kv_fns(vec: bool) -> String {
     s
 }
 
+/// The staging of the block's R query rows (zero past the group and past D): every load,
+/// then every store.
+fn decode_q_stage(d: usize, rows: usize) -> String {
+    let n = (rows * d.div_ceil(4).max(1) * 4).div_ceil(DECODE_WG);
+    let mut s = String::new();
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "    let eq{i} = t + {o}u;
+    var xq{i} = 0.0;
+    {{
+        let local = hb * R + eq{i} / (DP4 * 4u);
+        let d = eq{i} % (DP4 * 4u);
+        if (eq{i} < R * DP4 * 4u && local < rows && d < D) {{
+            let h = kvh * P.group + local / P.sq;
+            xq{i} = load_q(P.q_off + b * P.q_sb + h * P.q_sh + (local % P.sq) * P.q_ss + d * P.q_sd);
+        }}
+    }}",
+            o = i * DECODE_WG
+        );
+    }
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "    if (eq{i} < R * DP4 * 4u) {{
+        wq[(eq{i} / (DP4 * 4u)) * SD4 + (eq{i} % (DP4 * 4u)) / 4u][eq{i} % 4u] = xq{i};
+    }}"
+        );
+    }
+    s
+}
+
 /// The registers of the prefetched tile: `kn{i}` (K) and `vn{i}` (V).
 fn decode_kv_decl(sh: DecodeShape) -> String {
     let mut s = String::new();
@@ -575,6 +607,7 @@ pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize, vec:
         &decode_bindings(dtype, vec),
         &[
             ("KV_FNS", decode_kv_fns(vec)),
+            ("Q_STAGE", decode_q_stage(d, rows)),
             ("KV_DECL", decode_kv_decl(sh)),
             ("KV_LOAD", decode_kv_load(sh)),
             ("K_STORE", decode_k_store(sh)),
