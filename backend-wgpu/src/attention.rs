@@ -22,7 +22,9 @@
 //!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
 //!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
 //!   registers. Staging issues all of an invocation's loads of a step before its stores
-//!   (generated straight-line code): at D = Dv = 128 on the 64 × 64 × 32 tiling, 8 Q + 8 K
+//!   (generated straight-line code), and the Q/K loads of the next feature step before
+//!   the current step's micro-kernel (register prefetch: their latency hides behind
+//!   32 × 16 FMAs): at D = Dv = 128 on the 64 × 64 × 32 tiling, 8 Q + 8 K
 //!   loads per feature step and 16 V loads per 32-key V step are in flight together,
 //!   where the loop of load/store pairs of the first version waited for 96 loads one
 //!   after another per key tile (≈ 500 cycles each from L2: ≈ 48K cycles per tile, with
@@ -33,8 +35,8 @@
 //!   (≈ 9–11 TFLOP/s) since 2 workgroups per SM (≈ 100 registers × 256 invocations) leave
 //!   the ≈ 10 barriers per tile exposed. Not done (the next steps): 128 query rows per
 //!   workgroup with 8 × 4 score micro-tiles and 8 × 8 P·V micro-tiles as in
-//!   `matmul_wide.wgsl`, vec4 global loads of K/V, register prefetch of the next tile,
-//!   Q kept in registers instead of re-staged for every key tile.
+//!   `matmul_wide.wgsl`, vec4 global loads of K/V, prefetch of V and of the next key
+//!   tile, Q kept resident instead of re-staged for every key tile.
 //! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
 //!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
 //!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about

@@ -108,12 +108,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // (scalars, unrolled by attention.rs, so that nothing is indexed dynamically).
 {{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
+{{QK_DECL}}
     for (var kv0 = 0u; kv0 < kv_end; kv0 = kv0 + BC) {
         var s: array<f32, {{TM_TN}}>;
+        // Q and K of feature step dl into registers: every load of a step is issued
+        // before any store (all in flight together), and the next step's loads are issued
+        // before this step's math (in flight during it).
+        var dl = 0u;
+{{QK_LOAD}}
         for (var d0 = 0u; d0 < D; d0 = d0 + BK) {
-            // Every load of the step first (all in flight together), then the stores.
-{{STAGE_QK}}
+{{QK_STORE}}
             workgroupBarrier();
+            dl = d0 + BK;
+            if (dl < D) {
+{{QK_LOAD}}
+            }
             for (var kk = 0u; kk < BK; kk = kk + 1u) {
                 // vec4 index of rows TM·ty.. and of keys TN·tx.. of feature kk.
                 let ra = (kk * SQ + {{TM}}u * ty) >> 2u;

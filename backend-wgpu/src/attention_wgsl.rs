@@ -230,35 +230,54 @@ fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     s
 }
 
-/// The staging of one feature step of Q (`BR × BK`) and K (`BC × BK`): each invocation's
-/// loads of elements t + 256·i, all issued before any store, so that they are in flight
-/// together (a loop of load/store pairs waits for each load in turn).
-fn flash_stage_qk(t: FlashTiles) -> String {
+/// Loads per invocation of one feature step of Q (`BR × BK`) and of K (`BC × BK`).
+fn flash_qk_loads(t: FlashTiles) -> (usize, usize) {
+    ((t.br * t.bk).div_ceil(256), (t.bc * t.bk).div_ceil(256))
+}
+
+/// The staging registers of Q and K (elements t + 256·i of a step).
+fn flash_qk_decl(t: FlashTiles) -> String {
+    let (nq, nk) = flash_qk_loads(t);
     let mut s = String::new();
-    let nq = (t.br * t.bk).div_ceil(256);
-    let nk = (t.bc * t.bk).div_ceil(256);
+    for i in 0..nq {
+        let _ = writeln!(s, "    let eq{i} = t + {}u;\n    var xq{i} = 0.0;", 256 * i);
+    }
+    for i in 0..nk {
+        let _ = writeln!(s, "    let ek{i} = t + {}u;\n    var xk{i} = 0.0;", 256 * i);
+    }
+    s
+}
+
+/// The loads of feature step `dl` of Q and K into the staging registers (zero past Sq,
+/// Skv and D), all issued before any is used.
+fn flash_qk_load(t: FlashTiles) -> String {
+    let (nq, nk) = flash_qk_loads(t);
+    let mut s = String::new();
     for i in 0..nq {
         let _ = writeln!(
             s,
-            "            let eq{i} = t + {o}u;
-            var xq{i} = 0.0;
-            if (eq{i} < BR * BK && q0 + eq{i} / BK < P.sq && d0 + eq{i} % BK < D) {{
-                xq{i} = load_q(qbase + (q0 + eq{i} / BK) * P.q_ss + (d0 + eq{i} % BK) * P.q_sd);
-            }}",
-            o = 256 * i
+            "            xq{i} = 0.0;
+            if (eq{i} < BR * BK && q0 + eq{i} / BK < P.sq && dl + eq{i} % BK < D) {{
+                xq{i} = load_q(qbase + (q0 + eq{i} / BK) * P.q_ss + (dl + eq{i} % BK) * P.q_sd);
+            }}"
         );
     }
     for i in 0..nk {
         let _ = writeln!(
             s,
-            "            let ek{i} = t + {o}u;
-            var xk{i} = 0.0;
-            if (ek{i} < BC * BK && kv0 + ek{i} / BK < P.skv && d0 + ek{i} % BK < D) {{
-                xk{i} = load_k(kbase + (kv0 + ek{i} / BK) * P.k_ss + (d0 + ek{i} % BK) * P.k_sd);
-            }}",
-            o = 256 * i
+            "            xk{i} = 0.0;
+            if (ek{i} < BC * BK && kv0 + ek{i} / BK < P.skv && dl + ek{i} % BK < D) {{
+                xk{i} = load_k(kbase + (kv0 + ek{i} / BK) * P.k_ss + (dl + ek{i} % BK) * P.k_sd);
+            }}"
         );
     }
+    s
+}
+
+/// The staging registers into `stage` (k-major).
+fn flash_qk_store(t: FlashTiles) -> String {
+    let (nq, nk) = flash_qk_loads(t);
+    let mut s = String::new();
     for i in 0..nq {
         let _ = writeln!(
             s,
@@ -275,7 +294,7 @@ fn flash_stage_qk(t: FlashTiles) -> String {
 }
 
 /// The staging of `BKV` V rows (`DVP` columns, zero past Dv and Skv), loads first as in
-/// [`flash_stage_qk`].
+/// [`flash_qk_load`].
 fn flash_stage_v(t: FlashTiles, dv: usize) -> String {
     let mut s = String::new();
     let n = (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256);
@@ -311,7 +330,9 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
         &bindings(dtype),
         &[
             ("ROWS", flash_rows(tm)),
-            ("STAGE_QK", flash_stage_qk(t)),
+            ("QK_DECL", flash_qk_decl(t)),
+            ("QK_LOAD", flash_qk_load(t)),
+            ("QK_STORE", flash_qk_store(t)),
             ("STAGE_V", flash_stage_v(t, dv)),
             ("RESCALE", flash_rescale(tm, nj)),
             ("STORE", flash_store(tm, nj, vec_v)),
