@@ -24,7 +24,8 @@
 //!   registers. Staging issues all of an invocation's loads of a step before its stores
 //!   (generated straight-line code), and the Q/K loads of the next feature step before
 //!   the current step's micro-kernel (register prefetch: their latency hides behind
-//!   32 × 16 FMAs): at D = Dv = 128 on the 64 × 64 × 32 tiling, 8 Q + 8 K
+//!   32 × 16 FMAs; likewise the first V rows of a tile during the softmax step and the
+//!   next V rows during a V step's P·V): at D = Dv = 128 on the 64 × 64 × 32 tiling, 8 Q + 8 K
 //!   loads per feature step and 16 V loads per 32-key V step are in flight together,
 //!   where the loop of load/store pairs of the first version waited for 96 loads one
 //!   after another per key tile (≈ 500 cycles each from L2: ≈ 48K cycles per tile, with
@@ -35,8 +36,8 @@
 //!   (≈ 9–11 TFLOP/s) since 2 workgroups per SM (≈ 100 registers × 256 invocations) leave
 //!   the ≈ 10 barriers per tile exposed. Not done (the next steps): 128 query rows per
 //!   workgroup with 8 × 4 score micro-tiles and 8 × 8 P·V micro-tiles as in
-//!   `matmul_wide.wgsl`, vec4 global loads of K/V, prefetch of V and of the next key
-//!   tile, Q kept resident instead of re-staged for every key tile.
+//!   `matmul_wide.wgsl`, vec4 global loads of K/V, prefetch of the next key tile's first
+//!   step, Q kept resident instead of re-staged for every key tile.
 //! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
 //!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
 //!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about

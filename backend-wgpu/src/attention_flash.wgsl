@@ -12,8 +12,10 @@
 // sees partly take the masked P·V loop, so a masked key contributes nothing even where
 // its value is ∞ or NaN. A query that sees no key writes 0; NaN scores propagate through
 // nan_max into every output of the query; a row whose visible scores are all −∞ gets
-// 0/0 = NaN, like the f64 reference. Sizes and the unrolled code (ROWS, MICRO, WRITE_S,
-// RESCALE, PV, PV_MASKED, STORE) come from attention.rs.
+// 0/0 = NaN, like the f64 reference. Staging is register-prefetched: the loads of the
+// next Q/K feature step and of the next V rows are issued before the current step's math
+// and stored after its closing barrier. Sizes and the unrolled code (ROWS, QK_*, V_*,
+// MICRO, WRITE_S, RESCALE, PV, PV_MASKED, STORE) come from attention_wgsl.rs.
 struct Params {
     groups: u32, hq: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
     q_blocks: u32,
@@ -109,6 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
 {{QK_DECL}}
+{{V_DECL}}
     for (var kv0 = 0u; kv0 < kv_end; kv0 = kv0 + BC) {
         var s: array<f32, {{TM_TN}}>;
         // Q and K of feature step dl into registers: every load of a step is issued
@@ -131,6 +134,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             workgroupBarrier();
         }
+        // The first V rows of the tile into registers, in flight during the softmax step
+        // (`stage` is free: the last feature step ended with a barrier).
+        var kl = 0u;
+{{V_LOAD}}
         // Scaled scores, masked keys −∞.
 {{WRITE_S}}
         workgroupBarrier();
@@ -158,8 +165,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{RESCALE}}
         let masked = kv0 + BC > vis_min;
         for (var k0 = 0u; k0 < BC; k0 = k0 + BKV) {
-{{STAGE_V}}
+{{V_STORE}}
             workgroupBarrier();
+            // The next V rows, in flight during this step's P·V.
+            kl = k0 + BKV;
+            if (kl < BC) {
+{{V_LOAD}}
+            }
             if (masked) {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
                     let key = kv0 + k0 + kk;

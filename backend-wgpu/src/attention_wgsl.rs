@@ -293,24 +293,40 @@ fn flash_qk_store(t: FlashTiles) -> String {
     s
 }
 
-/// The staging of `BKV` V rows (`DVP` columns, zero past Dv and Skv), loads first as in
-/// [`flash_qk_load`].
-fn flash_stage_v(t: FlashTiles, dv: usize) -> String {
+/// Loads per invocation of one V step (`BKV` rows of `DVP` columns).
+fn flash_v_loads(t: FlashTiles, dv: usize) -> usize {
+    (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256)
+}
+
+/// The staging registers of V (elements t + 256·i of a step).
+fn flash_v_decl(t: FlashTiles, dv: usize) -> String {
     let mut s = String::new();
-    let n = (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256);
-    for i in 0..n {
+    for i in 0..flash_v_loads(t, dv) {
+        let _ = writeln!(s, "    let ev{i} = t + {}u;\n    var xv{i} = 0.0;", 256 * i);
+    }
+    s
+}
+
+/// The loads of the V rows from tile key `kl` into the staging registers (zero past Skv
+/// and Dv), all issued before any is used.
+fn flash_v_load(t: FlashTiles, dv: usize) -> String {
+    let mut s = String::new();
+    for i in 0..flash_v_loads(t, dv) {
         let _ = writeln!(
             s,
-            "            let ev{i} = t + {o}u;
-            let key{i} = kv0 + k0 + ev{i} / DVP;
-            var xv{i} = 0.0;
-            if (ev{i} < BKV * DVP && key{i} < P.skv && ev{i} % DVP < DV) {{
-                xv{i} = load_v(vbase + key{i} * P.v_ss + (ev{i} % DVP) * P.v_sd);
-            }}",
-            o = 256 * i
+            "            xv{i} = 0.0;
+            if (ev{i} < BKV * DVP && kv0 + kl + ev{i} / DVP < P.skv && ev{i} % DVP < DV) {{
+                xv{i} = load_v(vbase + (kv0 + kl + ev{i} / DVP) * P.v_ss + (ev{i} % DVP) * P.v_sd);
+            }}"
         );
     }
-    for i in 0..n {
+    s
+}
+
+/// The V staging registers into `stage` (row-major, `DVP` columns).
+fn flash_v_store(t: FlashTiles, dv: usize) -> String {
+    let mut s = String::new();
+    for i in 0..flash_v_loads(t, dv) {
         let _ = writeln!(
             s,
             "            if (ev{i} < BKV * DVP) {{ stage_set(ev{i}, xv{i}); }}"
@@ -333,7 +349,9 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
             ("QK_DECL", flash_qk_decl(t)),
             ("QK_LOAD", flash_qk_load(t)),
             ("QK_STORE", flash_qk_store(t)),
-            ("STAGE_V", flash_stage_v(t, dv)),
+            ("V_DECL", flash_v_decl(t, dv)),
+            ("V_LOAD", flash_v_load(t, dv)),
+            ("V_STORE", flash_v_store(t, dv)),
             ("RESCALE", flash_rescale(tm, nj)),
             ("STORE", flash_store(tm, nj, vec_v)),
             ("MICRO", flash_micro(tm, tn)),
