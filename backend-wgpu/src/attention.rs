@@ -49,7 +49,8 @@
 //!   T = 128/R keys of a tile's scores one each, the dot products on vec4s of Q and K
 //!   staged in workgroup memory (rows padded to an odd count of vec4s: no bank
 //!   conflicts). At D = 128, R = 8 needs ≈ 15.4 KiB (within WebGPU's 16 KiB), R = 4 ≈
-//!   21.6 KiB (taken where it fits, else R = 8).
+//!   21.6 KiB (taken where it fits and D, Dv ≤ 128, else R = 8: at 256, R = 4 would
+//!   hold 48 vec4s of K/V per invocation in registers, R = 8 holds 24).
 //!
 //!   Memory-level parallelism is what a decode lives on: it reads every K/V byte once,
 //!   so its time is bytes over bandwidth only when enough bytes are in flight to cover
@@ -251,7 +252,9 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
     if spec.q_seq <= DECODE_MAX_SQ {
         let group = spec.q_heads / spec.kv_heads.max(1);
         let per_kv = group * spec.q_seq;
-        let rows = if per_kv <= 4 && decode_bytes(d, 4) <= wg_bytes {
+        // Four rows take tiles of 32 keys: above D or Dv = 128 their prefetched K and V
+        // (3 × 16 vec4s per invocation at 256) would exceed the registers of a full SM.
+        let rows = if per_kv <= 4 && d <= 128 && dv <= 128 && decode_bytes(d, 4) <= wg_bytes {
             4
         } else {
             8

@@ -436,6 +436,11 @@ fn plans_follow_the_workgroup_memory_limit() {
             }
         );
     }
+    // D = Dv = 256 keeps 8 rows (fewer registers) even where 4 would fit.
+    let mut wide = bench;
+    wide.head_dim = 256;
+    wide.v_head_dim = 256;
+    assert!(matches!(plan(&wide, 49152), Plan::Decode { rows: 8, .. }));
     let mut five = decode;
     five.q_seq = DECODE_MAX_SQ + 1;
     assert!(matches!(plan(&five, 16384), Plan::Flash(_)));
