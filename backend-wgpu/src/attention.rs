@@ -21,7 +21,23 @@
 //!   16-feature steps (11 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
 //!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
 //!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
-//!   registers.
+//!   registers. Staging issues all of an invocation's loads of a step before its stores
+//!   (generated straight-line code), and the Q/K loads of the next feature step before
+//!   the current step's micro-kernel (register prefetch: their latency hides behind
+//!   32 × 16 FMAs; likewise the first V rows of a tile during the softmax step and the
+//!   next V rows during a V step's P·V): at D = Dv = 128 on the 64 × 64 × 32 tiling, 8 Q + 8 K
+//!   loads per feature step and 16 V loads per 32-key V step are in flight together,
+//!   where the loop of load/store pairs of the first version waited for 96 loads one
+//!   after another per key tile (≈ 500 cycles each from L2: ≈ 48K cycles per tile, with
+//!   ≈ 2 workgroups per SM and ≈ 500 tiles per SM on the benchmark, about a quarter to a
+//!   third of its 23.8 ms). Expected on the H100 (B1 H32 S4096 D128 causal f16, 137 GFLOP
+//!   useful): issue-bound at ≈ 5,500 instructions per invocation per tile (4,096 FMAs),
+//!   66.5K tiles × 256 invocations → ≈ 3.2 ms at full issue, in practice ≈ 12–16 ms
+//!   (≈ 9–11 TFLOP/s) since 2 workgroups per SM (≈ 100 registers × 256 invocations) leave
+//!   the ≈ 10 barriers per tile exposed. Not done (the next steps): 128 query rows per
+//!   workgroup with 8 × 4 score micro-tiles and 8 × 8 P·V micro-tiles as in
+//!   `matmul_wide.wgsl`, vec4 global loads of K/V, prefetch of the next key tile's first
+//!   step, Q kept resident instead of re-staged for every key tile.
 //! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
 //!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
 //!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about
@@ -30,13 +46,44 @@
 //!   common GQA group of 4 at Sq = 1: no idle rows), so a GQA group reads K/V once; it
 //!   writes an unnormalised partial (m, l, O) per row, and the merge combines the splits
 //!   by the log-sum-exp rule. Why these sizes: 128 invocations compute the R rows ×
-//!   128/R keys of a tile's scores one each, the dot products on vec4s of Q and K staged
-//!   with coalesced loads (rows padded to an odd count of vec4s: no bank conflicts). At
-//!   D = 128, R = 8 needs ≈ 13.4 KiB (within WebGPU's 16 KiB), R = 4 ≈ 19.6 KiB (taken
-//!   where it fits, else R = 8). V is read straight from global memory, one column per
-//!   invocation, and on full tiles the V loads are issued with the K loads so that the
-//!   two latencies overlap. The benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192, D 128)
-//!   runs R = 4 in 64 splits of 128 keys: 512 workgroups.
+//!   T = 128/R keys of a tile's scores one each, the dot products on vec4s of Q and K
+//!   staged in workgroup memory (rows padded to an odd count of vec4s: no bank
+//!   conflicts). At D = 128, R = 8 needs ≈ 15.4 KiB (within WebGPU's 16 KiB), R = 4 ≈
+//!   21.6 KiB (taken where it fits and D, Dv ≤ 128, else R = 8: at 256, R = 4 would
+//!   hold 48 vec4s of K/V per invocation in registers, R = 8 holds 24).
+//!
+//!   Memory-level parallelism is what a decode lives on: it reads every K/V byte once,
+//!   so its time is bytes over bandwidth only when enough bytes are in flight to cover
+//!   the latency (≈ 3.35 TB/s × ≈ 0.8 µs ≈ 2.7 MB on an H100). The first version staged
+//!   K in a loop of dependent load/store pairs, one 2-byte load per invocation in flight
+//!   (≈ 130 KB on the whole GPU), and measured 190 GB/s. Now every invocation issues all
+//!   its loads of a tile back to back into registers, one vec4 each ([`decode_vec`]:
+//!   16 B for f32, 8 B for f16/bf16, where the feature stride is 1 and rows start on a
+//!   multiple of 4 elements; else four scalar loads), and issues the *next* tile's loads
+//!   before the current tile's math (software pipelining), so a workgroup waits for
+//!   memory once rather than once per tile. K: invocation t loads vec4s t + 128·i of the
+//!   tile (neighbouring invocations, neighbouring 8/16 B of a row). V: invocation
+//!   (vg, vc) loads the vec4 column vc of keys vg + KG·i (CW ≥ ⌈Dv/4⌉ invocations per
+//!   key group, KG = 128/CW groups: at Dv = 128, 4 groups of 32, each warp one
+//!   contiguous 256 B row), accumulates R rows × 4 columns, and the groups are summed
+//!   through workgroup memory once at the end. The merge takes the splits four at a
+//!   time (four independent loads in flight per invocation).
+//!
+//!   Expected on an H100 for the benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192,
+//!   D 128, f16): R = 4, 64 splits of 128 keys (4 tiles of 32), 512 workgroups of 4
+//!   warps, 21.6 KiB each, all resident at once (≈ 3.9 per SM; registers ≈ 110–128 per
+//!   invocation: 8 + 8 prefetched vec4s, the current tile's 8 V vec4s, 4 accumulator
+//!   vec4s). Per tile each invocation has 8 K + 8 V loads of 8 B in flight: 128 B ×
+//!   65,536 invocations = 8.4 MB, a whole tile of the grid, over 3× the latency-bandwidth
+//!   product. HBM: 33.5 MB / 3.35 TB/s = 10 µs. Workgroup memory: each staged K element
+//!   (as f32) is read by the R = 4 rows, 134 MB over 132 SMs × 128 B/clk ≈ 4.5 µs, and
+//!   ≈ 2,400 instructions per invocation ≈ 5.5 µs of issue; both overlap the loads of
+//!   the next tile. The merge reads 1 MB of partials from L2 (≈ 1–2 µs plus a launch),
+//!   the f16 cast of the 8 KiB output about the same. Expected total ≈ 15–20 µs of GPU
+//!   time (≈ 1.7–2.2 TB/s, 50–65 % of HBM), from 177 µs. Next step if the score math
+//!   shows up: one invocation per key computing all R rows (K read once from registers,
+//!   not R times from workgroup memory) with a subgroup max instead of the T-long
+//!   workgroup-memory loops.
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.
@@ -58,7 +105,8 @@
 
 use crate::WgpuBackend;
 use crate::attention_wgsl::{
-    attention_source, bindings, decode_source, flash_source, merge_bindings, merge_source,
+    attention_source, bindings, decode_bindings, decode_source, flash_source, merge_bindings,
+    merge_source,
 };
 use crate::buffers::WgpuStorage;
 use crate::pipelines::{Params, fit_u32};
@@ -162,7 +210,20 @@ impl FlashTiles {
 /// Workgroup memory of the decode kernel with `rows` rows, in bytes.
 pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
     let t = decode_t(rows);
-    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows)
+    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows) + 16 * DECODE_WG
+}
+
+/// Whether the decode kernel reads K and V as vec4s: unit feature stride, D and Dv
+/// multiples of 4, and every row start a multiple of 4 elements, so each vec4 is aligned
+/// and lies wholly inside its row.
+pub(crate) fn decode_vec(spec: &AttentionSpec) -> bool {
+    let aligned = |v: &View4, len: usize| {
+        len.is_multiple_of(4)
+            && v.strides[3] == 1
+            && v.offset.is_multiple_of(4)
+            && v.strides[..3].iter().all(|s| s.is_multiple_of(4))
+    };
+    aligned(&spec.k, spec.head_dim) && aligned(&spec.v, spec.v_head_dim)
 }
 
 /// Which kernel runs an attention.
@@ -191,7 +252,9 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
     if spec.q_seq <= DECODE_MAX_SQ {
         let group = spec.q_heads / spec.kv_heads.max(1);
         let per_kv = group * spec.q_seq;
-        let rows = if per_kv <= 4 && decode_bytes(d, 4) <= wg_bytes {
+        // Four rows take tiles of 32 keys: above D or Dv = 128 their prefetched K and V
+        // (3 × 16 vec4s per invocation at 256) would exceed the registers of a full SM.
+        let rows = if per_kv <= 4 && d <= 128 && dv <= 128 && decode_bytes(d, 4) <= wg_bytes {
             4
         } else {
             8
@@ -293,9 +356,14 @@ impl WgpuBackend {
                 splits,
                 chunk,
             } => {
-                let key = format!("attention-decode/{dtype}/{d}/{dv}/r{r}");
-                let kernel =
-                    self.kernel(&key, &bindings(dtype), || decode_source(dtype, d, dv, r))?;
+                let vec = decode_vec(spec);
+                let key = format!(
+                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}",
+                    if vec { "/vec4" } else { "" }
+                );
+                let kernel = self.kernel(&key, &decode_bindings(dtype, vec), || {
+                    decode_source(dtype, d, dv, r, vec)
+                })?;
                 let merge = self.kernel("attention-merge", &merge_bindings(), merge_source)?;
                 let parts = rows * splits;
                 let ml_base = parts * dv;

@@ -1,17 +1,20 @@
 // attention_decode.wgsl: split-KV attention for few queries (decode). One workgroup of WG
 // invocations per (batch, kv head, block of R rows, split of the keys); a row is one
 // (query head of the kv head's GQA group, query position) pair, so the query heads of a
-// group share every K/V read. The workgroup walks its split's keys T = WG / R at a time:
-// K rows are staged with coalesced loads (neighbouring invocations read neighbouring
-// features) and read back as vec4s,
-// invocation (r, j) = (t / T, t % T) computes score (r, j) and, after a barrier, its
-// probability against the updated running max of row r (online softmax in f32); then
-// invocation t accumulates output columns t + WG·n of all R rows from V rows read
-// straight from global memory (coalesced along the features; on full tiles issued
-// together with the K loads). Each workgroup writes its
-// unnormalised partial (m, l, O) per row; attention_merge.wgsl combines the splits with
-// the log-sum-exp rule. Masking, NaN and −∞ follow attention_flash.wgsl: masked keys
-// contribute nothing, a running max of −∞ subtracts 0.
+// group share every K/V read. The workgroup walks its split's keys T = WG / R at a time
+// and keeps the next tile's K and V in registers while it computes the current one
+// (software pipelining: the loads of tile i + 1 are in flight during the math of tile i).
+// K: invocation t loads vec4s t + WG·i of the tile (key e / DP4, features 4·(e % DP4) ..;
+// neighbouring invocations read neighbouring vec4s of a row: coalesced) and stages them
+// in workgroup memory; invocation (r, j) = (t / T, t % T) computes score (r, j) and, after
+// a barrier, its probability against the updated running max of row r (online softmax in
+// f32). V: invocation t = (vg, vc) = (t / CW, t % CW) loads columns 4·vc .. 4·vc + 3 of
+// keys vg + KG·i (one vec4 each, neighbouring invocations contiguous) and accumulates them
+// for all R rows in registers; the KG key groups are summed through workgroup memory at the
+// end. Each workgroup writes its unnormalised partial (m, l, O) per row;
+// attention_merge.wgsl combines the splits with the log-sum-exp rule. Masking, NaN and −∞
+// follow attention_flash.wgsl: masked keys contribute nothing, a running max of −∞
+// subtracts 0.
 struct Params {
     groups: u32, hq: u32, hkv: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
     splits: u32, chunk: u32, hblocks: u32, ml_base: u32,
@@ -25,18 +28,21 @@ const DV: u32 = {{DV}}u;
 const R: u32 = {{R}}u;
 const T: u32 = {{T}}u;
 const WG: u32 = {{WG}}u;
-// Column blocks of WG per invocation.
-const NC: u32 = {{NC}}u;
 // Staged Q and K rows as vec4s: DP4 = ⌈D/4⌉ of them hold the features (zero-filled past
 // D), and the row stride SD4 is DP4 made odd, so neighbouring rows hit distinct banks.
 const DP4: u32 = {{DP4}}u;
 const SD4: u32 = {{SD4}}u;
+// V: CV = ⌈DV/4⌉ vec4 columns, CW ≥ CV invocations per key group, KG = WG / CW groups.
+const CV: u32 = {{CV}}u;
+const CW: u32 = {{CW}}u;
+const KG: u32 = {{KG}}u;
 
 var<workgroup> wq: array<vec4<f32>, {{WQ_LEN}}>;
 var<workgroup> wk: array<vec4<f32>, {{WK_LEN}}>;
 var<workgroup> ws: array<f32, {{RT}}>;
 var<workgroup> wp: array<f32, {{RT}}>;
 var<workgroup> walpha: array<f32, {{R}}>;
+var<workgroup> wo: array<vec4<f32>, {{WG}}>;
 
 fn visible(i: u32) -> u32 {
     if (P.causal == 0u) { return P.skv; }
@@ -46,6 +52,8 @@ fn visible(i: u32) -> u32 {
 fn is_neg_inf(x: f32) -> bool {
     return bitcast<u32>(x) == 0xff800000u;
 }
+
+{{KV_FNS}}
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -63,17 +71,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // every key (they are not written).
     var vis_min = P.skv;
 {{ROWS}}
-    for (var e = t; e < R * DP4 * 4u; e = e + WG) {
-        let r = e / (DP4 * 4u);
-        let d = e % (DP4 * 4u);
-        let local = hb * R + r;
-        var x = 0.0;
-        if (local < rows && d < D) {
-            let h = kvh * P.group + local / P.sq;
-            x = load_q(P.q_off + b * P.q_sb + h * P.q_sh + (local % P.sq) * P.q_ss + d * P.q_sd);
-        }
-        wq[r * SD4 + d / 4u][d % 4u] = x;
-    }
     let kbase = P.k_off + b * P.k_sb + kvh * P.k_sh;
     let vbase = P.v_off + b * P.v_sb + kvh * P.v_sh;
     let k_lo = split * P.chunk;
@@ -81,25 +78,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Score invocation: row pr, key pj of the tile; its row's running max.
     let pr = t / T;
     let pj = t % T;
+    // V invocation: key group vg, vec4 column vc.
+    let vg = t / CW;
+    let vc = t % CW;
     var p_vis = P.skv;
     if (hb * R + pr < rows) { p_vis = visible((hb * R + pr) % P.sq); }
     var m_r = neg_inf_f32();
     // Invocation t < R keeps the running sum of row t.
     var l_r = 0.0;
-    var acc: array<f32, {{R_NC}}>;
+    var acc: array<vec4<f32>, {{R}}>;
+    // The first tile's K and V (zero past the split).
+    var t1 = k_lo;
+{{KV_DECL}}
+{{KV_LOAD}}
+    // Q, loads first (in flight with the first tile's), then the stores.
+{{Q_STAGE}}
     for (var t0 = k_lo; t0 < k_hi; t0 = t0 + T) {
         let cnt = min(T, k_hi - t0);
-        // A full tile every row sees fully: its V rows are loaded into registers now, so
-        // that their latency overlaps the K loads instead of following them.
-        let full = cnt == T && t0 + T <= vis_min;
-{{PV_LOAD}}
-        for (var e = t; e < T * DP4 * 4u; e = e + WG) {
-            let j = e / (DP4 * 4u);
-            let d = e % (DP4 * 4u);
-            var x = 0.0;
-            if (j < cnt && d < D) { x = load_k(kbase + (t0 + j) * P.k_ss + d * P.k_sd); }
-            wk[j * SD4 + d / 4u][d % 4u] = x;
-        }
+        // Stage this tile's K, keep its V, and start loading the next tile's.
+{{K_STORE}}
+{{V_KEEP}}
+        t1 = t0 + T;
+{{KV_LOAD}}
         workgroupBarrier();
         var dot4 = vec4<f32>(0.0);
         for (var c = 0u; c < DP4; c = c + 1u) {
@@ -123,14 +123,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             l_r = l_r * walpha[t] + ts;
         }
 {{RESCALE}}
-        if (full) {
-{{PV_FMA}}
+        // Keys past the split have zero V and probability; only a key some row does not
+        // see needs the mask (its V may be ∞ or NaN).
+        if (t0 + cnt <= vis_min) {
+{{PV_FULL}}
         } else {
-            for (var j = 0u; j < cnt; j = j + 1u) {
-                let key = t0 + j;
 {{PV_MASKED}}
-            }
         }
     }
+    // Sum the key groups' accumulators, one row at a time, and write the partials.
 {{STORE}}
 }

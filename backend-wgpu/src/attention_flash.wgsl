@@ -12,8 +12,10 @@
 // sees partly take the masked P·V loop, so a masked key contributes nothing even where
 // its value is ∞ or NaN. A query that sees no key writes 0; NaN scores propagate through
 // nan_max into every output of the query; a row whose visible scores are all −∞ gets
-// 0/0 = NaN, like the f64 reference. Sizes and the unrolled code (ROWS, MICRO, WRITE_S,
-// RESCALE, PV, PV_MASKED, STORE) come from attention.rs.
+// 0/0 = NaN, like the f64 reference. Staging is register-prefetched: the loads of the
+// next Q/K feature step and of the next V rows are issued before the current step's math
+// and stored after its closing barrier. Sizes and the unrolled code (ROWS, QK_*, V_*,
+// MICRO, WRITE_S, RESCALE, PV, PV_MASKED, STORE) come from attention_wgsl.rs.
 struct Params {
     groups: u32, hq: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
     q_blocks: u32,
@@ -108,28 +110,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // (scalars, unrolled by attention.rs, so that nothing is indexed dynamically).
 {{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
+{{QK_DECL}}
+{{V_DECL}}
     for (var kv0 = 0u; kv0 < kv_end; kv0 = kv0 + BC) {
         var s: array<f32, {{TM_TN}}>;
+        // Q and K of feature step dl into registers: every load of a step is issued
+        // before any store (all in flight together), and the next step's loads are issued
+        // before this step's math (in flight during it).
+        var dl = 0u;
+{{QK_LOAD}}
         for (var d0 = 0u; d0 < D; d0 = d0 + BK) {
-            for (var e = t; e < BR * BK; e = e + 256u) {
-                let dd = e % BK;
-                let r = e / BK;
-                var x = 0.0;
-                if (q0 + r < P.sq && d0 + dd < D) {
-                    x = load_q(qbase + (q0 + r) * P.q_ss + (d0 + dd) * P.q_sd);
-                }
-                stage_set(dd * SQ + r, x);
-            }
-            for (var e = t; e < BC * BK; e = e + 256u) {
-                let dd = e % BK;
-                let c = e / BK;
-                var x = 0.0;
-                if (kv0 + c < P.skv && d0 + dd < D) {
-                    x = load_k(kbase + (kv0 + c) * P.k_ss + (d0 + dd) * P.k_sd);
-                }
-                stage_set(TK + dd * SK + c, x);
-            }
+{{QK_STORE}}
             workgroupBarrier();
+            dl = d0 + BK;
+            if (dl < D) {
+{{QK_LOAD}}
+            }
             for (var kk = 0u; kk < BK; kk = kk + 1u) {
                 // vec4 index of rows TM·ty.. and of keys TN·tx.. of feature kk.
                 let ra = (kk * SQ + {{TM}}u * ty) >> 2u;
@@ -138,6 +134,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             workgroupBarrier();
         }
+        // The first V rows of the tile into registers, in flight during the softmax step
+        // (`stage` is free: the last feature step ended with a barrier).
+        var kl = 0u;
+{{V_LOAD}}
         // Scaled scores, masked keys −∞.
 {{WRITE_S}}
         workgroupBarrier();
@@ -165,17 +165,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{RESCALE}}
         let masked = kv0 + BC > vis_min;
         for (var k0 = 0u; k0 < BC; k0 = k0 + BKV) {
-            for (var e = t; e < BKV * DVP; e = e + 256u) {
-                let c = e % DVP;
-                let kk = e / DVP;
-                let key = kv0 + k0 + kk;
-                var x = 0.0;
-                if (key < P.skv && c < DV) {
-                    x = load_v(vbase + key * P.v_ss + c * P.v_sd);
-                }
-                stage_set(kk * DVP + c, x);
-            }
+{{V_STORE}}
             workgroupBarrier();
+            // The next V rows, in flight during this step's P·V.
+            kl = k0 + BKV;
+            if (kl < BC) {
+{{V_LOAD}}
+            }
             if (masked) {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
                     let key = kv0 + k0 + kk;

@@ -7,7 +7,7 @@
 //! `attention_with`), compared with the f64 reference.
 
 use crate::WgpuBackend;
-use crate::attention::{DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, plan};
+use crate::attention::{DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, decode_vec, plan};
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{AttentionOptions, AttentionSpec, Backend, DType, Tensor, Tolerance};
 
@@ -106,6 +106,9 @@ fn decode_cases() -> Vec<Case> {
             dv: 5,
             ..case(4, 2, 2, 150, 33, true)
         },
+        // The largest head dims: vec4 K/V, 16 K vec4s per key row, two V key groups of
+        // 64 invocations; causal Sq = 2 < Skv with a ragged last tile.
+        case(8, 2, 2, 301, 256, true),
     ]
 }
 
@@ -197,6 +200,11 @@ fn run(dev: &WgpuBackend, c: &Case, dtype: DType, seed: u64, force: Option<Plan>
     let len = spec.output_shape().iter().product();
     let got = dev.download(&out, dtype, 0, len).unwrap().to_f64();
     let want = reference::attention(&hq, &hk, &hv, c.causal, 1.0 / (c.d as f64).sqrt());
+    check(&name, dtype, &got, &want);
+}
+
+/// Compares `got` with the reference `want`.
+fn check(name: &str, dtype: DType, got: &[f64], want: &HostTensor) {
     // Non-finite outputs must match exactly in kind; the finite rest within tolerance.
     let (mut g, mut w) = (Vec::new(), Vec::new());
     for (i, (&a, &b)) in got.iter().zip(&want.data).enumerate() {
@@ -281,7 +289,7 @@ fn prefill_tilings_match_the_reference() {
 }
 
 /// The split-KV decode with the device's plan (many splits), and with one split (no
-/// merge work) and with two.
+/// merge work) and with two (each row count where its workgroup memory fits).
 #[test]
 fn decode_matches_the_reference() {
     let dev = device();
@@ -299,6 +307,9 @@ fn decode_matches_the_reference() {
             // Both row counts (4 also where a kv head has more rows: several row blocks),
             // one split and two.
             for (rows, splits) in [(4, 1), (8, 2)] {
+                if crate::attention::decode_bytes(c.d, rows) > wg_bytes(&dev) {
+                    continue;
+                }
                 let chunk = c.skv.div_ceil(splits).div_ceil(32).max(1) * 32;
                 let forced = Plan::Decode {
                     rows,
@@ -307,6 +318,54 @@ fn decode_matches_the_reference() {
                 };
                 run(&dev, c, dtype, 300 + i as u64, Some(forced));
             }
+        }
+    }
+}
+
+/// The decode kernel's scalar K/V loads where the vec4 ones must not be used: K and V
+/// rows starting one element past a multiple of 4 (D = Dv = 64, so only the offset
+/// breaks the alignment), with the device's plan and with rows of 8 in three splits.
+#[test]
+fn decode_reads_unaligned_rows_as_scalars() {
+    let dev = device();
+    let c = case(8, 2, 1, 300, 64, false);
+    let opts = AttentionOptions {
+        causal: false,
+        scale: None,
+    };
+    for dtype in dtypes(&dev) {
+        let (q, hq) = operand(&dev, &c, c.hq, c.sq, c.d, dtype, 7, false);
+        let (k, hk) = operand(&dev, &c, c.hkv, c.skv, c.d, dtype, 8, false);
+        let (v, hv) = operand(&dev, &c, c.hkv, c.skv, c.dv, dtype, 9, false);
+        // The same values one element further into their buffers.
+        let shifted = |h: &HostTensor| {
+            let mut data = vec![0.0f32];
+            data.extend(h.data.iter().map(|&x| x as f32));
+            Tensor::from_slice(&dev, &[data.len()], &data)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        let (ks, vs) = (shifted(&hk), shifted(&hv));
+        let mut spec = AttentionSpec::new(&q, &k, &v, &opts).unwrap();
+        assert!(decode_vec(&spec), "contiguous rows of 64 read vec4s");
+        spec.k.offset += 1;
+        spec.v.offset += 1;
+        assert!(!decode_vec(&spec));
+        let want = reference::attention(&hq, &hk, &hv, false, 1.0 / (c.d as f64).sqrt());
+        let len = spec.output_shape().iter().product();
+        let forced = Plan::Decode {
+            rows: 8,
+            splits: 3,
+            chunk: 128,
+        };
+        for p in [dev.attention_plan(&spec), forced] {
+            assert!(matches!(p, Plan::Decode { .. }), "{p:?}");
+            let out = dev
+                .attention_with(&spec, q.storage(), ks.storage(), vs.storage(), p)
+                .unwrap();
+            let got = dev.download(&out, dtype, 0, len).unwrap().to_f64();
+            check(&format!("{dtype} unaligned {p:?}"), dtype, &got, &want);
         }
     }
 }
@@ -377,6 +436,11 @@ fn plans_follow_the_workgroup_memory_limit() {
             }
         );
     }
+    // D = Dv = 256 keeps 8 rows (fewer registers) even where 4 would fit.
+    let mut wide = bench;
+    wide.head_dim = 256;
+    wide.v_head_dim = 256;
+    assert!(matches!(plan(&wide, 49152), Plan::Decode { rows: 8, .. }));
     let mut five = decode;
     five.q_seq = DECODE_MAX_SQ + 1;
     assert!(matches!(plan(&five, 16384), Plan::Flash(_)));

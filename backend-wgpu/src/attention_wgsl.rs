@@ -230,6 +230,111 @@ fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     s
 }
 
+/// Loads per invocation of one feature step of Q (`BR × BK`) and of K (`BC × BK`).
+fn flash_qk_loads(t: FlashTiles) -> (usize, usize) {
+    ((t.br * t.bk).div_ceil(256), (t.bc * t.bk).div_ceil(256))
+}
+
+/// The staging registers of Q and K (elements t + 256·i of a step).
+fn flash_qk_decl(t: FlashTiles) -> String {
+    let (nq, nk) = flash_qk_loads(t);
+    let mut s = String::new();
+    for i in 0..nq {
+        let _ = writeln!(s, "    let eq{i} = t + {}u;\n    var xq{i} = 0.0;", 256 * i);
+    }
+    for i in 0..nk {
+        let _ = writeln!(s, "    let ek{i} = t + {}u;\n    var xk{i} = 0.0;", 256 * i);
+    }
+    s
+}
+
+/// The loads of feature step `dl` of Q and K into the staging registers (zero past Sq,
+/// Skv and D), all issued before any is used.
+fn flash_qk_load(t: FlashTiles) -> String {
+    let (nq, nk) = flash_qk_loads(t);
+    let mut s = String::new();
+    for i in 0..nq {
+        let _ = writeln!(
+            s,
+            "            xq{i} = 0.0;
+            if (eq{i} < BR * BK && q0 + eq{i} / BK < P.sq && dl + eq{i} % BK < D) {{
+                xq{i} = load_q(qbase + (q0 + eq{i} / BK) * P.q_ss + (dl + eq{i} % BK) * P.q_sd);
+            }}"
+        );
+    }
+    for i in 0..nk {
+        let _ = writeln!(
+            s,
+            "            xk{i} = 0.0;
+            if (ek{i} < BC * BK && kv0 + ek{i} / BK < P.skv && dl + ek{i} % BK < D) {{
+                xk{i} = load_k(kbase + (kv0 + ek{i} / BK) * P.k_ss + (dl + ek{i} % BK) * P.k_sd);
+            }}"
+        );
+    }
+    s
+}
+
+/// The staging registers into `stage` (k-major).
+fn flash_qk_store(t: FlashTiles) -> String {
+    let (nq, nk) = flash_qk_loads(t);
+    let mut s = String::new();
+    for i in 0..nq {
+        let _ = writeln!(
+            s,
+            "            if (eq{i} < BR * BK) {{ stage_set((eq{i} % BK) * SQ + eq{i} / BK, xq{i}); }}"
+        );
+    }
+    for i in 0..nk {
+        let _ = writeln!(
+            s,
+            "            if (ek{i} < BC * BK) {{ stage_set(TK + (ek{i} % BK) * SK + ek{i} / BK, xk{i}); }}"
+        );
+    }
+    s
+}
+
+/// Loads per invocation of one V step (`BKV` rows of `DVP` columns).
+fn flash_v_loads(t: FlashTiles, dv: usize) -> usize {
+    (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256)
+}
+
+/// The staging registers of V (elements t + 256·i of a step).
+fn flash_v_decl(t: FlashTiles, dv: usize) -> String {
+    let mut s = String::new();
+    for i in 0..flash_v_loads(t, dv) {
+        let _ = writeln!(s, "    let ev{i} = t + {}u;\n    var xv{i} = 0.0;", 256 * i);
+    }
+    s
+}
+
+/// The loads of the V rows from tile key `kl` into the staging registers (zero past Skv
+/// and Dv), all issued before any is used.
+fn flash_v_load(t: FlashTiles, dv: usize) -> String {
+    let mut s = String::new();
+    for i in 0..flash_v_loads(t, dv) {
+        let _ = writeln!(
+            s,
+            "            xv{i} = 0.0;
+            if (ev{i} < BKV * DVP && kv0 + kl + ev{i} / DVP < P.skv && ev{i} % DVP < DV) {{
+                xv{i} = load_v(vbase + (kv0 + kl + ev{i} / DVP) * P.v_ss + (ev{i} % DVP) * P.v_sd);
+            }}"
+        );
+    }
+    s
+}
+
+/// The V staging registers into `stage` (row-major, `DVP` columns).
+fn flash_v_store(t: FlashTiles, dv: usize) -> String {
+    let mut s = String::new();
+    for i in 0..flash_v_loads(t, dv) {
+        let _ = writeln!(
+            s,
+            "            if (ev{i} < BKV * DVP) {{ stage_set(ev{i}, xv{i}); }}"
+        );
+    }
+    s
+}
+
 /// The WGSL of the prefill kernel (also used by the naga tests).
 pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> String {
     let (tm, tn) = (t.br / 16, t.bc / 16);
@@ -241,6 +346,12 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
         &bindings(dtype),
         &[
             ("ROWS", flash_rows(tm)),
+            ("QK_DECL", flash_qk_decl(t)),
+            ("QK_LOAD", flash_qk_load(t)),
+            ("QK_STORE", flash_qk_store(t)),
+            ("V_DECL", flash_v_decl(t, dv)),
+            ("V_LOAD", flash_v_load(t, dv)),
+            ("V_STORE", flash_v_store(t, dv)),
             ("RESCALE", flash_rescale(tm, nj)),
             ("STORE", flash_store(tm, nj, vec_v)),
             ("MICRO", flash_micro(tm, tn)),
@@ -265,74 +376,190 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
     )
 }
 
-/// The V rows of a full, unmasked decode tile into registers `v{j}_{n}` (key j, column
-/// t + WG·n), loaded only when `full`. Columns past Dv read column Dv − 1 (in bounds;
-/// those accumulators are never stored).
-fn decode_pv_load(nc: usize, rows: usize) -> String {
-    let t = decode_t(rows);
-    let mut s = String::new();
-    for j in 0..t {
-        for n in 0..nc {
-            let _ = writeln!(s, "        var v{j}_{n} = 0.0;");
+/// Sizes of the decode kernel for D, Dv and R rows (see `attention_decode.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodeShape {
+    /// Keys per tile (one score per invocation).
+    pub(crate) t: usize,
+    /// vec4s per staged K row (D / 4 rounded up).
+    pub(crate) dp4: usize,
+    /// vec4 columns of V (Dv / 4 rounded up).
+    pub(crate) cv: usize,
+    /// Invocations per V key group: a power of two at least `cv` and R.
+    pub(crate) cw: usize,
+    /// V key groups (DECODE_WG / cw; a power of two at most `t`).
+    pub(crate) kg: usize,
+    /// K vec4 loads per invocation per tile.
+    pub(crate) nkl: usize,
+    /// V vec4 loads (keys) per invocation per tile.
+    pub(crate) nvj: usize,
+}
+
+impl DecodeShape {
+    pub(crate) fn new(d: usize, dv: usize, rows: usize) -> Self {
+        let t = decode_t(rows);
+        let dp4 = d.div_ceil(4).max(1);
+        let cv = dv.div_ceil(4).max(1);
+        let cw = cv.next_power_of_two().max(rows).min(DECODE_WG);
+        let kg = DECODE_WG / cw;
+        Self {
+            t,
+            dp4,
+            cv,
+            cw,
+            kg,
+            nkl: (t * dp4).div_ceil(DECODE_WG),
+            nvj: t.div_ceil(kg),
         }
     }
-    let _ = writeln!(s, "        if (full) {{");
-    for n in 0..nc {
+}
+
+/// `kvec(i, c)` and `vvec(i, c)`: features 4c .. 4c + 3 of the K row and V row starting
+/// at element `i`, as one vec4 load (`vec`: unit feature stride, 4-aligned rows, D and Dv
+/// multiples of 4) or four scalar ones (zero past D or Dv).
+fn decode_kv_fns(vec: bool) -> String {
+    if vec {
+        return "fn kvec(i: u32, c: u32) -> vec4<f32> { return load4_k(i / 4u + c); }\n\
+                fn vvec(i: u32, c: u32) -> vec4<f32> { return load4_v(i / 4u + c); }\n"
+            .to_string();
+    }
+    let mut s = String::new();
+    for (f, x, n) in [("kvec", "k", "D"), ("vvec", "v", "DV")] {
         let _ = writeln!(
             s,
-            "            let c{n} = min(t + {}u, DV - 1u) * P.v_sd;",
-            n * DECODE_WG
+            "fn {f}(i: u32, c: u32) -> vec4<f32> {{\n    var x = vec4<f32>(0.0);"
         );
-    }
-    for j in 0..t {
-        for n in 0..nc {
+        for (comp, name) in ["x", "y", "z", "w"].iter().enumerate() {
             let _ = writeln!(
                 s,
-                "            v{j}_{n} = load_v(vbase + (t0 + {j}u) * P.v_ss + c{n});"
+                "    if (4u * c + {comp}u < {n}) {{ x.{name} = load_{x}(i + (4u * c + {comp}u) * P.{x}_sd); }}"
             );
         }
+        let _ = writeln!(s, "    return x;\n}}");
     }
-    let _ = writeln!(s, "        }}");
     s
 }
 
-/// The FMAs of a full tile: every row's probabilities times the loaded V rows.
-fn decode_pv_fma(nc: usize, rows: usize) -> String {
-    let t = decode_t(rows);
+/// The staging of the block's R query rows (zero past the group and past D): every load,
+/// then every store.
+fn decode_q_stage(d: usize, rows: usize) -> String {
+    let n = (rows * d.div_ceil(4).max(1) * 4).div_ceil(DECODE_WG);
     let mut s = String::new();
-    for j in 0..t {
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "    let eq{i} = t + {o}u;
+    var xq{i} = 0.0;
+    {{
+        let local = hb * R + eq{i} / (DP4 * 4u);
+        let d = eq{i} % (DP4 * 4u);
+        if (eq{i} < R * DP4 * 4u && local < rows && d < D) {{
+            let h = kvh * P.group + local / P.sq;
+            xq{i} = load_q(P.q_off + b * P.q_sb + h * P.q_sh + (local % P.sq) * P.q_ss + d * P.q_sd);
+        }}
+    }}",
+            o = i * DECODE_WG
+        );
+    }
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "    if (eq{i} < R * DP4 * 4u) {{
+        wq[(eq{i} / (DP4 * 4u)) * SD4 + (eq{i} % (DP4 * 4u)) / 4u][eq{i} % 4u] = xq{i};
+    }}"
+        );
+    }
+    s
+}
+
+/// The registers of the prefetched tile: `kn{i}` (K) and `vn{i}` (V).
+fn decode_kv_decl(sh: DecodeShape) -> String {
+    let mut s = String::new();
+    for i in 0..sh.nkl {
+        let _ = writeln!(s, "    var kn{i} = vec4<f32>(0.0);");
+    }
+    for i in 0..sh.nvj {
+        let _ = writeln!(s, "    var vn{i} = vec4<f32>(0.0);");
+    }
+    s
+}
+
+/// The loads of the tile starting at key `t1` into `kn{i}`, `vn{i}` (zero past the split).
+fn decode_kv_load(sh: DecodeShape) -> String {
+    let mut s = String::new();
+    for i in 0..sh.nkl {
+        let _ = writeln!(
+            s,
+            "        {{
+            let e = t + {o}u;
+            let key = t1 + e / DP4;
+            kn{i} = vec4<f32>(0.0);
+            if (e < T * DP4 && key < k_hi) {{ kn{i} = kvec(kbase + key * P.k_ss, e % DP4); }}
+        }}",
+            o = i * DECODE_WG
+        );
+    }
+    for i in 0..sh.nvj {
+        let _ = writeln!(
+            s,
+            "        {{
+            let key = t1 + vg + {o}u;
+            vn{i} = vec4<f32>(0.0);
+            if (vc < CV && vg + {o}u < T && key < k_hi) {{ vn{i} = vvec(vbase + key * P.v_ss, vc); }}
+        }}",
+            o = i * sh.kg
+        );
+    }
+    s
+}
+
+/// The staging of the current tile's K (`kn{i}`) into `wk`.
+fn decode_k_store(sh: DecodeShape) -> String {
+    let mut s = String::new();
+    for i in 0..sh.nkl {
+        let _ = writeln!(
+            s,
+            "        {{ let e = t + {o}u; if (e < T * DP4) {{ wk[(e / DP4) * SD4 + e % DP4] = kn{i}; }} }}",
+            o = i * DECODE_WG
+        );
+    }
+    s
+}
+
+/// The current tile's V, kept while the next tile's loads overwrite `vn{i}`.
+fn decode_v_keep(sh: DecodeShape) -> String {
+    let mut s = String::new();
+    for i in 0..sh.nvj {
+        let _ = writeln!(s, "        let vk{i} = vn{i};");
+    }
+    s
+}
+
+/// The P·V of the invocation's keys vg + kg·i for every row; `masked` keeps a key's
+/// term only for rows that see it.
+fn decode_pv(sh: DecodeShape, rows: usize, masked: bool) -> String {
+    let mut s = String::new();
+    for i in 0..sh.nvj {
+        let o = i * sh.kg;
+        if o >= sh.t {
+            continue;
+        }
+        if masked {
+            let _ = writeln!(s, "            let key{i} = t0 + vg + {o}u;");
+        }
         for r in 0..rows {
-            let _ = writeln!(s, "            let p{j}_{r} = wp[{}u];", r * t + j);
-            for n in 0..nc {
-                let q = r * nc + n;
+            let term = format!(
+                "fma(vec4<f32>(wp[{}u + vg]), vk{i}, acc[{r}])",
+                r * sh.t + o
+            );
+            if masked {
                 let _ = writeln!(
                     s,
-                    "            acc[{q}] = fma(p{j}_{r}, v{j}_{n}, acc[{q}]);"
+                    "            acc[{r}] = select(acc[{r}], {term}, key{i} < vis{r});"
                 );
+            } else {
+                let _ = writeln!(s, "            acc[{r}] = {term};");
             }
-        }
-    }
-    s
-}
-
-/// The decode P·V of key `key` (tile position `j`) for rows that see it.
-fn decode_pv_masked(nc: usize, rows: usize) -> String {
-    let mut s = String::new();
-    for n in 0..nc {
-        let _ = writeln!(
-            s,
-            "                let v{n} = load_v(vbase + key * P.v_ss + min(t + {}u, DV - 1u) * P.v_sd);",
-            n * DECODE_WG
-        );
-    }
-    for r in 0..rows {
-        let _ = writeln!(s, "                let p{r} = wp[{r}u * T + j];");
-        for n in 0..nc {
-            let q = r * nc + n;
-            let _ = writeln!(
-                s,
-                "                acc[{q}] = select(acc[{q}], fma(p{r}, v{n}, acc[{q}]), key < vis{r});"
-            );
         }
     }
     s
@@ -353,42 +580,39 @@ fn decode_rows(rows: usize) -> String {
 }
 
 /// Every row's accumulators times its exp(m_old − m_new).
-fn decode_rescale(nc: usize, rows: usize) -> String {
+fn decode_rescale(rows: usize) -> String {
     let mut s = String::new();
     for r in 0..rows {
-        let _ = writeln!(s, "        let a{r} = walpha[{r}u];");
-        for n in 0..nc {
-            let q = r * nc + n;
-            let _ = writeln!(s, "        acc[{q}] = acc[{q}] * a{r};");
-        }
+        let _ = writeln!(s, "        acc[{r}] = acc[{r}] * walpha[{r}u];");
     }
     s
 }
 
-/// The partials of every row of the block: O (columns t + WG·n), m (from the score
-/// invocation of key 0), l (from invocation r).
-fn decode_store(nc: usize, rows: usize) -> String {
+/// The partials of every row of the block: O (the key groups summed through `wo`;
+/// columns 4·vc ..), m (from the score invocation of key 0), l (from invocation r).
+fn decode_store(rows: usize) -> String {
     let t = decode_t(rows);
     let mut s = String::new();
     for r in 0..rows {
         let _ = writeln!(
             s,
-            "    if (hb * R + {r}u < rows) {{
+            "    workgroupBarrier();
+    wo[t] = acc[{r}];
+    workgroupBarrier();
+    if (hb * R + {r}u < rows) {{
         let local = hb * R + {r}u;
         let h = kvh * P.group + local / P.sq;
-        let part = ((b * P.hq + h) * P.sq + local % P.sq) * P.splits + split;"
-        );
-        for n in 0..nc {
-            let q = r * nc + n;
-            let _ = writeln!(
-                s,
-                "        if (t + {c}u < DV) {{ out[part * DV + t + {c}u] = acc[{q}]; }}",
-                c = n * DECODE_WG
-            );
-        }
-        let _ = writeln!(
-            s,
-            "        if (t == {m}u) {{ out[P.ml_base + 2u * part] = m_r; }}
+        let part = ((b * P.hq + h) * P.sq + local % P.sq) * P.splits + split;
+        if (vg == 0u && vc < CV) {{
+            var o = wo[vc];
+            for (var u = 1u; u < KG; u = u + 1u) {{ o = o + wo[u * CW + vc]; }}
+            let ob = part * DV + 4u * vc;
+            out[ob] = o.x;
+            if (4u * vc + 1u < DV) {{ out[ob + 1u] = o.y; }}
+            if (4u * vc + 2u < DV) {{ out[ob + 2u] = o.z; }}
+            if (4u * vc + 3u < DV) {{ out[ob + 3u] = o.w; }}
+        }}
+        if (t == {m}u) {{ out[P.ml_base + 2u * part] = m_r; }}
         if (t == {r}u) {{ out[P.ml_base + 2u * part + 1u] = l_r; }}
     }}",
             m = r * t
@@ -397,33 +621,54 @@ fn decode_store(nc: usize, rows: usize) -> String {
     s
 }
 
-/// The WGSL of the split-KV decode kernel (also used by the naga tests).
-pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize) -> String {
-    let t = decode_t(rows);
+/// Bindings of the decode kernel: K and V as vec4s where `vec`.
+pub(crate) fn decode_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot); 4] {
+    let slot = if vec {
+        Slot::InputVec4(dtype)
+    } else {
+        Slot::Input(dtype)
+    };
+    [
+        ("q", Slot::Input(dtype)),
+        ("k", slot),
+        ("v", slot),
+        ("out", Slot::OutF32),
+    ]
+}
+
+/// The WGSL of the split-KV decode kernel (also used by the naga tests); `vec` reads K
+/// and V as vec4s (the host checks alignment; D and Dv must be multiples of 4).
+pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize, vec: bool) -> String {
+    let sh = DecodeShape::new(d, dv, rows);
     let sd4 = decode_sd4(d);
-    let nc = dv.div_ceil(DECODE_WG).max(1);
     assemble(
         DECODE_WGSL,
-        &bindings(dtype),
+        &decode_bindings(dtype, vec),
         &[
+            ("KV_FNS", decode_kv_fns(vec)),
+            ("Q_STAGE", decode_q_stage(d, rows)),
+            ("KV_DECL", decode_kv_decl(sh)),
+            ("KV_LOAD", decode_kv_load(sh)),
+            ("K_STORE", decode_k_store(sh)),
+            ("V_KEEP", decode_v_keep(sh)),
+            ("PV_FULL", decode_pv(sh, rows, false)),
+            ("PV_MASKED", decode_pv(sh, rows, true)),
             ("ROWS", decode_rows(rows)),
-            ("RESCALE", decode_rescale(nc, rows)),
-            ("STORE", decode_store(nc, rows)),
-            ("PV_LOAD", decode_pv_load(nc, rows)),
-            ("PV_FMA", decode_pv_fma(nc, rows)),
-            ("PV_MASKED", decode_pv_masked(nc, rows)),
+            ("RESCALE", decode_rescale(rows)),
+            ("STORE", decode_store(rows)),
             ("D", d.to_string()),
             ("DV", dv.to_string()),
-            ("R_NC", (rows * nc).to_string()),
-            ("RT", (rows * t).to_string()),
+            ("RT", (rows * sh.t).to_string()),
             ("R", rows.to_string()),
-            ("T", t.to_string()),
+            ("T", sh.t.to_string()),
             ("WG", DECODE_WG.to_string()),
-            ("NC", nc.to_string()),
-            ("DP4", d.div_ceil(4).to_string()),
+            ("DP4", sh.dp4.to_string()),
             ("SD4", sd4.to_string()),
+            ("CV", sh.cv.to_string()),
+            ("CW", sh.cw.to_string()),
+            ("KG", sh.kg.to_string()),
             ("WQ_LEN", (rows * sd4).to_string()),
-            ("WK_LEN", (t * sd4).to_string()),
+            ("WK_LEN", (sh.t * sd4).to_string()),
         ],
     )
 }

@@ -129,11 +129,19 @@ fn every_kernel_variant_validates() {
                 n += 1;
             }
             for rows in [4, 8] {
-                validate(
-                    &format!("attention-decode {dtype} d={d} dv={dv} rows={rows}"),
-                    &decode_source(dtype, d, dv, rows),
-                );
-                n += 1;
+                // vec4 K/V loads only where D and Dv are multiples of 4.
+                let vecs: &[bool] = if d % 4 == 0 && dv % 4 == 0 {
+                    &[false, true]
+                } else {
+                    &[false]
+                };
+                for &vec in vecs {
+                    validate(
+                        &format!("attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec}"),
+                        &decode_source(dtype, d, dv, rows, vec),
+                    );
+                    n += 1;
+                }
             }
         }
         for kind in ReduceKind::ALL {
@@ -169,9 +177,14 @@ fn every_kernel_variant_validates() {
     n += 1;
     // Per float dtype: 8 epilogues × (strided + split-K sum + 2 GEMV + 3 blocks × 16
     // tiled layouts), attention (fallback, and 3 prefill tilings + 2 decode row counts
-    // per head-dim pair), 7 reductions × 2 trees, 3 normalisations × weight × 2 trees ×
-    // 6 register caches (none, 1, 2, 4, 8, 16 vec4s per invocation); the merge.
-    let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2);
+    // per head-dim pair, and 2 vec4 decodes where D and Dv are multiples of 4), 7
+    // reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
+    // (none, 1, 2, 4, 8, 16 vec4s per invocation); the merge.
+    let vec_dims = ATTENTION_DIMS
+        .iter()
+        .filter(|(d, dv)| d % 4 == 0 && dv % 4 == 0)
+        .count();
+    let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2) + 2 * vec_dims;
     assert_eq!(
         n,
         16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6) + 1
