@@ -126,6 +126,8 @@ const WIDE_STAGE_WGSL: &str = include_str!("matmul_wide_stage.wgsl");
 const SPLITK_WGSL: &str = include_str!("matmul_splitk.wgsl");
 const GEMV_WGSL: &str = include_str!("gemv.wgsl");
 const EPILOGUE_WGSL: &str = include_str!("epilogue.wgsl");
+/// The block decode and output epilogue the block kernels share (tiled, wide, coop).
+const BLOCK_WGSL: &str = include_str!("matmul_block.wgsl");
 /// Output tile of the strided kernel.
 const TILE: usize = 16;
 /// Outputs per workgroup of the GEMV layouts (`gemv.wgsl`).
@@ -590,6 +592,7 @@ pub(crate) fn tiled_source(
         &bindings(dtype, a.vec4, b.vec4),
         &[
             ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+            ("BLOCK", BLOCK_WGSL.to_string()),
             ("STAGE_A", stage("a", t.bm, sa, a)),
             ("STAGE_B", stage("b", t.bn, sb, b)),
             ("MICRO", micro_kernel(t)),
@@ -747,6 +750,7 @@ pub(crate) fn block_source(
         &bindings(dtype, a.vec4, b.vec4),
         &[
             ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+            ("BLOCK", BLOCK_WGSL.to_string()),
             ("STAGE_A", wide_stage("a", t.bm, sa, a)),
             ("STAGE_B", wide_stage("b", t.bn, sb, b)),
             ("FETCH", fetch),
@@ -807,9 +811,10 @@ pub(crate) fn tiled_coop_source(
     )
 }
 
-fn coop_epilogue(act: Option<Activation>, bias: bool) -> [(&'static str, String); 3] {
+fn coop_epilogue(act: Option<Activation>, bias: bool) -> [(&'static str, String); 4] {
     [
         ("EPILOGUE", EPILOGUE_WGSL.to_string()),
+        ("BLOCK", BLOCK_WGSL.to_string()),
         ("ACT", act_code(act).to_string()),
         ("BIAS", u32::from(bias).to_string()),
     ]

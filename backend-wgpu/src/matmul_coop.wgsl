@@ -42,14 +42,7 @@ var<workgroup> tc: array<f32, 2048>;
 
 {{STAGE_B}}
 
-// The epilogue of one output: bounds check, bias, activation, store.
-fn store(batch: u32, row: u32, col: u32, acc: f32) {
-    if (row < P.m && col < P.n) {
-        var v = acc;
-        if (HAS_BIAS == 1u) { v = v + load_bias(P.bias_off + col * P.bias_stride); }
-        out[(batch * P.m + row) * P.n + col] = activate(v);
-    }
-}
+{{BLOCK}}
 
 // Stores the patch of subgroup `s` (rows row0.., columns col0..), if `live`: lane l takes the
 // elements l, l + SG, ... of the row-major 16 × 16 patch, so each pass writes whole
@@ -68,14 +61,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // return would leave the cooperative operations below in non-uniform control flow.
     let live = group_index(wid, nwg) < P.groups;
     let g = min(group_index(wid, nwg), P.groups - 1u);
-    let tile_n = g % P.tiles_n;
-    let rest = g / P.tiles_n;
-    let tile_m = rest % P.tiles_m;
-    let batch = rest / P.tiles_m;
-    let m0 = tile_m * BM;
-    let n0 = tile_n * BN;
-    let a0 = offs[2u * batch];
-    let b0 = offs[2u * batch + 1u];
+    let blk = block_at(g);
+    let batch = blk.batch;
+    let m0 = blk.m0;
+    let n0 = blk.n0;
+    let a0 = blk.a0;
+    let b0 = blk.b0;
     // The subgroup's part of the block: rows sm .. sm + 63, columns sn .. sn + 31.
     let sm = (sgid / 4u) * 64u;
     let sn = (sgid % 4u) * 32u;

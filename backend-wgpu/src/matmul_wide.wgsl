@@ -36,28 +36,19 @@ var<workgroup> tb: array<vec4<f32>, {{TB4}}>;
 
 {{STAGE_B}}
 
-// The epilogue of one output: bounds check, bias, activation, store.
-fn store(batch: u32, row: u32, col: u32, acc: f32) {
-    if (row < P.m && col < P.n) {
-        var v = acc;
-        if (HAS_BIAS == 1u) { v = v + load_bias(P.bias_off + col * P.bias_stride); }
-        out[(batch * P.m + row) * P.n + col] = activate(v);
-    }
-}
+{{BLOCK}}
 
 @compute @workgroup_size({{WX}}, {{WY}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let g = group_index(wid, nwg);
     if (g >= P.groups) { return; }
-    let tile_n = g % P.tiles_n;
-    let rest = g / P.tiles_n;
-    let tile_m = rest % P.tiles_m;
-    let batch = rest / P.tiles_m;
-    let m0 = tile_m * BM;
-    let n0 = tile_n * BN;
-    let a0 = offs[2u * batch];
-    let b0 = offs[2u * batch + 1u];
+    let blk = block_at(g);
+    let batch = blk.batch;
+    let m0 = blk.m0;
+    let n0 = blk.n0;
+    let a0 = blk.a0;
+    let b0 = blk.b0;
     let t = lid.y * WX + lid.x;
     let tx = lid.x;
     let ty = lid.y;
