@@ -175,6 +175,14 @@ fn column_reductions_in_row_blocks() -> Result<(), Error> {
     Ok(())
 }
 
+/// The logical values of `t` (any view) for the f64 reference.
+fn host(t: &Tensor<NeuronBackend>) -> Result<xkern_core::reference::HostTensor, Error> {
+    Ok(xkern_core::reference::HostTensor::new(
+        t.shape(),
+        t.to_f64_vec()?,
+    ))
+}
+
 #[test]
 fn row_kernels_pipelined_across_groups() -> Result<(), Error> {
     // Rows on partitions in several groups of 128 (the last one partial), with one chunk
@@ -183,7 +191,7 @@ fn row_kernels_pipelined_across_groups() -> Result<(), Error> {
     // SBUF), on both generations, against the f64 reference; no races.
     use xkern_core::ReduceKind;
     use xkern_core::conformance::check;
-    use xkern_core::reference::{self, HostTensor};
+    use xkern_core::reference;
     for dev in [NeuronBackend::trn1(), NeuronBackend::trn2()] {
         for (rows, n) in [(300, 1000), (130, 9000)] {
             for dtype in [DType::F32, DType::BF16] {
@@ -191,7 +199,7 @@ fn row_kernels_pipelined_across_groups() -> Result<(), Error> {
                     .map(|i| ((i * 7919) % 1013) as f32 / 101.0 - 5.0)
                     .collect();
                 let t = Tensor::from_slice(&dev, &[rows, n], &x)?.to_dtype(dtype)?;
-                let host = HostTensor::new(&[rows, n], t.to_f64_vec()?);
+                let host = host(&t)?;
                 let w = Tensor::from_slice(
                     &dev,
                     &[n],
@@ -253,7 +261,7 @@ fn matmul_with_resident_a_over_several_k_blocks() -> Result<(), Error> {
     // stored [N, K], bias + GELU epilogue; against the f64 reference.
     use xkern_core::Activation;
     use xkern_core::conformance::check;
-    use xkern_core::reference::{self, HostTensor};
+    use xkern_core::reference;
     let dev = NeuronBackend::trn2();
     for dtype in [DType::BF16, DType::F32] {
         let (m, k, n) = (130, 2 * 16 * 128 + 77, 520);
@@ -270,9 +278,6 @@ fn matmul_with_resident_a_over_several_k_blocks() -> Result<(), Error> {
             };
             let bias = Tensor::randn(&dev, &[n], dtype, 13)?;
             let got = a.matmul_fused(&b, Some(&bias), Some(Activation::Gelu))?;
-            let host = |t: &Tensor<NeuronBackend>| -> Result<HostTensor, Error> {
-                Ok(HostTensor::new(t.shape(), t.contiguous()?.to_f64_vec()?))
-            };
             let want = reference::matmul(
                 &host(&a)?,
                 &host(&b)?,
@@ -295,7 +300,7 @@ fn decode_stacks_the_heads_of_a_group() -> Result<(), Error> {
     // partition). Groups of 4 and 1 (MHA), causal or not, q as a permuted view (head
     // stride ≠ row stride), keys past one block; against the f64 reference.
     use xkern_core::conformance::check;
-    use xkern_core::reference::{self, HostTensor};
+    use xkern_core::reference;
     use xkern_core::{AttentionOptions, attention};
     let dev = NeuronBackend::trn2();
     for (hq, hkv) in [(8, 2), (3, 3)] {
@@ -311,9 +316,6 @@ fn decode_stacks_the_heads_of_a_group() -> Result<(), Error> {
                     ..Default::default()
                 };
                 let got = attention(&q, &k, &v, &opts)?;
-                let host = |t: &Tensor<NeuronBackend>| -> Result<HostTensor, Error> {
-                    Ok(HostTensor::new(t.shape(), t.contiguous()?.to_f64_vec()?))
-                };
                 let want = reference::attention(
                     &host(&q)?,
                     &host(&k)?,

@@ -180,16 +180,20 @@ const LONG_ROW: usize = 4 * 128 * CACHE_MAX;
 const APPLY_WG: usize = 256;
 const APPLY_WGSL: &str = include_str!("norm_apply.wgsl");
 
-/// The WGSL of the long-row softmax's elementwise phase (also used by the naga tests).
-pub(crate) fn apply_source(dtype: DType, log: bool) -> String {
-    let bindings = [
+/// The input, the rows' logsumexp (f32 bits) and the output of the elementwise phase.
+fn apply_bindings(dtype: DType) -> [(&'static str, Slot); 3] {
+    [
         ("x", Slot::Input(dtype)),
         ("lse", Slot::Words),
         ("out", Slot::OutF32),
-    ];
+    ]
+}
+
+/// The WGSL of the long-row softmax's elementwise phase (also used by the naga tests).
+pub(crate) fn apply_source(dtype: DType, log: bool) -> String {
     assemble(
         APPLY_WGSL,
-        &bindings,
+        &apply_bindings(dtype),
         &[
             ("LOG", u32::from(log).to_string()),
             ("WG", APPLY_WG.to_string()),
@@ -378,12 +382,9 @@ impl WgpuBackend {
         let len = spec.outer * spec.axis_len * spec.inner;
         let log = matches!(spec.kind, NormKind::LogSoftmax);
         let key = format!("norm-apply/{}/{}", spec.dtype, u8::from(log));
-        let bindings = [
-            ("x", Slot::Input(spec.dtype)),
-            ("lse", Slot::Words),
-            ("out", Slot::OutF32),
-        ];
-        let apply = self.kernel(&key, &bindings, || apply_source(spec.dtype, log))?;
+        let apply = self.kernel(&key, &apply_bindings(spec.dtype), || {
+            apply_source(spec.dtype, log)
+        })?;
         let lse_spec = ReduceSpec {
             kind: ReduceKind::LogSumExp,
             dtype: spec.dtype,
