@@ -301,7 +301,6 @@ fn run_case(
     // the timestamp readbacks stay out of the wall times.
     let mut gpu_times = Vec::new();
     if dev.set_gpu_timing(true) {
-        let _ = dev.take_gpu_time()?;
         for _ in 0..stats[0].reps.clamp(3, 30) {
             last = Some((p.run)()?);
             gpu_times.extend(dev.take_gpu_time()?.map(|t| t.as_secs_f64()));
