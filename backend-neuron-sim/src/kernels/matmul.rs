@@ -93,7 +93,7 @@ fn plan(sim: &Simulator, spec: &MatmulSpec) -> Plan {
         let fixed_res = fixed(kb) + 2 * kt * TK * esz - 2 * kb * TK * esz;
         let room = budget.saturating_sub(2 * kb * TN * esz + fixed_res);
         let mb = (room / (kt * TK * esz)).min(ACC_BANKS).min(mt);
-        if mb >= 2.min(mt) && mb >= 1 {
+        if mb >= 2.min(mt) {
             return Plan {
                 kb,
                 mb,
