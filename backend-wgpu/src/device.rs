@@ -71,6 +71,11 @@ pub struct DeviceOptions {
     /// `XKERN_WGPU_COOP=on` does the same for every device; `XKERN_WGPU_COOP=off` keeps
     /// them off even when this is set.
     pub with_coop_matrix: bool,
+    /// Compile every kernel with wgpu's run-time checks (index clamps on workgroup and
+    /// private arrays, loop bounding), even the kernels whose bounds the host guarantees
+    /// and which are otherwise built as trusted modules (A/B timing, debugging).
+    /// `XKERN_WGPU_TRUSTED=off` does the same for every device.
+    pub checked_shaders: bool,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -95,6 +100,8 @@ pub(crate) struct Gpu {
     pub(crate) max_groups: u32,
     /// The forced matmul block, if any (options or `XKERN_WGPU_MATMUL_TILE`).
     pub(crate) matmul_block: Option<crate::MatmulBlock>,
+    /// Whether kernels marked trusted are built without run-time checks.
+    pub(crate) trusted: bool,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -290,7 +297,9 @@ impl Gpu {
             max_workgroup_size_x: limits.max_compute_workgroup_size_x,
             max_workgroup_bytes: limits.max_compute_workgroup_storage_size,
         });
+        let trusted = !(opts.checked_shaders || env_off("XKERN_WGPU_TRUSTED"));
         Ok(Gpu {
+            trusted,
             device,
             queue,
             adapter_info,

@@ -244,6 +244,23 @@ impl WgpuBackend {
             .kernel(&self.inner.pipelines, key, bindings, source)
     }
 
+    /// [`WgpuBackend::kernel`] as a trusted module (see `Gpu::kernel_with` for what the
+    /// caller vouches for).
+    pub(crate) fn trusted_kernel(
+        &self,
+        key: &str,
+        bindings: &[Binding],
+        source: impl FnOnce() -> String,
+    ) -> Result<Arc<Kernel>> {
+        self.gpu().kernel_with(
+            &self.inner.pipelines,
+            key,
+            bindings,
+            crate::pipelines::Checks::Trusted,
+            source,
+        )
+    }
+
     /// Records an op with `f` into one encoder and submits it, inside error scopes.
     pub(crate) fn record<T>(&self, f: impl FnOnce(&mut Recording<'_>) -> Result<T>) -> Result<T> {
         let gpu = self.gpu();

@@ -105,6 +105,20 @@
 //! layouts, [`MatmulBlock::workgroup_bytes`]) is within the device's limit. Kernels check every load against M, N and K (zero-filling the ragged edge of a
 //! tile) and every store against M and N, so no size needs to be a multiple of a tile.
 //!
+//! **Trusted modules** (no run-time checks; `XKERN_WGPU_TRUSTED=off` or
+//! `DeviceOptions::checked_shaders` restore them): the block kernels (64 × 64, 128 × 64,
+//! 128 × 128, also as split-K's partial products) are built without wgpu's index clamps
+//! and loop bounding, which otherwise cost a clamp per dynamic workgroup-memory index in
+//! the micro-kernel and a counter per loop trip. Why they stay in bounds: global loads
+//! are guarded by `gx < M/N && gk < K` and stores by `row < M && col < N` as above, and
+//! the guarded indices lie inside the views the host validated (the bounds above); the
+//! batch table is read at `g / (tiles_m · tiles_n) < batches` since `g < groups`;
+//! workgroup-memory indices come from `at_*(r · THREADS + t)` with `r` below the
+//! generated load count and `t < THREADS`, so they address a tile whose element count
+//! is exactly loads × threads × 4 (asserted by the generator for every block); private
+//! arrays are indexed by generated constants only; the K loop counts up by BK to K,
+//! with K + BK below 2³² (checked in `matmul_impl`). The other kernels keep the checks.
+//!
 //! Every kernel accumulates in f32 and writes f32; 16-bit outputs are rounded once by
 //! `finish_f32`. Batches index a host-computed table of operand offsets (any broadcast
 //! or strided batch layout); grids are linear and folded past the per-dimension limit.
@@ -889,6 +903,8 @@ impl WgpuBackend {
             offs.push(fit_u32(spec.a_offset(i))?);
             offs.push(fit_u32(spec.b_offset(i))?);
         }
+        // The block kernels' K loop counts to K in steps of up to 128 without wrapping.
+        fit_u32(spec.k + 128)?;
         let plan = with_coop(
             plan(spec, &offs, self.matmul_blocks()),
             spec.dtype,
@@ -981,7 +997,7 @@ impl WgpuBackend {
                 b: lb,
                 block,
             };
-            let part_kernel = self.kernel(
+            let part_kernel = self.trusted_kernel(
                 &key_of(dtype, None, false, tiled),
                 &bindings(dtype, la.vec4, lb.vec4),
                 || block_source(dtype, None, false, la, lb, block),
@@ -1035,7 +1051,7 @@ impl WgpuBackend {
                 b: lb,
                 block,
             } => (
-                self.kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
+                self.trusted_kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
                     block_source(dtype, act, has_bias, la, lb, block)
                 })?,
                 block.tiling().bm,

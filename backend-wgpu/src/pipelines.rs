@@ -169,13 +169,44 @@ impl Pipelines {
     }
 }
 
+/// How a kernel's shader module is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// With wgpu's run-time checks: indices into fixed-size arrays clamped, loops
+    /// bounded, buffer accesses bounds-checked where the platform does not.
+    Checked,
+    /// A trusted module without them. Only for kernels whose every index stays in
+    /// bounds and every loop terminates by construction, as their module docs argue; see
+    /// [`Gpu::kernel`].
+    Trusted,
+}
+
 impl Gpu {
-    /// The kernel for `key`, compiling `source()` on first use.
+    /// The kernel for `key`, compiling `source()` on first use, with wgpu's run-time
+    /// checks.
     pub(crate) fn kernel(
         &self,
         cache: &Pipelines,
         key: &str,
         bindings: &[Binding],
+        source: impl FnOnce() -> String,
+    ) -> Result<Arc<Kernel>> {
+        self.kernel_with(cache, key, bindings, Checks::Checked, source)
+    }
+
+    /// [`Gpu::kernel`], built as `checks` says (checked anyway where the device was
+    /// opened with checked shaders). A caller asking for [`Checks::Trusted`] vouches for
+    /// its WGSL: every storage-buffer access is guarded by explicit comparisons with the
+    /// sizes the host bound (so the clamps wgpu would add never change an index), every
+    /// workgroup and private array index is in range by the kernel's constants, and
+    /// every loop counts up by a positive step to a bound that cannot wrap (the host
+    /// keeps sizes below 2³²  minus a tile through `fit_u32`).
+    pub(crate) fn kernel_with(
+        &self,
+        cache: &Pipelines,
+        key: &str,
+        bindings: &[Binding],
+        checks: Checks,
         source: impl FnOnce() -> String,
     ) -> Result<Arc<Kernel>> {
         if let Some(k) = cache.cache.lock().ok().and_then(|c| c.get(key).cloned()) {
@@ -226,12 +257,24 @@ impl Gpu {
                         bind_group_layouts: &[Some(&layout)],
                         immediate_size: 0,
                     });
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(key),
-                        source: wgpu::ShaderSource::Wgsl(src.into()),
-                    });
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(key),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                };
+                let module = if checks == Checks::Trusted && self.trusted {
+                    // SAFETY: only kernels whose WGSL keeps every index in bounds and
+                    // every loop finite by construction ask for Checks::Trusted (the
+                    // contract of `kernel_with`, argued per kernel in its module doc);
+                    // the checks dropped would never change what such a kernel does.
+                    unsafe {
+                        self.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
+                    }
+                } else {
+                    self.device.create_shader_module(desc)
+                };
                 let pipeline =
                     self.device
                         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

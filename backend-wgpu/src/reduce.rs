@@ -1,9 +1,22 @@
 //! Axis reductions and row normalisations (`reduce.wgsl`, `normalize.wgsl`).
 //!
-//! Algorithm: one 128-invocation workgroup per output row of the canonical
-//! `[outer, axis, inner]` problem; invocations fold strided slices of the axis, then a
-//! workgroup tree combines them (the spec's NaN, tie and empty-axis rules are in the
-//! WGSL). The grid is `outer · inner` groups, folded past the per-dimension limit.
+//! Algorithm: for a contiguous axis (inner = 1), one 128-invocation workgroup per
+//! output row of the canonical `[outer, axis, inner]` problem; invocations fold strided
+//! slices of the axis, then a workgroup tree combines them (the spec's NaN, tie and
+//! empty-axis rules are in the WGSL). The grid is `outer · inner` groups, folded past
+//! the per-dimension limit.
+//!
+//! Outer-axis (column) reductions, inner > 1, take the column kernel instead: one
+//! workgroup per block of `cx` neighbouring columns (32, or the next power of two of a
+//! narrower inner) × `128 / cx` lanes of the axis, so that every load instruction of a
+//! warp reads one contiguous run (32 neighbouring elements of an axis row, or for small
+//! inner several whole neighbouring rows) where one workgroup per column read a
+//! separate sector per element (a 4-byte read costs a 32-byte sector: ⅛ of the
+//! bandwidth for f32). Each invocation folds at most 64 positions of its column (four
+//! accumulators, four loads in flight); a tree over the axis lanes of each column
+//! combines them; axes longer than `64 · 128 / cx` positions split into chunks whose
+//! partial states the row merge (phase 2) folds, so a tall column spreads over the GPU
+//! and keeps the short sequential runs of the accuracy argument below.
 //!
 //! Trees: on adapters with `SUBGROUP` (and subgroups of at most 128 lanes) the
 //! workgroup-wide combines run on subgroup shuffles (`tree_subgroup.wgsl`: three
@@ -81,6 +94,23 @@ const CHUNK_VEC: usize = 16384;
 /// about eight per SM of a large GPU).
 const CHUNK_VEC_BIG: usize = 65536;
 const BIG_REDUCTION: usize = 1 << 24;
+
+/// Sequential axis positions per invocation of the column kernel (inner > 1): a
+/// workgroup folds `COL_DEPTH · AY` positions of its columns, each of its four
+/// accumulators at most `COL_DEPTH / 4` of them in order.
+const COL_DEPTH: usize = 64;
+
+/// Columns per workgroup of the column kernel for `inner` (> 1): 32, so that a warp
+/// reads 32 neighbouring elements, or fewer for narrower rows (then a warp's lanes cover
+/// several neighbouring axis rows, which are contiguous too).
+fn col_lanes(inner: usize) -> usize {
+    inner.next_power_of_two().clamp(2, 32)
+}
+
+/// Axis positions per workgroup of the column kernel with `cx` columns.
+fn col_chunk(cx: usize) -> usize {
+    COL_DEPTH * (128 / cx)
+}
 
 /// The chunk of a split reduction: depends on the shape only, so results are the same
 /// on every run and adapter with the same subgroup size.
@@ -244,12 +274,13 @@ fn cache_len(vec: bool, axis_len: usize) -> usize {
 /// The WGSL of one single-pass reduction (for the naga tests).
 #[cfg(test)]
 pub(crate) fn reduce_source(dtype: DType, kind: ReduceKind, subgroups: bool) -> String {
-    reduce_phase_source(dtype, kind, 0, subgroups, false, CHUNK)
+    reduce_phase_source(dtype, kind, 0, subgroups, false, CHUNK, 0)
 }
 
 /// The WGSL of one reduction phase: 0 single pass, 1 partial states of long rows'
 /// chunks, 2 merge of the partials; with subgroup trees or workgroup-memory trees; on
-/// `vec4` loads where `vec` (phases 0 and 1).
+/// `vec4` loads where `vec` (phases 0 and 1); the column kernel with `cols` columns per
+/// workgroup where `cols` > 0 (phases 0 and 1, inner > 1).
 pub(crate) fn reduce_phase_source(
     dtype: DType,
     kind: ReduceKind,
@@ -257,6 +288,7 @@ pub(crate) fn reduce_phase_source(
     subgroups: bool,
     vec: bool,
     chunk: usize,
+    cols: usize,
 ) -> String {
     let mut constants = tree_constants(subgroups).to_vec();
     constants.extend([
@@ -265,6 +297,8 @@ pub(crate) fn reduce_phase_source(
         ("PHASE", phase.to_string()),
         ("CHUNK", chunk.to_string()),
         ("VEC", u32::from(vec).to_string()),
+        ("COLS", u32::from(cols > 0).to_string()),
+        ("CX", cols.max(1).to_string()),
         ("LOAD_SHIM", x_slot(dtype, vec).1),
     ]);
     assemble(REDUCE_WGSL, &reduce_bindings(dtype, vec), &constants)
@@ -317,24 +351,43 @@ impl WgpuBackend {
         x: &WgpuStorage,
     ) -> Result<WgpuStorage> {
         let rows = spec.outer * spec.inner;
-        let split = spec.axis_len > SPLIT_MIN;
         let sg = self.subgroup_trees();
         let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset);
-        let chunk = chunk_of(vec, rows, spec.axis_len);
+        // The column kernel for inner > 1: `cols` columns per workgroup.
+        let cols = if spec.inner > 1 {
+            col_lanes(spec.inner)
+        } else {
+            0
+        };
+        let (chunk, split) = if cols > 0 {
+            (col_chunk(cols), spec.axis_len > col_chunk(cols))
+        } else {
+            (
+                chunk_of(vec, rows, spec.axis_len),
+                spec.axis_len > SPLIT_MIN,
+            )
+        };
         let kernel_for = |phase: u32| {
-            // The merge phase reads only partial states: one kernel for both layouts.
+            // The merge phase reads only partial states: one kernel for every layout.
             let v = vec && phase != 2;
+            let cx = if phase == 2 { 0 } else { cols };
             let c = if phase == 2 { CHUNK } else { chunk };
             let key = format!(
-                "reduce/{}/{}/{phase}/{}/{}/{c}",
+                "reduce/{}/{}/{phase}/{}/{}/{c}/{cx}",
                 spec.dtype,
                 kind_code(spec.kind),
                 u8::from(sg),
                 u8::from(v)
             );
             self.kernel(&key, &reduce_bindings(spec.dtype, v), || {
-                reduce_phase_source(spec.dtype, spec.kind, phase, sg, v, c)
+                reduce_phase_source(spec.dtype, spec.kind, phase, sg, v, c, cx)
             })
+        };
+        // Workgroups per chunk of the axis: a row each, or a block of `cols` columns.
+        let per_chunk = if cols > 0 {
+            spec.outer * spec.inner.div_ceil(cols)
+        } else {
+            rows
         };
         // Float results are written as f32 bits, indices as u32.
         let wide = if spec.kind.output_dtype(spec.dtype) == DType::U32 {
@@ -358,16 +411,18 @@ impl WgpuBackend {
         if split {
             let partial = kernel_for(1)?;
             let merge = kernel_for(2)?;
-            let groups = rows.checked_mul(chunks).ok_or_else(|| Error::Backend {
+            let overflow = || Error::Backend {
                 backend: "wgpu",
                 message: format!("{rows} rows of {chunks} chunks overflow"),
-            })?;
-            let part = self.alloc_storage(DType::U32, 2 * groups)?;
+            };
+            let groups = per_chunk.checked_mul(chunks).ok_or_else(overflow)?;
+            let states = rows.checked_mul(2 * chunks).ok_or_else(overflow)?;
+            let part = self.alloc_storage(DType::U32, states)?;
             rec.dispatch(&partial, &[x, x, &part], groups, params()?)?;
             rec.dispatch(&merge, &[x, &part, &out], rows, params()?)?;
         } else {
             let single = kernel_for(0)?;
-            rec.dispatch(&single, &[x, x, &out], rows, params()?)?;
+            rec.dispatch(&single, &[x, x, &out], per_chunk, params()?)?;
         }
         Ok(out)
     }
@@ -484,16 +539,19 @@ mod tests {
             for kind in ReduceKind::ALL {
                 for phase in [0, 1, 2] {
                     for sg in [false, true] {
-                        for (vec, chunk) in [
-                            (false, super::CHUNK),
-                            (true, super::CHUNK_VEC),
-                            (true, super::CHUNK_VEC_BIG),
+                        for (vec, chunk, cols) in [
+                            (false, super::CHUNK, 0),
+                            (true, super::CHUNK_VEC, 0),
+                            (true, super::CHUNK_VEC_BIG, 0),
+                            (false, super::col_chunk(2), 2),
+                            (false, super::col_chunk(8), 8),
+                            (false, super::col_chunk(32), 32),
                         ] {
                             validate_with(
                                 &format!(
-                                    "{dtype} {kind:?} phase {phase} subgroups={sg} vec4={vec} chunk={chunk}"
+                                    "{dtype} {kind:?} phase {phase} subgroups={sg} vec4={vec} chunk={chunk} cols={cols}"
                                 ),
-                                &reduce_phase_source(dtype, kind, phase, sg, vec, chunk),
+                                &reduce_phase_source(dtype, kind, phase, sg, vec, chunk, cols),
                                 sg,
                             );
                         }

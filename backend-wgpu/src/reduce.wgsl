@@ -14,6 +14,16 @@
 // phases 0 and 1 read `vec4`s (load4_x), each invocation keeping one accumulator per
 // lane, combined x, y, z, w in that order before the tree; argmax/argmin visit the four
 // lanes in index order. Sequential depth per accumulator: CHUNK / (4 · 128).
+// COLS = 1 (inner > 1, the axis is not the contiguous one): phases 0 and 1 read with
+// coalesced loads instead (fold_cols): a workgroup covers CX neighbouring columns
+// (positions along `inner`) × AY = WG / CX lanes of the axis, so the CX · AY elements a
+// step reads are whole runs of memory (for inner ≥ 32, a warp reads 32 neighbouring
+// elements; for smaller inner, several neighbouring axis rows that are themselves
+// contiguous). Each invocation folds axis positions a0 + ay + AY·j of its column in
+// order into four accumulators (loads four at a time), then a tree over the AY lanes of
+// each column (col_op / col_arg) combines them. A workgroup folds at most CHUNK = 64 · AY
+// axis positions (at most 16 elements per accumulator); longer axes are split into
+// chunks whose partial states phase 2 merges, as for long rows.
 // Partial states: sum/mean (partial sum, 0); max/min (extreme, 0); argmax/argmin
 // (value bits, absolute index); logsumexp (m, Σ exp(x − m)) with the sum 0 when m is
 // not finite, merged as M = max m, S = Σ s·exp(m − M) over the chunks with m > −∞.
@@ -29,6 +39,9 @@ const WG: u32 = 128u;
 // 0 add, 1 max, 2 min: the tree operation of this KIND (logsumexp's first pass is a max).
 const OP: u32 = {{OP}}u;
 const WANT_MAX: bool = KIND == 4u;
+const COLS: u32 = {{COLS}}u;
+const CX: u32 = {{CX}}u;
+const AY: u32 = WG / CX;
 
 fn combine(a: f32, b: f32) -> f32 {
     return op_combine(a, b, OP);
@@ -171,6 +184,115 @@ fn fold_vec4(g: u32, lid: u32, base: u32, a0: u32, a1: u32) {
     if (lid == 0u) { write_value(g, r, s); }
 }
 
+// The combine of `v` over the AY axis lanes of each column (fixed pairing; every
+// invocation calls it in uniform control flow and reads its column's result). Invocation
+// lid = ay · CX + cx; the tree's workgroup memory `sv`, `si` comes with TREE.
+fn col_op(lid: u32, v: f32, op: u32) -> f32 {
+    sv[lid] = v;
+    workgroupBarrier();
+    for (var st = WG / 2u; st >= CX; st = st / 2u) {
+        if (lid < st) { sv[lid] = op_combine(sv[lid], sv[lid + st], op); }
+        workgroupBarrier();
+    }
+    let r = sv[lid % CX];
+    workgroupBarrier();
+    return r;
+}
+
+fn col_arg(lid: u32, v: f32, i: u32) -> Arg {
+    sv[lid] = v;
+    si[lid] = i;
+    workgroupBarrier();
+    for (var st = WG / 2u; st >= CX; st = st / 2u) {
+        if (lid < st && arg_better(sv[lid + st], si[lid + st], sv[lid], si[lid], WANT_MAX)) {
+            sv[lid] = sv[lid + st];
+            si[lid] = si[lid + st];
+        }
+        workgroupBarrier();
+    }
+    let r = Arg(sv[lid % CX], si[lid % CX]);
+    workgroupBarrier();
+    return r;
+}
+
+// Phases 0 and 1 for inner > 1 (COLS = 1): workgroup g takes CX columns of one outer
+// index (and, in phase 1, chunk g % chunks of the axis).
+fn fold_cols(g: u32, lid: u32) {
+    let blocks = (P.inner + CX - 1u) / CX;
+    var rest = g;
+    var a0 = 0u;
+    var a1 = P.axis_len;
+    if (PHASE == 1u) {
+        rest = g / P.chunks;
+        a0 = (g % P.chunks) * CHUNK;
+        a1 = min(a0 + CHUNK, P.axis_len);
+    }
+    let o = rest / blocks;
+    let i = (rest % blocks) * CX + lid % CX;
+    let ay = lid / CX;
+    let live = i < P.inner;
+    let base = P.offset + o * P.axis_len * P.inner + i;
+    // Where this column's result (phase 0) or partial state (phase 1) goes.
+    var slot = o * P.inner + i;
+    if (PHASE == 1u) { slot = slot * P.chunks + g % P.chunks; }
+    if (KIND == 4u || KIND == 5u) {
+        var bv = 0.0;
+        var bi = NONE;
+        if (live) {
+            var a = a0 + ay;
+            for (; a + 3u * AY < a1; a = a + 4u * AY) {
+                let v0 = load_x(base + a * P.inner);
+                let v1 = load_x(base + (a + AY) * P.inner);
+                let v2 = load_x(base + (a + 2u * AY) * P.inner);
+                let v3 = load_x(base + (a + 3u * AY) * P.inner);
+                if (arg_better(v0, a, bv, bi, WANT_MAX)) { bv = v0; bi = a; }
+                if (arg_better(v1, a + AY, bv, bi, WANT_MAX)) { bv = v1; bi = a + AY; }
+                if (arg_better(v2, a + 2u * AY, bv, bi, WANT_MAX)) { bv = v2; bi = a + 2u * AY; }
+                if (arg_better(v3, a + 3u * AY, bv, bi, WANT_MAX)) { bv = v3; bi = a + 3u * AY; }
+            }
+            for (; a < a1; a = a + AY) {
+                let v = load_x(base + a * P.inner);
+                if (arg_better(v, a, bv, bi, WANT_MAX)) { bv = v; bi = a; }
+            }
+        }
+        let best = col_arg(lid, bv, bi);
+        if (ay == 0u && live) { write_arg(slot, best); }
+        return;
+    }
+    var k0 = identity();
+    var k1 = k0;
+    var k2 = k0;
+    var k3 = k0;
+    if (live) {
+        var a = a0 + ay;
+        for (; a + 3u * AY < a1; a = a + 4u * AY) {
+            let v0 = load_x(base + a * P.inner);
+            let v1 = load_x(base + (a + AY) * P.inner);
+            let v2 = load_x(base + (a + 2u * AY) * P.inner);
+            let v3 = load_x(base + (a + 3u * AY) * P.inner);
+            k0 = combine(k0, v0);
+            k1 = combine(k1, v1);
+            k2 = combine(k2, v2);
+            k3 = combine(k3, v3);
+        }
+        for (; a < a1; a = a + AY) {
+            k0 = combine(k0, load_x(base + a * P.inner));
+        }
+    }
+    let r = col_op(lid, combine(combine(k0, k1), combine(k2, k3)), OP);
+    var s = 0.0;
+    if (KIND == 6u) {
+        var e = 0.0;
+        if (live) {
+            for (var a = a0 + ay; a < a1; a = a + AY) {
+                e = e + exp(load_x(base + a * P.inner) - r);
+            }
+        }
+        s = col_op(lid, e, 0u);
+    }
+    if (ay == 0u && live) { write_value(slot, r, s); }
+}
+
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SG_BUILTINS}}) {
@@ -179,6 +301,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (g >= P.groups) { return; }
     if (PHASE == 2u) {
         merge_partials(g, lid);
+        return;
+    }
+    if (COLS == 1u) {
+        fold_cols(g, lid);
         return;
     }
     // This workgroup folds axis positions [a0, a1) of `row`.

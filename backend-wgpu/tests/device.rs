@@ -297,3 +297,28 @@ fn gpu_timing_reads_timestamps_without_changing_results() {
     let _ = a.matmul(&b).unwrap();
     assert_eq!(dev.take_gpu_time().unwrap(), None, "timing is off again");
 }
+
+#[test]
+fn trusted_and_checked_modules_agree_bit_for_bit() {
+    // The block matmul kernels are trusted modules (no run-time index clamps or loop
+    // bounds); a device opened with checked shaders builds the same WGSL with them.
+    // In-bounds kernels give the same bits either way, on ragged tiles and split-K.
+    let trusted = device();
+    let checked = WgpuBackend::with_options(&DeviceOptions {
+        checked_shaders: true,
+        ..DeviceOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("needs a wgpu adapter: {e}"));
+    for (m, k, n) in [(131, 77, 69), (64, 2048, 64), (200, 300, 257)] {
+        let run = |dev: &WgpuBackend| {
+            let a = Tensor::randn(dev, &[m, k], DType::F32, 7).unwrap();
+            let b = Tensor::randn(dev, &[k, n], DType::F32, 8).unwrap();
+            a.matmul(&b).unwrap().to_vec::<f32>().unwrap()
+        };
+        let (x, y) = (run(&trusted), run(&checked));
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{m}x{k}x{n}: trusted and checked modules differ"
+        );
+    }
+}
