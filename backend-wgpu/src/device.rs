@@ -71,11 +71,12 @@ pub struct DeviceOptions {
     /// `XKERN_WGPU_COOP=on` does the same for every device; `XKERN_WGPU_COOP=off` keeps
     /// them off even when this is set.
     pub with_coop_matrix: bool,
-    /// Compile every kernel with wgpu's run-time checks (index clamps on workgroup and
-    /// private arrays, loop bounding), even the kernels whose bounds the host guarantees
-    /// and which are otherwise built as trusted modules (A/B timing, debugging).
-    /// `XKERN_WGPU_TRUSTED=off` does the same for every device.
-    pub checked_shaders: bool,
+    /// Build the kernels whose bounds the host guarantees (the block matmuls) as trusted
+    /// modules, without wgpu's run-time checks (index clamps, loop bounding, guarded
+    /// integer division). Opt-in: on the H100 the checked modules ran faster (see
+    /// matmul.rs). `XKERN_WGPU_TRUSTED=on` does the same for every device; a comma list
+    /// of `bounds`, `loops`, `div` drops only those checks (A/B timing).
+    pub trusted_shaders: bool,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -100,8 +101,11 @@ pub(crate) struct Gpu {
     pub(crate) max_groups: u32,
     /// The forced matmul block, if any (options or `XKERN_WGPU_MATMUL_TILE`).
     pub(crate) matmul_block: Option<crate::MatmulBlock>,
-    /// Whether kernels marked trusted are built without run-time checks.
-    pub(crate) trusted: bool,
+    /// The run-time checks of kernels marked trusted; `None`: all checks.
+    pub(crate) trusted: Option<wgpu::ShaderRuntimeChecks>,
+    /// Elements per workgroup of large split `vec4` reductions (`XKERN_WGPU_REDUCE_CHUNK`,
+    /// for A/B timing; see reduce.rs).
+    pub(crate) reduce_big_chunk: usize,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -129,6 +133,30 @@ fn wanted_features() -> wgpu::Features {
 fn env_off(name: &str) -> bool {
     std::env::var(name)
         .is_ok_and(|v| matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "false"))
+}
+
+/// The checks kept by `XKERN_WGPU_TRUSTED=v`: `on` drops every one, a comma list of
+/// `bounds`, `loops`, `div` drops those.
+fn parse_trusted(v: &str) -> std::result::Result<wgpu::ShaderRuntimeChecks, String> {
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    for word in v.split(',').map(|w| w.trim().to_lowercase()) {
+        match word.as_str() {
+            "on" | "1" | "true" => {
+                checks.bounds_checks = false;
+                checks.force_loop_bounding = false;
+                checks.int_div_checks = false;
+            }
+            "bounds" => checks.bounds_checks = false,
+            "loops" => checks.force_loop_bounding = false,
+            "div" => checks.int_div_checks = false,
+            other => {
+                return Err(format!(
+                    "XKERN_WGPU_TRUSTED={v:?}: {other:?} is not on, off, bounds, loops or div"
+                ));
+            }
+        }
+    }
+    Ok(checks)
 }
 
 /// True when the environment variable `name` says on (`on`, `1`, `true`).
@@ -297,9 +325,31 @@ impl Gpu {
             max_workgroup_size_x: limits.max_compute_workgroup_size_x,
             max_workgroup_bytes: limits.max_compute_workgroup_storage_size,
         });
-        let trusted = !(opts.checked_shaders || env_off("XKERN_WGPU_TRUSTED"));
+        let trusted = if opts.trusted_shaders {
+            Some(parse_trusted("on").unwrap_or_else(|_| wgpu::ShaderRuntimeChecks::checked()))
+        } else {
+            match std::env::var("XKERN_WGPU_TRUSTED") {
+                Ok(v) if !env_off("XKERN_WGPU_TRUSTED") => Some(parse_trusted(&v).map_err(
+                    |reason| Error::BackendUnavailable {
+                        name: "wgpu".into(),
+                        reason,
+                    },
+                )?),
+                _ => None,
+            }
+        };
+        let reduce_big_chunk = match std::env::var("XKERN_WGPU_REDUCE_CHUNK") {
+            Ok(v) => {
+                crate::reduce::parse_big_chunk(&v).map_err(|reason| Error::BackendUnavailable {
+                    name: "wgpu".into(),
+                    reason,
+                })?
+            }
+            Err(_) => crate::reduce::CHUNK_VEC_BIG,
+        };
         Ok(Gpu {
             trusted,
+            reduce_big_chunk,
             device,
             queue,
             adapter_info,

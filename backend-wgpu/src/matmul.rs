@@ -105,19 +105,23 @@
 //! layouts, [`MatmulBlock::workgroup_bytes`]) is within the device's limit. Kernels check every load against M, N and K (zero-filling the ragged edge of a
 //! tile) and every store against M and N, so no size needs to be a multiple of a tile.
 //!
-//! **Trusted modules** (no run-time checks; `XKERN_WGPU_TRUSTED=off` or
-//! `DeviceOptions::checked_shaders` restore them): the block kernels (64 × 64, 128 × 64,
-//! 128 × 128, also as split-K's partial products) are built without wgpu's index clamps
-//! and loop bounding, which otherwise cost a clamp per dynamic workgroup-memory index in
-//! the micro-kernel and a counter per loop trip. Why they stay in bounds: global loads
-//! are guarded by `gx < M/N && gk < K` and stores by `row < M && col < N` as above, and
-//! the guarded indices lie inside the views the host validated (the bounds above); the
-//! batch table is read at `g / (tiles_m · tiles_n) < batches` since `g < groups`;
-//! workgroup-memory indices come from `at_*(r · THREADS + t)` with `r` below the
-//! generated load count and `t < THREADS`, so they address a tile whose element count
-//! is exactly loads × threads × 4 (asserted by the generator for every block); private
-//! arrays are indexed by generated constants only; the K loop counts up by BK to K,
-//! with K + BK below 2³² (checked in `matmul_impl`). The other kernels keep the checks.
+//! **Trusted modules, measured and not taken by default.** The block kernels (64 × 64,
+//! 128 × 64, 128 × 128, also as split-K's partial products) may be built without wgpu's
+//! run-time checks (`DeviceOptions::trusted_shaders`, `XKERN_WGPU_TRUSTED=on`, or a
+//! comma list of `bounds`, `loops`, `div` to drop only some). On the H100 (driver 580)
+//! dropping all of them made these kernels slower, not faster: f32 8192³ 32.0 ms against
+//! 29.4–29.6 ms checked, f16 8192³ 44.0 against 30.7–30.8 ms (GPU time, A/B/A/B in one
+//! run), so the checked modules stay the default. Why the kernels would be safe without
+//! the checks: global loads are guarded by `gx < M/N && gk < K` and stores by
+//! `row < M && col < N` as above, and the guarded indices lie inside the views the host
+//! validated (the bounds above); the batch table is read at `g / (tiles_m · tiles_n) <
+//! batches` since `g < groups`; workgroup-memory indices come from `at_*(r · THREADS +
+//! t)` with `r` below the generated load count and `t < THREADS`, so they address a tile
+//! whose element count is exactly loads × threads × 4 (asserted by the generator for
+//! every block); private arrays are indexed by generated constants only; the K loop
+//! counts up by BK to K, with K + 128 below 2³² (checked in `matmul_impl`); the divisors
+//! `tiles_m`, `tiles_n` are at least 1 whenever a workgroup runs (groups = batches ·
+//! tiles_m · tiles_n > 0).
 //!
 //! Every kernel accumulates in f32 and writes f32; 16-bit outputs are rounded once by
 //! `finish_f32`. Batches index a host-computed table of operand offsets (any broadcast

@@ -194,13 +194,13 @@ impl Gpu {
         self.kernel_with(cache, key, bindings, Checks::Checked, source)
     }
 
-    /// [`Gpu::kernel`], built as `checks` says (checked anyway where the device was
-    /// opened with checked shaders). A caller asking for [`Checks::Trusted`] vouches for
-    /// its WGSL: every storage-buffer access is guarded by explicit comparisons with the
+    /// [`Gpu::kernel`], built as `checks` says where the device was opened with trusted
+    /// shaders (else checked). A caller asking for [`Checks::Trusted`] vouches for its
+    /// WGSL: every storage-buffer access is guarded by explicit comparisons with the
     /// sizes the host bound (so the clamps wgpu would add never change an index), every
-    /// workgroup and private array index is in range by the kernel's constants, and
-    /// every loop counts up by a positive step to a bound that cannot wrap (the host
-    /// keeps sizes below 2³²  minus a tile through `fit_u32`).
+    /// workgroup and private array index is in range by the kernel's constants, every
+    /// loop counts up by a positive step to a bound that cannot wrap (the host keeps
+    /// sizes below 2³² minus a tile through `fit_u32`), and no divisor is zero.
     pub(crate) fn kernel_with(
         &self,
         cache: &Pipelines,
@@ -261,17 +261,13 @@ impl Gpu {
                     label: Some(key),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 };
-                let module = if checks == Checks::Trusted && self.trusted {
-                    // SAFETY: only kernels whose WGSL keeps every index in bounds and
-                    // every loop finite by construction ask for Checks::Trusted (the
-                    // contract of `kernel_with`, argued per kernel in its module doc);
-                    // the checks dropped would never change what such a kernel does.
-                    unsafe {
-                        self.device.create_shader_module_trusted(
-                            desc,
-                            wgpu::ShaderRuntimeChecks::unchecked(),
-                        )
-                    }
+                let module = if let (Checks::Trusted, Some(runtime)) = (checks, self.trusted) {
+                    // SAFETY: only kernels whose WGSL keeps every index in bounds, every
+                    // loop finite and every divisor non-zero by construction ask for
+                    // Checks::Trusted (the contract of `kernel_with`, argued per kernel in
+                    // its module doc); the checks dropped would never change what such a
+                    // kernel does.
+                    unsafe { self.device.create_shader_module_trusted(desc, runtime) }
                 } else {
                     self.device.create_shader_module(desc)
                 };

@@ -12,11 +12,13 @@
 //! warp reads one contiguous run (32 neighbouring elements of an axis row, or for small
 //! inner several whole neighbouring rows) where one workgroup per column read a
 //! separate sector per element (a 4-byte read costs a 32-byte sector: ⅛ of the
-//! bandwidth for f32). Each invocation folds at most 64 positions of its column (four
-//! accumulators, four loads in flight); a tree over the axis lanes of each column
-//! combines them; axes longer than `64 · 128 / cx` positions split into chunks whose
-//! partial states the row merge (phase 2) folds, so a tall column spreads over the GPU
-//! and keeps the short sequential runs of the accuracy argument below.
+//! bandwidth for f32). Each invocation folds at most 128 positions of its column (four
+//! accumulators, eight loads in flight); a tree over the axis lanes of each column
+//! combines them; axes longer than `128 · 128 / cx` positions split into chunks, so a
+//! tall column spreads over the GPU and keeps the short sequential runs of the accuracy
+//! argument below. Their partial states are written chunk-major and merged by one
+//! invocation per output in chunk order where there are at most 64 chunks (an 8192-row
+//! column sum: 16), else by the row merge's workgroup per output and tree.
 //!
 //! Trees: on adapters with `SUBGROUP` (and subgroups of at most 128 lanes) the
 //! workgroup-wide combines run on subgroup shuffles (`tree_subgroup.wgsl`: three
@@ -92,13 +94,17 @@ const CHUNK_VEC: usize = 16384;
 /// above holds), and a quarter of the workgroups, each with four times the work to
 /// amortise its tree and launch (a 64M-element sum: 1024 workgroups instead of 4096,
 /// about eight per SM of a large GPU).
-const CHUNK_VEC_BIG: usize = 65536;
+pub(crate) const CHUNK_VEC_BIG: usize = 65536;
 const BIG_REDUCTION: usize = 1 << 24;
 
 /// Sequential axis positions per invocation of the column kernel (inner > 1): a
 /// workgroup folds `COL_DEPTH · AY` positions of its columns, each of its four
-/// accumulators at most `COL_DEPTH / 4` of them in order.
-const COL_DEPTH: usize = 64;
+/// accumulators at most `COL_DEPTH / 4` of them in order (as the row kernels' 32).
+const COL_DEPTH: usize = 128;
+
+/// Most chunks of a column reduction merged one output per invocation (phase 3, that
+/// many partial states added in order).
+const COL_MERGE_MAX: usize = 64;
 
 /// Columns per workgroup of the column kernel for `inner` (> 1): 32, so that a warp
 /// reads 32 neighbouring elements, or fewer for narrower rows (then a warp's lanes cover
@@ -112,13 +118,25 @@ fn col_chunk(cx: usize) -> usize {
     COL_DEPTH * (128 / cx)
 }
 
-/// The chunk of a split reduction: depends on the shape only, so results are the same
-/// on every run and adapter with the same subgroup size.
-fn chunk_of(vec: bool, rows: usize, axis_len: usize) -> usize {
+/// `XKERN_WGPU_REDUCE_CHUNK`: the big chunk, a power of two from 16384 to 262144
+/// (timing experiments; above 65536 an accumulator lane adds more than 32 elements in
+/// order).
+pub(crate) fn parse_big_chunk(v: &str) -> std::result::Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n.is_power_of_two() && (CHUNK_VEC..=1 << 18).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "XKERN_WGPU_REDUCE_CHUNK={v:?}: expected a power of two from {CHUNK_VEC} to 262144"
+        )),
+    }
+}
+
+/// The chunk of a split reduction: depends on the shape (and the device's big chunk)
+/// only, so results are the same on every run and adapter with the same subgroup size.
+fn chunk_of(vec: bool, rows: usize, axis_len: usize, big: usize) -> usize {
     if !vec {
         CHUNK
     } else if rows.saturating_mul(axis_len) >= BIG_REDUCTION {
-        CHUNK_VEC_BIG
+        big
     } else {
         CHUNK_VEC
     }
@@ -363,15 +381,16 @@ impl WgpuBackend {
             (col_chunk(cols), spec.axis_len > col_chunk(cols))
         } else {
             (
-                chunk_of(vec, rows, spec.axis_len),
+                chunk_of(vec, rows, spec.axis_len, self.gpu().reduce_big_chunk),
                 spec.axis_len > SPLIT_MIN,
             )
         };
         let kernel_for = |phase: u32| {
-            // The merge phase reads only partial states: one kernel for every layout.
-            let v = vec && phase != 2;
-            let cx = if phase == 2 { 0 } else { cols };
-            let c = if phase == 2 { CHUNK } else { chunk };
+            // The merges read only partial states: one kernel each for every layout.
+            let merge = phase >= 2;
+            let v = vec && !merge;
+            let cx = if merge { 0 } else { cols };
+            let c = if merge { CHUNK } else { chunk };
             let key = format!(
                 "reduce/{}/{}/{phase}/{}/{}/{c}/{cx}",
                 spec.dtype,
@@ -401,16 +420,26 @@ impl WgpuBackend {
         } else {
             1
         };
+        // Partial states: row-major from the row kernels, chunk-major from the columns.
+        let (p_rs, p_cs) = if cols > 0 { (1, rows) } else { (chunks, 1) };
         let params = || -> Result<Params> {
             Params::default()
                 .u(spec.axis_len)?
                 .u(spec.inner.max(1))?
                 .u(spec.offset)?
-                .u(chunks)
+                .u(chunks)?
+                .u(rows)?
+                .u(p_rs)?
+                .u(p_cs)
         };
         if split {
             let partial = kernel_for(1)?;
-            let merge = kernel_for(2)?;
+            // Few chunks of columns: one invocation per output (phase 3); else a
+            // workgroup per output with a tree (phase 2), which keeps the sequential
+            // runs short.
+            let per_output = cols > 0 && chunks <= COL_MERGE_MAX;
+            let merge = kernel_for(if per_output { 3 } else { 2 })?;
+            let merge_groups = if per_output { rows.div_ceil(128) } else { rows };
             let overflow = || Error::Backend {
                 backend: "wgpu",
                 message: format!("{rows} rows of {chunks} chunks overflow"),
@@ -419,7 +448,7 @@ impl WgpuBackend {
             let states = rows.checked_mul(2 * chunks).ok_or_else(overflow)?;
             let part = self.alloc_storage(DType::U32, states)?;
             rec.dispatch(&partial, &[x, x, &part], groups, params()?)?;
-            rec.dispatch(&merge, &[x, &part, &out], rows, params()?)?;
+            rec.dispatch(&merge, &[x, &part, &out], merge_groups, params()?)?;
         } else {
             let single = kernel_for(0)?;
             rec.dispatch(&single, &[x, x, &out], per_chunk, params()?)?;
@@ -537,7 +566,7 @@ mod tests {
     fn split_phases_validate() {
         for dtype in DType::FLOATS {
             for kind in ReduceKind::ALL {
-                for phase in [0, 1, 2] {
+                for phase in [0, 1, 2, 3] {
                     for sg in [false, true] {
                         for (vec, chunk, cols) in [
                             (false, super::CHUNK, 0),

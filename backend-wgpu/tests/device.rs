@@ -300,12 +300,13 @@ fn gpu_timing_reads_timestamps_without_changing_results() {
 
 #[test]
 fn trusted_and_checked_modules_agree_bit_for_bit() {
-    // The block matmul kernels are trusted modules (no run-time index clamps or loop
-    // bounds); a device opened with checked shaders builds the same WGSL with them.
-    // In-bounds kernels give the same bits either way, on ragged tiles and split-K.
-    let trusted = device();
-    let checked = WgpuBackend::with_options(&DeviceOptions {
-        checked_shaders: true,
+    // A device opened with trusted shaders builds the block matmul kernels without
+    // wgpu's run-time checks (index clamps, loop bounds, guarded division); the default
+    // device builds the same WGSL with them. In-bounds kernels give the same bits
+    // either way, on ragged tiles and split-K.
+    let checked = device();
+    let trusted = WgpuBackend::with_options(&DeviceOptions {
+        trusted_shaders: true,
         ..DeviceOptions::default()
     })
     .unwrap_or_else(|e| panic!("needs a wgpu adapter: {e}"));
