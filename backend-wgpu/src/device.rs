@@ -106,6 +106,9 @@ pub(crate) struct Gpu {
     /// Elements per workgroup of large split `vec4` reductions (`XKERN_WGPU_REDUCE_CHUNK`,
     /// for A/B timing; see reduce.rs).
     pub(crate) reduce_big_chunk: usize,
+    /// Invocations per workgroup of the normalisations (`XKERN_WGPU_NORM_WG`: 128, the
+    /// default, or 256; A/B timing).
+    pub(crate) norm_wg: usize,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -347,7 +350,20 @@ impl Gpu {
             }
             Err(_) => crate::reduce::CHUNK_VEC_BIG,
         };
+        let norm_wg = match std::env::var("XKERN_WGPU_NORM_WG").as_deref() {
+            Err(_) | Ok("128") => 128,
+            Ok("256") if limits.max_compute_invocations_per_workgroup >= 256 => 256,
+            Ok(other) => {
+                return Err(Error::BackendUnavailable {
+                    name: "wgpu".into(),
+                    reason: format!(
+                        "XKERN_WGPU_NORM_WG={other:?}: expected 128 or 256 (within the adapter's invocation limit)"
+                    ),
+                });
+            }
+        };
         Ok(Gpu {
+            norm_wg,
             trusted,
             reduce_big_chunk,
             device,

@@ -1,18 +1,18 @@
 // normalize.wgsl: softmax, log-softmax and RMS norm along the axis of [outer, axis,
-// inner], one workgroup per row. Two workgroup-wide reductions (tree.wgsl, or
+// inner], one workgroup of WG invocations (128, or 256 where chosen) per row. Two workgroup-wide reductions (tree.wgsl, or
 // tree_subgroup.wgsl with subgroups): max, then Σ exp(x − max);
 // or Σ x² for RMS norm, then every invocation writes its slice of the row.
 // Softmax/log-softmax use exp(x − max) exactly as the reference does, so a row whose max
 // is ±∞ or NaN gives NaN; RMS norm is x / sqrt(mean(x²) + eps) · weight.
 // R > 0 (contiguous rows, inner = 1, starts and length multiples of 4, at most
-// 4 · 128 · R elements): the row is read once, as vec4s kept in registers (R per
+// 4 · WG · R elements): the row is read once, as vec4s kept in registers (R per
 // invocation), instead of two or three times from memory; vec4 stores.
 struct Params { groups: u32, axis_len: u32, inner: u32, offset: u32, eps: f32, w_off: u32, w_stride: u32 }
 //!BINDINGS
 // 0 softmax, 1 log-softmax, 2 RMS norm.
 const KIND: u32 = {{KIND}}u;
 const HAS_W: u32 = {{WEIGHT}}u;
-const WG: u32 = 128u;
+const WG: u32 = {{WG}}u;
 // vec4s per invocation of the register-cached path (0: the streaming path).
 const R: u32 = {{CACHE}}u;
 {{LOAD_SHIM}}
@@ -47,7 +47,7 @@ fn normed(x: vec4<f32>, q: u32, m: f32, total: f32, lse: f32, rs: f32) -> vec4<f
 
 {{CACHED_ROW}}
 
-@compute @workgroup_size(128)
+@compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32{{SG_BUILTINS}}) {
     {{SG_INIT}}

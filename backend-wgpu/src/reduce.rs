@@ -279,13 +279,14 @@ fn cached_row(cache: usize) -> String {
     s
 }
 
-/// The `vec4`s per invocation of the cached path for rows of `axis_len` (a power of two
-/// covering the row, so few variants compile), or 0 for the streaming path.
-fn cache_len(vec: bool, axis_len: usize) -> usize {
+/// The `vec4`s per invocation of the cached path for rows of `axis_len` with `wg`
+/// invocations (a power of two covering the row, so few variants compile), or 0 for the
+/// streaming path.
+fn cache_len(vec: bool, axis_len: usize, wg: usize) -> usize {
     if !vec {
         return 0;
     }
-    let need = axis_len.div_ceil(4 * 128).next_power_of_two();
+    let need = axis_len.div_ceil(4 * wg).next_power_of_two();
     if need <= CACHE_MAX { need } else { 0 }
 }
 
@@ -323,13 +324,15 @@ pub(crate) fn reduce_phase_source(
 }
 
 /// The WGSL of one normalisation (also used by the naga tests): `cache` vec4s per
-/// invocation on the register-cached path, 0 for the streaming one.
+/// invocation on the register-cached path, 0 for the streaming one; `wg` invocations
+/// per workgroup (128 or 256).
 pub(crate) fn normalize_source(
     dtype: DType,
     kind: NormKind,
     weight: bool,
     subgroups: bool,
     cache: usize,
+    wg: usize,
 ) -> String {
     let vec = cache > 0;
     let mut constants = tree_constants(subgroups).to_vec();
@@ -337,6 +340,7 @@ pub(crate) fn normalize_source(
         ("KIND", norm_code(kind).to_string()),
         ("WEIGHT", u32::from(weight).to_string()),
         ("CACHE", cache.to_string()),
+        ("WG", wg.to_string()),
         ("CACHED_ROW", cached_row(cache)),
         ("LOAD_SHIM", x_slot(dtype, vec).1),
         ("STORE_SHIM", store_shim(vec).to_string()),
@@ -505,19 +509,21 @@ impl WgpuBackend {
         }
         let has_w = weight.is_some();
         let sg = self.subgroup_trees();
+        let wg = self.gpu().norm_wg;
         let cache = cache_len(
             vec4_rows(spec.inner, spec.axis_len, spec.offset),
             spec.axis_len,
+            wg,
         );
         let key = format!(
-            "normalize/{}/{}/{}/{}/{cache}",
+            "normalize/{}/{}/{}/{}/{cache}/{wg}",
             spec.dtype,
             norm_code(spec.kind),
             u32::from(has_w),
             u8::from(sg)
         );
         let kernel = self.kernel(&key, &norm_bindings(spec.dtype, cache > 0), || {
-            normalize_source(spec.dtype, spec.kind, has_w, sg, cache)
+            normalize_source(spec.dtype, spec.kind, has_w, sg, cache, wg)
         })?;
         let eps = match spec.kind {
             NormKind::RmsNorm { eps } => eps,

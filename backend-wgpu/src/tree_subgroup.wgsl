@@ -1,19 +1,20 @@
 // tree_subgroup.wgsl: the same workgroup-wide reductions as tree.wgsl, on subgroup
-// shuffles (adapters with the SUBGROUP feature and subgroups of at most 128 lanes).
+// shuffles (adapters with the SUBGROUP feature and subgroups of at most WG lanes, WG
+// being the including kernel's workgroup size).
 // Three workgroup barriers instead of eight, and no assumption on how invocations map to
 // subgroups:
 //   1. each subgroup combines its lanes with an XOR butterfly (log2 size shuffles);
 //      a butterfly gives every lane the same value, since a + b == b + a bit for bit;
 //   2. every invocation writes the identity to sv[lid]; after a barrier each subgroup's
 //      lane 0 writes the subgroup's value at its own lid: slots are unique and fixed;
-//   3. after a barrier, each subgroup folds all 128 slots, lane s taking the slots
+//   3. after a barrier, each subgroup folds all WG slots, lane s taking the slots
 //      s, s + size, ... in order, then a second butterfly: every subgroup computes the
 //      same value, so no third round of workgroup memory is needed.
 // The order of operations depends only on the subgroup size and the lane mapping, which
 // are fixed for one pipeline on one adapter, so results repeat run to run.
 
-var<workgroup> sv: array<f32, 128>;
-var<workgroup> si: array<u32, 128>;
+var<workgroup> sv: array<f32, WG>;
+var<workgroup> si: array<u32, WG>;
 var<private> sg_lane: u32;
 var<private> sg_size: u32;
 
@@ -32,7 +33,7 @@ fn tree_op(lid: u32, v: f32, op: u32) -> f32 {
     if (sg_lane == 0u) { sv[lid] = mine; }
     workgroupBarrier();
     var acc = op_identity(op);
-    for (var k = sg_lane; k < 128u; k = k + sg_size) {
+    for (var k = sg_lane; k < WG; k = k + sg_size) {
         acc = op_combine(acc, sv[k], op);
     }
     let r = butterfly(acc, op);
@@ -65,7 +66,7 @@ fn tree_arg(lid: u32, v: f32, i: u32, want_max: bool) -> Arg {
     workgroupBarrier();
     var bv = 0.0;
     var bi = NONE;
-    for (var k = sg_lane; k < 128u; k = k + sg_size) {
+    for (var k = sg_lane; k < WG; k = k + sg_size) {
         if (arg_better(sv[k], si[k], bv, bi, want_max)) {
             bv = sv[k];
             bi = si[k];

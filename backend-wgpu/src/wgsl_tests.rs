@@ -162,12 +162,16 @@ fn every_kernel_variant_validates() {
             for w in [false, true] {
                 for sg in [false, true] {
                     for cache in [0, 1, 2, 4, 8, 16] {
-                        validate_with(
-                            &format!("normalize {dtype} {kind:?} subgroups={sg} cache={cache}"),
-                            &normalize_source(dtype, kind, w, sg, cache),
-                            sg,
-                        );
-                        n += 1;
+                        for wg in [128, 256] {
+                            validate_with(
+                                &format!(
+                                    "normalize {dtype} {kind:?} subgroups={sg} cache={cache} wg={wg}"
+                                ),
+                                &normalize_source(dtype, kind, w, sg, cache, wg),
+                                sg,
+                            );
+                            n += 1;
+                        }
                     }
                 }
             }
@@ -179,7 +183,7 @@ fn every_kernel_variant_validates() {
     // tiled layouts), attention (fallback, and 3 prefill tilings + 2 decode row counts
     // per head-dim pair, and 2 vec4 decodes where D and Dv are multiples of 4), 7
     // reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
-    // (none, 1, 2, 4, 8, 16 vec4s per invocation); the merge.
+    // (none, 1, 2, 4, 8, 16 vec4s per invocation) × 2 workgroup sizes; the merge.
     let vec_dims = ATTENTION_DIMS
         .iter()
         .filter(|(d, dv)| d % 4 == 0 && dv % 4 == 0)
@@ -187,7 +191,7 @@ fn every_kernel_variant_validates() {
     let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2) + 2 * vec_dims;
     assert_eq!(
         n,
-        16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6) + 1
+        16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6 * 2) + 1
     );
 }
 
