@@ -101,9 +101,15 @@
 //!   Merge: 1 MB of partials from L2 in one round of loads, ≈ 1–2 µs plus the barrier
 //!   between the dispatches. Expected ≈ 13–18 µs of GPU time (≈ 1.9–2.6 TB/s), from
 //!   90 µs measured for the second version (whose own estimate was 15–20 µs: the gap
-//!   was not profiled; the tunables are there to find it). Next step if the score reads
-//!   show up: split each score's features over R invocations (every K vec4 read once,
-//!   partial dot products summed by the V invocations).
+//!   was not profiled; the tunables are there to find it). If registers are the limit
+//!   (K and V a tile ahead plus the current V: ≈ 96 of them at R = 4 before the
+//!   accumulators and probabilities; under 128 per invocation is needed for 4
+//!   workgroups per SM, i.e. all 512 in one wave), `XKERN_WGPU_DECODE_PREFETCH=k` drops
+//!   the V prefetch (32 fewer) and `XKERN_WGPU_DECODE_GROUPS=256` gives one wave of
+//!   fewer, longer workgroups. Next step if the score reads show up: split each score's
+//!   features over R invocations (every K vec4 read once from workgroup memory instead of
+//!   R times, partial dot products summed by the V invocations: ≈ 40 % fewer
+//!   workgroup-memory wavefronts for ≈ 30 % more ALU instructions, not done).
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.
@@ -243,13 +249,16 @@ pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
 /// default [`DECODE_MIN_CHUNK`]), `XKERN_WGPU_DECODE_SPLITS` (a fixed number of splits
 /// per row block, overriding both; clamped to one key tile per split at least) and
 /// `XKERN_WGPU_DECODE_ROWS` (4 or 8 rows per workgroup where its memory fits; default:
-/// 4 where a kv head has at most 4 rows and D, Dv ≤ 128, else 8).
+/// 4 where a kv head has at most 4 rows and D, Dv ≤ 128, else 8) and
+/// `XKERN_WGPU_DECODE_PREFETCH` (`kv`, the default: K and V loaded a tile ahead; `k`: only
+/// K, a tile's V loaded at its start, 4·⌈T/KG⌉ fewer registers per invocation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DecodeTuning {
     pub(crate) target_groups: usize,
     pub(crate) min_chunk: usize,
     pub(crate) splits: Option<usize>,
     pub(crate) rows: Option<usize>,
+    pub(crate) prefetch_v: bool,
 }
 
 impl Default for DecodeTuning {
@@ -259,6 +268,7 @@ impl Default for DecodeTuning {
             min_chunk: DECODE_MIN_CHUNK,
             splits: None,
             rows: None,
+            prefetch_v: true,
         }
     }
 }
@@ -288,6 +298,14 @@ impl DecodeTuning {
         }
         t.splits = read("XKERN_WGPU_DECODE_SPLITS", &|n| n >= 1)?;
         t.rows = read("XKERN_WGPU_DECODE_ROWS", &|n| n == 4 || n == 8)?;
+        match std::env::var("XKERN_WGPU_DECODE_PREFETCH") {
+            Err(_) => {}
+            Ok(v) => match v.trim() {
+                "" | "auto" | "kv" => {}
+                "k" => t.prefetch_v = false,
+                _ => return Err(format!("XKERN_WGPU_DECODE_PREFETCH={v:?} is not kv or k")),
+            },
+        }
         Ok(t)
     }
 }
@@ -311,11 +329,13 @@ pub(crate) enum Plan {
     /// The prefill kernel with these tiles.
     Flash(FlashTiles),
     /// Split-KV decode: `rows` (query head, query) rows per workgroup, `splits`
-    /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32).
+    /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32);
+    /// `prefetch_v` loads V a tile ahead like K.
     Decode {
         rows: usize,
         splits: usize,
         chunk: usize,
+        prefetch_v: bool,
     },
     /// The one-row-per-workgroup kernel.
     Fallback,
@@ -362,6 +382,7 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize, tune: &DecodeTuning) -
             rows,
             splits,
             chunk,
+            prefetch_v: tune.prefetch_v,
         };
     }
     FLASH_TILES
@@ -447,14 +468,16 @@ impl WgpuBackend {
                 rows: r,
                 splits,
                 chunk,
+                prefetch_v,
             } => {
                 let vec = decode_vec(spec);
                 let key = format!(
-                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}",
-                    if vec { "/vec4" } else { "" }
+                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}{}",
+                    if vec { "/vec4" } else { "" },
+                    if prefetch_v { "" } else { "/k-prefetch" }
                 );
                 let kernel = self.kernel(&key, &decode_bindings(dtype, vec), || {
-                    decode_source(dtype, d, dv, r, vec)
+                    decode_source(dtype, d, dv, r, vec, prefetch_v)
                 })?;
                 let merge = self.kernel(
                     &format!("attention-merge/{dtype}"),

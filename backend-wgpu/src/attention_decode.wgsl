@@ -3,7 +3,8 @@
 // (query head of the kv head's GQA group, query position) pair, so the query heads of a
 // group share every K/V read. The workgroup walks its split's keys T = WG / R at a time
 // and keeps the next tile's K and V in registers while it computes the current one
-// (software pipelining: the loads of tile i + 1 are in flight during the math of tile i).
+// (software pipelining: the loads of tile i + 1 are in flight during the math of tile i;
+// the host may leave V out of it, loading a tile's V at the tile's start: fewer registers).
 // K: invocation t loads vec4s t + WG·i of the tile (key e / DP4, features 4·(e % DP4) ..;
 // neighbouring invocations read neighbouring vec4s of a row: coalesced) and stages them
 // in workgroup memory; invocation (r, j) = (t / T, t % T) computes score (r, j) into the
@@ -101,7 +102,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // The first tile's K and V (zero past the split).
     var t1 = k_lo;
 {{KV_DECL}}
-{{KV_LOAD}}
+{{PRO_LOAD}}
     // Q, loads first (in flight with the first tile's), then the stores.
 {{Q_STAGE}}
     for (var t0 = k_lo; t0 < k_hi; t0 = t0 + T) {
@@ -112,7 +113,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{K_STORE}}
 {{V_KEEP}}
         t1 = t0 + T;
-{{KV_LOAD}}
+{{NEXT_LOAD}}
         workgroupBarrier();
         var dot4 = vec4<f32>(0.0);
         for (var c = 0u; c < DP4; c = c + 1u) {

@@ -322,10 +322,12 @@ fn decode_matches_the_reference() {
                     continue;
                 }
                 let chunk = c.skv.div_ceil(splits).div_ceil(32).max(1) * 32;
+                // The V prefetch off where rows = 8.
                 let forced = Plan::Decode {
                     rows,
                     splits: c.skv.div_ceil(chunk).max(1),
                     chunk,
+                    prefetch_v: rows == 4,
                 };
                 run(&dev, c, dtype, 300 + i as u64, Some(forced));
             }
@@ -369,6 +371,7 @@ fn decode_reads_unaligned_rows_as_scalars() {
             rows: 8,
             splits: 3,
             chunk: 128,
+            prefetch_v: false,
         };
         for p in [dev.attention_plan(&spec), forced] {
             assert!(matches!(p, Plan::Decode { .. }), "{p:?}");
@@ -455,7 +458,8 @@ fn plans_follow_the_workgroup_memory_limit() {
             Plan::Decode {
                 rows,
                 splits: 64,
-                chunk: 128
+                chunk: 128,
+                prefetch_v: true
             }
         );
     }
@@ -472,7 +476,8 @@ fn plans_follow_the_workgroup_memory_limit() {
         Plan::Decode {
             rows: 8,
             splits: 86,
-            chunk: 96
+            chunk: 96,
+            prefetch_v: true
         }
     );
     assert_eq!(
@@ -480,12 +485,24 @@ fn plans_follow_the_workgroup_memory_limit() {
         Plan::Decode {
             rows: 4,
             splits: 256,
-            chunk: 32
+            chunk: 32,
+            prefetch_v: true
         }
     );
     assert!(matches!(
         p(16384, tuned(None, Some(4))),
         Plan::Decode { rows: 8, .. }
+    ));
+    let k_only = DecodeTuning {
+        prefetch_v: false,
+        ..DecodeTuning::default()
+    };
+    assert!(matches!(
+        p(49152, k_only),
+        Plan::Decode {
+            prefetch_v: false,
+            ..
+        }
     ));
     let fewer = DecodeTuning {
         target_groups: 128,

@@ -467,20 +467,23 @@ fn decode_q_stage(d: usize, rows: usize) -> String {
     s
 }
 
-/// The registers of the prefetched tile: `kn{i}` (K) and `vn{i}` (V).
-fn decode_kv_decl(sh: DecodeShape) -> String {
+/// The registers of the prefetched tile: `kn{i}` (K) and, where V is prefetched too,
+/// `vn{i}` (V).
+fn decode_kv_decl(sh: DecodeShape, prefetch_v: bool) -> String {
     let mut s = String::new();
     for i in 0..sh.nkl {
         let _ = writeln!(s, "    var kn{i} = vec4<f32>(0.0);");
     }
-    for i in 0..sh.nvj {
-        let _ = writeln!(s, "    var vn{i} = vec4<f32>(0.0);");
+    if prefetch_v {
+        for i in 0..sh.nvj {
+            let _ = writeln!(s, "    var vn{i} = vec4<f32>(0.0);");
+        }
     }
     s
 }
 
-/// The loads of the tile starting at key `t1` into `kn{i}`, `vn{i}` (zero past the split).
-fn decode_kv_load(sh: DecodeShape) -> String {
+/// The K loads of the tile starting at key `t1` into `kn{i}` (zero past the split).
+fn decode_k_load(sh: DecodeShape) -> String {
     let mut s = String::new();
     for i in 0..sh.nkl {
         let _ = writeln!(
@@ -494,14 +497,22 @@ fn decode_kv_load(sh: DecodeShape) -> String {
             o = i * DECODE_WG
         );
     }
+    s
+}
+
+/// The V loads of the tile starting at key `base` into `{dst}{i}` (zero past the split),
+/// declaring them first where `decl`.
+fn decode_v_load(sh: DecodeShape, base: &str, dst: &str, decl: bool) -> String {
+    let mut s = String::new();
     for i in 0..sh.nvj {
+        if decl {
+            let _ = writeln!(s, "        var {dst}{i} = vec4<f32>(0.0);");
+        } else {
+            let _ = writeln!(s, "        {dst}{i} = vec4<f32>(0.0);");
+        }
         let _ = writeln!(
             s,
-            "        {{
-            let key = t1 + vg + {o}u;
-            vn{i} = vec4<f32>(0.0);
-            if (vc < CV && key < k_hi) {{ vn{i} = vvec(vbase + key * P.v_ss, vc); }}
-        }}",
+            "        if (vc < CV && {base} + vg + {o}u < k_hi) {{ {dst}{i} = vvec(vbase + ({base} + vg + {o}u) * P.v_ss, vc); }}",
             o = i * sh.kg
         );
     }
@@ -521,8 +532,13 @@ fn decode_k_store(sh: DecodeShape) -> String {
     s
 }
 
-/// The current tile's V, kept while the next tile's loads overwrite `vn{i}`.
-fn decode_v_keep(sh: DecodeShape) -> String {
+/// The current tile's V `vk{i}`: kept from the prefetch while the next tile's loads
+/// overwrite `vn{i}`, or loaded now (without the V prefetch: fewer registers, the loads
+/// in flight during the K staging and the scores only).
+fn decode_v_keep(sh: DecodeShape, prefetch_v: bool) -> String {
+    if !prefetch_v {
+        return decode_v_load(sh, "t0", "vk", true);
+    }
     let mut s = String::new();
     for i in 0..sh.nvj {
         let _ = writeln!(s, "        let vk{i} = vn{i};");
@@ -715,9 +731,21 @@ pub(crate) fn decode_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot);
 
 /// The WGSL of the split-KV decode kernel (also used by the naga tests); `vec` reads K
 /// and V as vec4s (the host checks alignment; D and Dv must be multiples of 4); `rows`
-/// is 4 or 8.
-pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize, vec: bool) -> String {
+/// is 4 or 8; `prefetch_v` loads a tile's V a tile ahead, like its K.
+pub(crate) fn decode_source(
+    dtype: DType,
+    d: usize,
+    dv: usize,
+    rows: usize,
+    vec: bool,
+    prefetch_v: bool,
+) -> String {
     let sh = DecodeShape::new(d, dv, rows);
+    let mut next_load = decode_k_load(sh);
+    if prefetch_v {
+        next_load += &decode_v_load(sh, "t1", "vn", false);
+    }
+    let pro_load = next_load.clone();
     let sd4 = decode_sd4(d);
     let (_, in_wk) = decode_rows_per_round(d, rows);
     let wo = if in_wk {
@@ -731,10 +759,11 @@ pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize, vec:
         &[
             ("KV_FNS", decode_kv_fns(vec)),
             ("Q_STAGE", decode_q_stage(d, rows)),
-            ("KV_DECL", decode_kv_decl(sh)),
-            ("KV_LOAD", decode_kv_load(sh)),
+            ("KV_DECL", decode_kv_decl(sh, prefetch_v)),
+            ("PRO_LOAD", pro_load),
+            ("NEXT_LOAD", next_load),
             ("K_STORE", decode_k_store(sh)),
-            ("V_KEEP", decode_v_keep(sh)),
+            ("V_KEEP", decode_v_keep(sh, prefetch_v)),
             ("ML_DECL", decode_ml_decl(rows)),
             ("SOFTMAX", decode_softmax(sh, rows)),
             ("PV_FULL", decode_pv(sh, rows, false)),

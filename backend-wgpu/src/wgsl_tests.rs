@@ -136,9 +136,13 @@ fn every_kernel_variant_validates() {
                     &[false]
                 };
                 for &vec in vecs {
+                    // The V prefetch on and off.
+                    let pv = vec == (rows == 4);
                     validate(
-                        &format!("attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec}"),
-                        &decode_source(dtype, d, dv, rows, vec),
+                        &format!(
+                            "attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec} pv={pv}"
+                        ),
+                        &decode_source(dtype, d, dv, rows, vec, pv),
                     );
                     n += 1;
                 }
