@@ -109,7 +109,8 @@
 //!   fewer, longer workgroups. Next step if the score reads show up: split each score's
 //!   features over R invocations (every K vec4 read once from workgroup memory instead of
 //!   R times, partial dot products summed by the V invocations: ≈ 40 % fewer
-//!   workgroup-memory wavefronts for ≈ 30 % more ALU instructions, not done).
+//!   workgroup-memory wavefronts for ≈ 30 % more ALU instructions): written, off by
+//!   default until timed, `XKERN_WGPU_DECODE_DOT=split`.
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.
@@ -234,13 +235,14 @@ impl FlashTiles {
 }
 
 /// Workgroup memory of the decode kernel with `rows` rows, in bytes: the staged Q and K,
-/// the scores, the key groups' running max and sum (at most 2·WG words), and the
+/// the scores (R blocks of partial scores where `split_dot`), the key groups' running max and sum (at most 2·WG words), and the
 /// one-row combine buffer where the staged K is smaller than a row of accumulators.
-pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
+pub(crate) fn decode_bytes(d: usize, rows: usize, split_dot: bool) -> usize {
     let t = decode_t(rows);
     let (_, in_wk) = crate::attention_wgsl::decode_rows_per_round(d, rows);
     let wo = if in_wk { 0 } else { 16 * DECODE_WG };
-    4 * (4 * (rows + t) * decode_sd4(d) + rows * t + 2 * DECODE_WG) + wo
+    let ws = crate::attention_wgsl::decode_ws_parts(rows, split_dot) * rows * t;
+    4 * (4 * (rows + t) * decode_sd4(d) + ws + 2 * DECODE_WG) + wo
 }
 
 /// The decode plan's tunables, read once per device (`Gpu::open`) so that one GPU run can
@@ -251,7 +253,10 @@ pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
 /// `XKERN_WGPU_DECODE_ROWS` (4 or 8 rows per workgroup where its memory fits; default:
 /// 4 where a kv head has at most 4 rows and D, Dv ≤ 128, else 8) and
 /// `XKERN_WGPU_DECODE_PREFETCH` (`kv`, the default: K and V loaded a tile ahead; `k`: only
-/// K, a tile's V loaded at its start, 4·⌈T/KG⌉ fewer registers per invocation).
+/// K, a tile's V loaded at its start, 4·⌈T/KG⌉ fewer registers per invocation) and
+/// `XKERN_WGPU_DECODE_DOT` (`whole`, the default: one invocation per score; `split`: each
+/// score's features split over R invocations, where its R·WG words of partial scores
+/// fit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DecodeTuning {
     pub(crate) target_groups: usize,
@@ -259,6 +264,7 @@ pub(crate) struct DecodeTuning {
     pub(crate) splits: Option<usize>,
     pub(crate) rows: Option<usize>,
     pub(crate) prefetch_v: bool,
+    pub(crate) split_dot: bool,
 }
 
 impl Default for DecodeTuning {
@@ -269,6 +275,7 @@ impl Default for DecodeTuning {
             splits: None,
             rows: None,
             prefetch_v: true,
+            split_dot: false,
         }
     }
 }
@@ -306,6 +313,14 @@ impl DecodeTuning {
                 _ => return Err(format!("XKERN_WGPU_DECODE_PREFETCH={v:?} is not kv or k")),
             },
         }
+        match std::env::var("XKERN_WGPU_DECODE_DOT") {
+            Err(_) => {}
+            Ok(v) => match v.trim() {
+                "" | "auto" | "whole" => {}
+                "split" => t.split_dot = true,
+                _ => return Err(format!("XKERN_WGPU_DECODE_DOT={v:?} is not whole or split")),
+            },
+        }
         Ok(t)
     }
 }
@@ -330,12 +345,14 @@ pub(crate) enum Plan {
     Flash(FlashTiles),
     /// Split-KV decode: `rows` (query head, query) rows per workgroup, `splits`
     /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32);
-    /// `prefetch_v` loads V a tile ahead like K.
+    /// `prefetch_v` loads V a tile ahead like K; `split_dot` splits each score's
+    /// features over R invocations.
     Decode {
         rows: usize,
         splits: usize,
         chunk: usize,
         prefetch_v: bool,
+        split_dot: bool,
     },
     /// The one-row-per-workgroup kernel.
     Fallback,
@@ -360,12 +377,13 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize, tune: &DecodeTuning) -
             8
         };
         let mut rows = tune.rows.unwrap_or(auto);
-        if decode_bytes(d, rows) > wg_bytes {
+        if decode_bytes(d, rows, false) > wg_bytes {
             rows = 8;
         }
-        if decode_bytes(d, rows) > wg_bytes {
+        if decode_bytes(d, rows, false) > wg_bytes {
             return Plan::Fallback;
         }
+        let split_dot = tune.split_dot && decode_bytes(d, rows, true) <= wg_bytes;
         // Splits of whole tiles of 32 keys (a multiple of both tile lengths).
         let tiles = spec.kv_seq.div_ceil(32).max(1);
         let want = match tune.splits {
@@ -383,6 +401,7 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize, tune: &DecodeTuning) -
             splits,
             chunk,
             prefetch_v: tune.prefetch_v,
+            split_dot,
         };
     }
     FLASH_TILES
@@ -469,15 +488,17 @@ impl WgpuBackend {
                 splits,
                 chunk,
                 prefetch_v,
+                split_dot,
             } => {
                 let vec = decode_vec(spec);
                 let key = format!(
-                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}{}",
+                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}{}{}",
                     if vec { "/vec4" } else { "" },
-                    if prefetch_v { "" } else { "/k-prefetch" }
+                    if prefetch_v { "" } else { "/k-prefetch" },
+                    if split_dot { "/split-dot" } else { "" }
                 );
                 let kernel = self.kernel(&key, &decode_bindings(dtype, vec), || {
-                    decode_source(dtype, d, dv, r, vec, prefetch_v)
+                    decode_source(dtype, d, dv, r, vec, prefetch_v, split_dot)
                 })?;
                 let merge = self.kernel(
                     &format!("attention-merge/{dtype}"),

@@ -8,7 +8,10 @@
 // K: invocation t loads vec4s t + WG·i of the tile (key e / DP4, features 4·(e % DP4) ..;
 // neighbouring invocations read neighbouring vec4s of a row: coalesced) and stages them
 // in workgroup memory; invocation (r, j) = (t / T, t % T) computes score (r, j) into the
-// key-major `ws` (key j's R rows are RQ = R / 4 vec4s). V: invocation t = (vg, vc) =
+// key-major `ws` (key j's R rows are RQ = R / 4 vec4s). Or, where the host splits the dot
+// products (SPLIT_DOT), invocation (f, j) computes part f of the features (FC vec4s) of
+// key j for all R rows, reading each staged K vec4 once instead of R times, into the
+// partial-score block f of `ws`; the V invocations sum the R partials, scale and mask. V: invocation t = (vg, vc) =
 // (t / CW, t % CW) loads columns 4·vc .. 4·vc + 3 of keys vg + KG·i (one vec4 each,
 // neighbouring invocations contiguous) and accumulates them for all R rows in registers.
 // The online softmax (in f32) runs per key group: key group vg keeps its own running max
@@ -115,13 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         t1 = t0 + T;
 {{NEXT_LOAD}}
         workgroupBarrier();
-        var dot4 = vec4<f32>(0.0);
-        for (var c = 0u; c < DP4; c = c + 1u) {
-            dot4 = fma(wq[pr * SD4 + c], wk[pj * SD4 + c], dot4);
-        }
-        let dot = (dot4.x + dot4.y) + (dot4.z + dot4.w);
-        let seen = pj < cnt && t0 + pj < p_vis;
-        ws[pj * RQ + pr / 4u][pr % 4u] = select(neg_inf_f32(), dot * P.scale, seen);
+{{SCORES}}
         workgroupBarrier();
         // The key group's scores of this tile, its new running max, the rescale of its
         // sums and accumulators, then the probabilities.

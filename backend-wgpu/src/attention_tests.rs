@@ -318,7 +318,9 @@ fn decode_matches_the_reference() {
             // merge round takes where Skv > 2048).
             let tiles = c.skv.div_ceil(32);
             for (rows, splits) in [(4, 1), (8, 2), (4, tiles), (8, tiles)] {
-                if crate::attention::decode_bytes(c.d, rows) > wg_bytes(&dev) {
+                // Split dot products on the runs of one tile per split.
+                let split_dot = splits == tiles;
+                if crate::attention::decode_bytes(c.d, rows, split_dot) > wg_bytes(&dev) {
                     continue;
                 }
                 let chunk = c.skv.div_ceil(splits).div_ceil(32).max(1) * 32;
@@ -328,6 +330,7 @@ fn decode_matches_the_reference() {
                     splits: c.skv.div_ceil(chunk).max(1),
                     chunk,
                     prefetch_v: rows == 4,
+                    split_dot,
                 };
                 run(&dev, c, dtype, 300 + i as u64, Some(forced));
             }
@@ -372,6 +375,7 @@ fn decode_reads_unaligned_rows_as_scalars() {
             splits: 3,
             chunk: 128,
             prefetch_v: false,
+            split_dot: true,
         };
         for p in [dev.attention_plan(&spec), forced] {
             assert!(matches!(p, Plan::Decode { .. }), "{p:?}");
@@ -434,7 +438,7 @@ fn plans_follow_the_workgroup_memory_limit() {
         FLASH_TILES[2]
     );
     assert!(FLASH_TILES[2].bytes(256) <= 16384);
-    assert!(crate::attention::decode_bytes(128, 8) <= 16384);
+    assert!(crate::attention::decode_bytes(128, 8, false) <= 16384);
     assert_eq!(plan(&spec, 8192, &DecodeTuning::default()), Plan::Fallback);
     // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 64 chunks of 128.
     let decode = spec_of(
@@ -459,7 +463,8 @@ fn plans_follow_the_workgroup_memory_limit() {
                 rows,
                 splits: 64,
                 chunk: 128,
-                prefetch_v: true
+                prefetch_v: true,
+                split_dot: false
             }
         );
     }
@@ -477,7 +482,8 @@ fn plans_follow_the_workgroup_memory_limit() {
             rows: 8,
             splits: 86,
             chunk: 96,
-            prefetch_v: true
+            prefetch_v: true,
+            split_dot: false
         }
     );
     assert_eq!(
@@ -486,7 +492,8 @@ fn plans_follow_the_workgroup_memory_limit() {
             rows: 4,
             splits: 256,
             chunk: 32,
-            prefetch_v: true
+            prefetch_v: true,
+            split_dot: false
         }
     );
     assert!(matches!(
@@ -495,12 +502,22 @@ fn plans_follow_the_workgroup_memory_limit() {
     ));
     let k_only = DecodeTuning {
         prefetch_v: false,
+        split_dot: true,
         ..DecodeTuning::default()
     };
     assert!(matches!(
         p(49152, k_only),
         Plan::Decode {
             prefetch_v: false,
+            split_dot: true,
+            ..
+        }
+    ));
+    // Split dot products only where their partial scores fit.
+    assert!(matches!(
+        plan(&bench, 16384, &k_only),
+        Plan::Decode {
+            split_dot: false,
             ..
         }
     ));

@@ -546,6 +546,59 @@ fn decode_v_keep(sh: DecodeShape, prefetch_v: bool) -> String {
     s
 }
 
+/// Feature vec4s per part of a split dot product (R parts).
+fn decode_fc(d: usize, rows: usize) -> usize {
+    d.div_ceil(4).max(1).div_ceil(rows)
+}
+
+/// The score step. Whole dot products: invocation (r, j) computes score (r, j) and
+/// writes it scaled and masked. Split (`split_dot`): invocation (f, j) computes the
+/// partial dot products of key j over feature vec4s f·FC .. for every row and writes them
+/// to block f of `ws` (one vec4 per four rows); [`decode_softmax`] sums, scales, masks.
+fn decode_scores(d: usize, rows: usize, split_dot: bool) -> String {
+    if !split_dot {
+        return "        var dot4 = vec4<f32>(0.0);
+        for (var c = 0u; c < DP4; c = c + 1u) {
+            dot4 = fma(wq[pr * SD4 + c], wk[pj * SD4 + c], dot4);
+        }
+        let dot = (dot4.x + dot4.y) + (dot4.z + dot4.w);
+        let seen = pj < cnt && t0 + pj < p_vis;
+        ws[pj * RQ + pr / 4u][pr % 4u] = select(neg_inf_f32(), dot * P.scale, seen);
+"
+        .to_string();
+    }
+    let fc = decode_fc(d, rows);
+    let mut s = String::new();
+    for r in 0..rows {
+        let _ = writeln!(s, "        var dd{r} = vec4<f32>(0.0);");
+    }
+    let _ = writeln!(
+        s,
+        "        let c_hi = min(pr * {fc}u + {fc}u, DP4);
+        for (var c = pr * {fc}u; c < c_hi; c = c + 1u) {{
+            let kv = wk[pj * SD4 + c];"
+    );
+    for r in 0..rows {
+        let _ = writeln!(
+            s,
+            "            dd{r} = fma(wq[{}u + c], kv, dd{r});",
+            r * decode_sd4(d)
+        );
+    }
+    let _ = writeln!(s, "        }}");
+    for q in 0..rows / 4 {
+        let h: Vec<String> = (4 * q..4 * q + 4)
+            .map(|r| format!("(dd{r}.x + dd{r}.y) + (dd{r}.z + dd{r}.w)"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "        ws[(pr * T + pj) * RQ + {q}u] = vec4<f32>({});",
+            h.join(", ")
+        );
+    }
+    s
+}
+
 /// The key group's running max `m{q}` and sum `l{q}` of rows 4q .. 4q + 3.
 fn decode_ml_decl(rows: usize) -> String {
     let mut s = String::new();
@@ -561,15 +614,35 @@ fn decode_ml_decl(rows: usize) -> String {
 /// The online softmax of one tile for the invocation's key group: its keys' scores
 /// `s{i}_{q}` (one vec4 of four rows each), the new running max, the rescale of the sums
 /// and accumulators by exp(m_old − m_new), and the probabilities `p{i}_{q}`.
-fn decode_softmax(sh: DecodeShape, rows: usize) -> String {
+fn decode_softmax(sh: DecodeShape, rows: usize, split_dot: bool) -> String {
     let keys: Vec<usize> = (0..sh.nvj).filter(|i| i * sh.kg < sh.t).collect();
     let mut s = String::new();
     for q in 0..rows / 4 {
-        for &i in &keys {
+        if split_dot {
             let _ = writeln!(
                 s,
-                "        let s{i}_{q} = ws[(vg + {o}u) * RQ + {q}u];",
-                o = i * sh.kg
+                "        let visq{q} = vec4<u32>(vis{}, vis{}, vis{}, vis{});",
+                4 * q,
+                4 * q + 1,
+                4 * q + 2,
+                4 * q + 3
+            );
+        }
+        for &i in &keys {
+            let o = i * sh.kg;
+            if !split_dot {
+                let _ = writeln!(s, "        let s{i}_{q} = ws[(vg + {o}u) * RQ + {q}u];");
+                continue;
+            }
+            // The R partial dot products of the key, summed in a fixed order.
+            let parts: Vec<String> = (0..rows)
+                .map(|f| format!("ws[({}u + vg + {o}u) * RQ + {q}u]", f * sh.t))
+                .collect();
+            let _ = writeln!(
+                s,
+                "        let seen{i}_{q} = vec4<bool>(vg + {o}u < cnt) & (vec4<u32>(t0 + vg + {o}u) < visq{q});
+        let s{i}_{q} = select(vec4<f32>(neg_inf_f32()), ({}) * P.scale, seen{i}_{q});",
+                parts.join(" + ")
             );
         }
         let mut tmax = format!("m{q}");
@@ -644,6 +717,11 @@ fn decode_rows(rows: usize) -> String {
         );
     }
     s
+}
+
+/// Blocks of scores in `ws`: one, or R of partial scores where the dot products are split.
+pub(crate) fn decode_ws_parts(rows: usize, split_dot: bool) -> usize {
+    if split_dot { rows } else { 1 }
 }
 
 /// Rows per round of the final combine, and whether it goes through `wk` (free after the
@@ -731,7 +809,8 @@ pub(crate) fn decode_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot);
 
 /// The WGSL of the split-KV decode kernel (also used by the naga tests); `vec` reads K
 /// and V as vec4s (the host checks alignment; D and Dv must be multiples of 4); `rows`
-/// is 4 or 8; `prefetch_v` loads a tile's V a tile ahead, like its K.
+/// is 4 or 8; `prefetch_v` loads a tile's V a tile ahead, like its K; `split_dot` splits
+/// each score's features over R invocations.
 pub(crate) fn decode_source(
     dtype: DType,
     d: usize,
@@ -739,6 +818,7 @@ pub(crate) fn decode_source(
     rows: usize,
     vec: bool,
     prefetch_v: bool,
+    split_dot: bool,
 ) -> String {
     let sh = DecodeShape::new(d, dv, rows);
     let mut next_load = decode_k_load(sh);
@@ -765,7 +845,8 @@ pub(crate) fn decode_source(
             ("K_STORE", decode_k_store(sh)),
             ("V_KEEP", decode_v_keep(sh, prefetch_v)),
             ("ML_DECL", decode_ml_decl(rows)),
-            ("SOFTMAX", decode_softmax(sh, rows)),
+            ("SOFTMAX", decode_softmax(sh, rows, split_dot)),
+            ("SCORES", decode_scores(d, rows, split_dot)),
             ("PV_FULL", decode_pv(sh, rows, false)),
             ("PV_MASKED", decode_pv(sh, rows, true)),
             ("ROWS", decode_rows(rows)),
@@ -784,7 +865,10 @@ pub(crate) fn decode_source(
             ("KG", sh.kg.to_string()),
             ("WQ_LEN", (rows * sd4).to_string()),
             ("WK_LEN", (sh.t * sd4).to_string()),
-            ("WS_LEN", (sh.t * rows / 4).to_string()),
+            (
+                "WS_LEN",
+                (decode_ws_parts(rows, split_dot) * sh.t * rows / 4).to_string(),
+            ),
             ("WML_LEN", (2 * sh.kg * rows / 4).to_string()),
         ],
     )

@@ -136,13 +136,14 @@ fn every_kernel_variant_validates() {
                     &[false]
                 };
                 for &vec in vecs {
-                    // The V prefetch on and off.
+                    // The V prefetch on and off, whole and split dot products.
                     let pv = vec == (rows == 4);
+                    let sd = !vec;
                     validate(
                         &format!(
-                            "attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec} pv={pv}"
+                            "attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec} pv={pv} sd={sd}"
                         ),
-                        &decode_source(dtype, d, dv, rows, vec, pv),
+                        &decode_source(dtype, d, dv, rows, vec, pv, sd),
                     );
                     n += 1;
                 }
