@@ -40,17 +40,21 @@
 //!   step, Q kept resident instead of re-staged for every key tile.
 //! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
 //!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
-//!   across workgroups (at least [`DECODE_MIN_CHUNK`] keys each, about
-//!   [`DECODE_TARGET_GROUPS`] workgroups in all). A workgroup takes one kv head and 8
-//!   (query head of its group, query) rows, or 4 where a kv head has at most 4 (the
-//!   common GQA group of 4 at Sq = 1: no idle rows), so a GQA group reads K/V once; it
-//!   writes an unnormalised partial (m, l, O) per row, and the merge combines the splits
-//!   by the log-sum-exp rule. Why these sizes: 128 invocations compute the R rows ×
-//!   T = 128/R keys of a tile's scores one each, the dot products on vec4s of Q and K
-//!   staged in workgroup memory (rows padded to an odd count of vec4s: no bank
-//!   conflicts). At D = 128, R = 8 needs ≈ 15.4 KiB (within WebGPU's 16 KiB), R = 4 ≈
-//!   21.6 KiB (taken where it fits and D, Dv ≤ 128, else R = 8: at 256, R = 4 would
-//!   hold 48 vec4s of K/V per invocation in registers, R = 8 holds 24).
+//!   across workgroups (whole tiles of 32 keys, at least [`DECODE_MIN_CHUNK`] keys each,
+//!   about [`DECODE_TARGET_GROUPS`] workgroups in all; both tunable, see
+//!   [`DecodeTuning`]). A workgroup takes one kv head and 8 (query head of its group,
+//!   query) rows, or 4 where a kv head has at most 4 (the common GQA group of 4 at
+//!   Sq = 1: no idle rows), so a GQA group reads K/V once; it writes an unnormalised
+//!   partial (m, l, O) per row, and the merge combines the splits by the log-sum-exp rule
+//!   and writes the output dtype itself (f16/bf16 as words of two elements, the same
+//!   exact rounding as the cast kernel): two dispatches per op, where the first version
+//!   had three (decode, merge, f32 → f16 cast), each behind a full barrier. Why these
+//!   sizes: 128 invocations compute the R rows × T = 128/R keys of a tile's scores one
+//!   each, the dot products on vec4s of Q and K staged in workgroup memory (rows padded
+//!   to an odd count of vec4s: no bank conflicts). At D = 128, R = 8 needs ≈ 13.9 KiB
+//!   (within WebGPU's 16 KiB), R = 4 ≈ 20.1 KiB (taken where it fits and D, Dv ≤ 128,
+//!   else R = 8: at 256, R = 4 would hold 48 vec4s of K/V per invocation in registers,
+//!   R = 8 holds 24).
 //!
 //!   Memory-level parallelism is what a decode lives on: it reads every K/V byte once,
 //!   so its time is bytes over bandwidth only when enough bytes are in flight to cover
@@ -65,25 +69,48 @@
 //!   tile (neighbouring invocations, neighbouring 8/16 B of a row). V: invocation
 //!   (vg, vc) loads the vec4 column vc of keys vg + KG·i (CW ≥ ⌈Dv/4⌉ invocations per
 //!   key group, KG = 128/CW groups: at Dv = 128, 4 groups of 32, each warp one
-//!   contiguous 256 B row), accumulates R rows × 4 columns, and the groups are summed
-//!   through workgroup memory once at the end. The merge takes the splits four at a
-//!   time (four independent loads in flight per invocation).
+//!   contiguous 256 B row) and accumulates R rows × 4 columns.
+//!
+//!   The softmax runs per key group: each group keeps its own running max and sum per row
+//!   over its keys (it reads its keys' scores, stored key-major, as one vec4 per key and
+//!   four rows), so a tile costs two workgroup barriers (K staged; scores written) and no
+//!   loop over the tile's keys; the second version's per-tile workgroup max and sum cost
+//!   a third barrier and two T-long serial loops of workgroup-memory reads per
+//!   invocation (≈ 1,000 dependent cycles per tile). The exponentials are computed by
+//!   each of a group's CW invocations (R·T/KG per invocation per tile, 32 at the
+//!   benchmark shape): cheaper than another barrier. At the end the KG groups are
+//!   combined by the log-sum-exp rule through workgroup memory (the staged-K buffer, free
+//!   then: one barrier for R = 4 at D = 128, where the second version took 2 per row).
+//!   Why no fused merge: the last workgroup of a row block could merge its splits behind
+//!   an atomic counter, but WGSL has no device-scope release/acquire, so the partials of
+//!   the other workgroups are not guaranteed visible to it; the merge stays a dispatch.
+//!   The merge is 256 invocations per 32 output elements, 8 split groups × 8 splits per
+//!   invocation with all 24 loads of a round in flight (64 splits per round, as many
+//!   rounds as needed), combined in a fixed order: deterministic.
 //!
 //!   Expected on an H100 for the benchmark decode (Hq 32, Hkv 8, Sq 1, Skv 8192,
 //!   D 128, f16): R = 4, 64 splits of 128 keys (4 tiles of 32), 512 workgroups of 4
-//!   warps, 21.6 KiB each, all resident at once (≈ 3.9 per SM; registers ≈ 110–128 per
-//!   invocation: 8 + 8 prefetched vec4s, the current tile's 8 V vec4s, 4 accumulator
-//!   vec4s). Per tile each invocation has 8 K + 8 V loads of 8 B in flight: 128 B ×
-//!   65,536 invocations = 8.4 MB, a whole tile of the grid, over 3× the latency-bandwidth
-//!   product. HBM: 33.5 MB / 3.35 TB/s = 10 µs. Workgroup memory: each staged K element
-//!   (as f32) is read by the R = 4 rows, 134 MB over 132 SMs × 128 B/clk ≈ 4.5 µs, and
-//!   ≈ 2,400 instructions per invocation ≈ 5.5 µs of issue; both overlap the loads of
-//!   the next tile. The merge reads 1 MB of partials from L2 (≈ 1–2 µs plus a launch),
-//!   the f16 cast of the 8 KiB output about the same. Expected total ≈ 15–20 µs of GPU
-//!   time (≈ 1.7–2.2 TB/s, 50–65 % of HBM), from 177 µs. Next step if the score math
-//!   shows up: one invocation per key computing all R rows (K read once from registers,
-//!   not R times from workgroup memory) with a subgroup max instead of the T-long
-//!   workgroup-memory loops.
+//!   warps, 20.1 KiB each, all resident at once (≈ 3.9 per SM; registers ≈ 110–128 per
+//!   invocation). Per tile each invocation has 8 K + 8 V loads of 8 B in flight: 128 B ×
+//!   65,536 invocations = 8.4 MB, over 3× the latency-bandwidth product. HBM: 33.5 MB /
+//!   3.35 TB/s = 10 µs. Issue: ≈ 750 instructions per invocation per tile (128 score
+//!   FMAs on 64 vec4 workgroup reads, 128 P·V FMAs, 32 exponentials, 64 f16 → f32
+//!   conversions, the loads' address math), 2,048 warps × 4 tiles → ≈ 6 µs at full
+//!   issue, overlapping the loads; the score reads (each staged K vec4 read by the R
+//!   rows' invocations, 64 KiB per workgroup tile) ≈ 4 µs of workgroup-memory bandwidth.
+//!   Merge: 1 MB of partials from L2 in one round of loads, ≈ 1–2 µs plus the barrier
+//!   between the dispatches. Expected ≈ 13–18 µs of GPU time (≈ 1.9–2.6 TB/s), from
+//!   90 µs measured for the second version (whose own estimate was 15–20 µs: the gap
+//!   was not profiled; the tunables are there to find it). If registers are the limit
+//!   (K and V a tile ahead plus the current V: ≈ 96 of them at R = 4 before the
+//!   accumulators and probabilities; under 128 per invocation is needed for 4
+//!   workgroups per SM, i.e. all 512 in one wave), `XKERN_WGPU_DECODE_PREFETCH=k` drops
+//!   the V prefetch (32 fewer) and `XKERN_WGPU_DECODE_GROUPS=256` gives one wave of
+//!   fewer, longer workgroups. Next step if the score reads show up: split each score's
+//!   features over R invocations (every K vec4 read once from workgroup memory instead of
+//!   R times, partial dot products summed by the V invocations: ≈ 40 % fewer
+//!   workgroup-memory wavefronts for ≈ 30 % more ALU instructions): written, off by
+//!   default until timed, `XKERN_WGPU_DECODE_DOT=split`.
 //! - **Fallback** (`attention.wgsl`): one workgroup per query row, any size. Taken for
 //!   `D` or `Dv` above [`MAX_FAST_DIM`], empty outputs, and when a fast kernel's
 //!   workgroup memory exceeds the device's limit.
@@ -105,8 +132,8 @@
 
 use crate::WgpuBackend;
 use crate::attention_wgsl::{
-    attention_source, bindings, decode_bindings, decode_source, flash_source, merge_bindings,
-    merge_source,
+    MERGE_EB, attention_source, bindings, decode_bindings, decode_source, flash_source,
+    merge_bindings, merge_source,
 };
 use crate::buffers::WgpuStorage;
 use crate::pipelines::{Params, fit_u32};
@@ -207,10 +234,95 @@ impl FlashTiles {
     }
 }
 
-/// Workgroup memory of the decode kernel with `rows` rows, in bytes.
-pub(crate) fn decode_bytes(d: usize, rows: usize) -> usize {
+/// Workgroup memory of the decode kernel with `rows` rows, in bytes: the staged Q and K,
+/// the scores (R blocks of partial scores where `split_dot`), the key groups' running max and sum (at most 2·WG words), and the
+/// one-row combine buffer where the staged K is smaller than a row of accumulators.
+pub(crate) fn decode_bytes(d: usize, rows: usize, split_dot: bool) -> usize {
     let t = decode_t(rows);
-    4 * (4 * (rows + t) * decode_sd4(d) + 2 * rows * t + rows) + 16 * DECODE_WG
+    let (_, in_wk) = crate::attention_wgsl::decode_rows_per_round(d, rows);
+    let wo = if in_wk { 0 } else { 16 * DECODE_WG };
+    let ws = crate::attention_wgsl::decode_ws_parts(rows, split_dot) * rows * t;
+    4 * (4 * (rows + t) * decode_sd4(d) + ws + 2 * DECODE_WG) + wo
+}
+
+/// The decode plan's tunables, read once per device (`Gpu::open`) so that one GPU run can
+/// sweep them: `XKERN_WGPU_DECODE_GROUPS` (workgroups aimed at, default
+/// [`DECODE_TARGET_GROUPS`]), `XKERN_WGPU_DECODE_MIN_CHUNK` (fewest keys per split,
+/// default [`DECODE_MIN_CHUNK`]), `XKERN_WGPU_DECODE_SPLITS` (a fixed number of splits
+/// per row block, overriding both; clamped to one key tile per split at least) and
+/// `XKERN_WGPU_DECODE_ROWS` (4 or 8 rows per workgroup where its memory fits; default:
+/// 4 where a kv head has at most 4 rows and D, Dv ≤ 128, else 8) and
+/// `XKERN_WGPU_DECODE_PREFETCH` (`kv`, the default: K and V loaded a tile ahead; `k`: only
+/// K, a tile's V loaded at its start, 4·⌈T/KG⌉ fewer registers per invocation) and
+/// `XKERN_WGPU_DECODE_DOT` (`whole`, the default: one invocation per score; `split`: each
+/// score's features split over R invocations, where its R·WG words of partial scores
+/// fit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DecodeTuning {
+    pub(crate) target_groups: usize,
+    pub(crate) min_chunk: usize,
+    pub(crate) splits: Option<usize>,
+    pub(crate) rows: Option<usize>,
+    pub(crate) prefetch_v: bool,
+    pub(crate) split_dot: bool,
+}
+
+impl Default for DecodeTuning {
+    fn default() -> Self {
+        DecodeTuning {
+            target_groups: DECODE_TARGET_GROUPS,
+            min_chunk: DECODE_MIN_CHUNK,
+            splits: None,
+            rows: None,
+            prefetch_v: true,
+            split_dot: false,
+        }
+    }
+}
+
+impl DecodeTuning {
+    /// The defaults with the environment's overrides; an unparsable or out-of-range
+    /// value is an error naming the variable.
+    pub(crate) fn from_env() -> std::result::Result<Self, String> {
+        let read = |name: &str,
+                    ok: &dyn Fn(usize) -> bool|
+         -> std::result::Result<Option<usize>, String> {
+            match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(v) if v.trim().is_empty() || v.trim() == "auto" => Ok(None),
+                Ok(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if ok(n) => Ok(Some(n)),
+                    _ => Err(format!("{name}={v:?} is not a valid setting")),
+                },
+            }
+        };
+        let mut t = Self::default();
+        if let Some(n) = read("XKERN_WGPU_DECODE_GROUPS", &|n| n >= 1)? {
+            t.target_groups = n;
+        }
+        if let Some(n) = read("XKERN_WGPU_DECODE_MIN_CHUNK", &|n| n >= 1)? {
+            t.min_chunk = n;
+        }
+        t.splits = read("XKERN_WGPU_DECODE_SPLITS", &|n| n >= 1)?;
+        t.rows = read("XKERN_WGPU_DECODE_ROWS", &|n| n == 4 || n == 8)?;
+        match std::env::var("XKERN_WGPU_DECODE_PREFETCH") {
+            Err(_) => {}
+            Ok(v) => match v.trim() {
+                "" | "auto" | "kv" => {}
+                "k" => t.prefetch_v = false,
+                _ => return Err(format!("XKERN_WGPU_DECODE_PREFETCH={v:?} is not kv or k")),
+            },
+        }
+        match std::env::var("XKERN_WGPU_DECODE_DOT") {
+            Err(_) => {}
+            Ok(v) => match v.trim() {
+                "" | "auto" | "whole" => {}
+                "split" => t.split_dot = true,
+                _ => return Err(format!("XKERN_WGPU_DECODE_DOT={v:?} is not whole or split")),
+            },
+        }
+        Ok(t)
+    }
 }
 
 /// Whether the decode kernel reads K and V as vec4s: unit feature stride, D and Dv
@@ -232,18 +344,23 @@ pub(crate) enum Plan {
     /// The prefill kernel with these tiles.
     Flash(FlashTiles),
     /// Split-KV decode: `rows` (query head, query) rows per workgroup, `splits`
-    /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32).
+    /// workgroups per (batch, kv head, row block), `chunk` keys each (a multiple of 32);
+    /// `prefetch_v` loads V a tile ahead like K; `split_dot` splits each score's
+    /// features over R invocations.
     Decode {
         rows: usize,
         splits: usize,
         chunk: usize,
+        prefetch_v: bool,
+        split_dot: bool,
     },
     /// The one-row-per-workgroup kernel.
     Fallback,
 }
 
-/// Chooses the kernel for `spec` on a device with `wg_bytes` of workgroup memory.
-pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
+/// Chooses the kernel for `spec` on a device with `wg_bytes` of workgroup memory and the
+/// decode tunables `tune`.
+pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize, tune: &DecodeTuning) -> Plan {
     let (d, dv) = (spec.head_dim, spec.v_head_dim);
     let rows = spec.batch * spec.q_heads * spec.q_seq;
     if rows == 0 || dv == 0 || d > MAX_FAST_DIM || dv > MAX_FAST_DIM {
@@ -254,23 +371,37 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize) -> Plan {
         let per_kv = group * spec.q_seq;
         // Four rows take tiles of 32 keys: above D or Dv = 128 their prefetched K and V
         // (3 × 16 vec4s per invocation at 256) would exceed the registers of a full SM.
-        let rows = if per_kv <= 4 && d <= 128 && dv <= 128 && decode_bytes(d, 4) <= wg_bytes {
+        let auto = if per_kv <= 4 && d <= 128 && dv <= 128 {
             4
         } else {
             8
         };
-        if decode_bytes(d, rows) > wg_bytes {
+        let mut rows = tune.rows.unwrap_or(auto);
+        if decode_bytes(d, rows, false) > wg_bytes {
+            rows = 8;
+        }
+        if decode_bytes(d, rows, false) > wg_bytes {
             return Plan::Fallback;
         }
-        let base = spec.batch * spec.kv_heads * per_kv.div_ceil(rows);
-        let most = spec.kv_seq.div_ceil(DECODE_MIN_CHUNK).max(1);
-        let want = DECODE_TARGET_GROUPS.div_ceil(base.max(1)).clamp(1, most);
-        let chunk = spec.kv_seq.div_ceil(want).div_ceil(32).max(1) * 32;
+        let split_dot = tune.split_dot && decode_bytes(d, rows, true) <= wg_bytes;
+        // Splits of whole tiles of 32 keys (a multiple of both tile lengths).
+        let tiles = spec.kv_seq.div_ceil(32).max(1);
+        let want = match tune.splits {
+            Some(n) => n,
+            None => {
+                let base = spec.batch * spec.kv_heads * per_kv.div_ceil(rows);
+                let most = spec.kv_seq.div_ceil(tune.min_chunk.max(1)).max(1);
+                tune.target_groups.div_ceil(base.max(1)).clamp(1, most)
+            }
+        };
+        let chunk = tiles.div_ceil(want.clamp(1, tiles)) * 32;
         let splits = spec.kv_seq.div_ceil(chunk).max(1);
         return Plan::Decode {
             rows,
             splits,
             chunk,
+            prefetch_v: tune.prefetch_v,
+            split_dot,
         };
     }
     FLASH_TILES
@@ -294,8 +425,9 @@ fn views(p: Params, spec: &AttentionSpec) -> Result<Params> {
 impl WgpuBackend {
     /// The plan of `spec` on this device.
     pub(crate) fn attention_plan(&self, spec: &AttentionSpec) -> Plan {
-        let wg = self.gpu().limits.max_compute_workgroup_storage_size;
-        plan(spec, usize::try_from(wg).unwrap_or(usize::MAX))
+        let gpu = self.gpu();
+        let wg = gpu.limits.max_compute_workgroup_storage_size;
+        plan(spec, usize::try_from(wg).unwrap_or(usize::MAX), &gpu.decode)
     }
 
     /// [`xkern_core::Backend::attention`].
@@ -355,16 +487,24 @@ impl WgpuBackend {
                 rows: r,
                 splits,
                 chunk,
+                prefetch_v,
+                split_dot,
             } => {
                 let vec = decode_vec(spec);
                 let key = format!(
-                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}",
-                    if vec { "/vec4" } else { "" }
+                    "attention-decode/{dtype}/{d}/{dv}/r{r}{}{}{}",
+                    if vec { "/vec4" } else { "" },
+                    if prefetch_v { "" } else { "/k-prefetch" },
+                    if split_dot { "/split-dot" } else { "" }
                 );
                 let kernel = self.kernel(&key, &decode_bindings(dtype, vec), || {
-                    decode_source(dtype, d, dv, r, vec)
+                    decode_source(dtype, d, dv, r, vec, prefetch_v, split_dot)
                 })?;
-                let merge = self.kernel("attention-merge", &merge_bindings(), merge_source)?;
+                let merge = self.kernel(
+                    &format!("attention-merge/{dtype}"),
+                    &merge_bindings(dtype),
+                    || merge_source(dtype),
+                )?;
                 let parts = rows * splits;
                 let ml_base = parts * dv;
                 let scratch_len = ml_base + 2 * parts;
@@ -386,8 +526,8 @@ impl WgpuBackend {
                         .u(ml_base)?;
                     let groups = spec.batch * spec.kv_heads * hblocks * splits;
                     rec.dispatch(&kernel, &[q, k, v, &part], groups, views(params, spec)?)?;
-                    let out = self.alloc_storage(DType::F32, len)?;
-                    let col_blocks = dv.div_ceil(128);
+                    // The merge writes the output dtype itself: two dispatches in all.
+                    let out = self.alloc_storage(dtype, len)?;
                     let params = Params::default()
                         .u(spec.q_seq)?
                         .u(spec.kv_seq)?
@@ -395,10 +535,10 @@ impl WgpuBackend {
                         .u(splits)?
                         .u(dv)?
                         .u(ml_base)?
-                        .u(col_blocks)?;
-                    rec.dispatch(&merge, &[&part, &out], rows * col_blocks, params)?;
+                        .u(len)?;
+                    rec.dispatch(&merge, &[&part, &out], len.div_ceil(MERGE_EB), params)?;
                     rec.keep(&part);
-                    self.finish_f32(rec, out, dtype, len)
+                    Ok(out)
                 })
             }
             Plan::Fallback => {

@@ -7,7 +7,9 @@
 //! `attention_with`), compared with the f64 reference.
 
 use crate::WgpuBackend;
-use crate::attention::{DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, decode_vec, plan};
+use crate::attention::{
+    DECODE_MAX_SQ, DecodeTuning, FLASH_TILES, FlashTiles, Plan, decode_vec, plan,
+};
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{AttentionOptions, AttentionSpec, Backend, DType, Tensor, Tolerance};
 
@@ -109,6 +111,13 @@ fn decode_cases() -> Vec<Case> {
         // The largest head dims: vec4 K/V, 16 K vec4s per key row, two V key groups of
         // 64 invocations; causal Sq = 2 < Skv with a ragged last tile.
         case(8, 2, 2, 301, 256, true),
+        // D = 16: the staged K (5 vec4s a key) is smaller than a row of accumulators at
+        // 8 rows, so the final combine goes through its own buffer; Dv = 5 with 3 rows:
+        // 15 output elements, so 16-bit output words straddle rows and the last is half.
+        Case {
+            dv: 5,
+            ..case(3, 3, 1, 100, 16, false)
+        },
     ]
 }
 
@@ -305,16 +314,23 @@ fn decode_matches_the_reference() {
             }
             run(&dev, c, dtype, 200 + i as u64, None);
             // Both row counts (4 also where a kv head has more rows: several row blocks),
-            // one split and two.
-            for (rows, splits) in [(4, 1), (8, 2)] {
-                if crate::attention::decode_bytes(c.d, rows) > wg_bytes(&dev) {
+            // one split, two, and one tile of 32 keys per split (more splits than one
+            // merge round takes where Skv > 2048).
+            let tiles = c.skv.div_ceil(32);
+            for (rows, splits) in [(4, 1), (8, 2), (4, tiles), (8, tiles)] {
+                // Split dot products on the runs of one tile per split.
+                let split_dot = splits == tiles;
+                if crate::attention::decode_bytes(c.d, rows, split_dot) > wg_bytes(&dev) {
                     continue;
                 }
                 let chunk = c.skv.div_ceil(splits).div_ceil(32).max(1) * 32;
+                // The V prefetch off where rows = 8.
                 let forced = Plan::Decode {
                     rows,
                     splits: c.skv.div_ceil(chunk).max(1),
                     chunk,
+                    prefetch_v: rows == 4,
+                    split_dot,
                 };
                 run(&dev, c, dtype, 300 + i as u64, Some(forced));
             }
@@ -358,6 +374,8 @@ fn decode_reads_unaligned_rows_as_scalars() {
             rows: 8,
             splits: 3,
             chunk: 128,
+            prefetch_v: false,
+            split_dot: true,
         };
         for p in [dev.attention_plan(&spec), forced] {
             assert!(matches!(p, Plan::Decode { .. }), "{p:?}");
@@ -407,12 +425,21 @@ fn plans_follow_the_workgroup_memory_limit() {
         Plan::Flash(t) => t,
         p => panic!("{p:?}"),
     };
-    assert_eq!(tiles(plan(&spec, 49152)), FLASH_TILES[0]);
-    assert_eq!(tiles(plan(&spec, 32768)), FLASH_TILES[1]);
-    assert_eq!(tiles(plan(&spec, 16384)), FLASH_TILES[2]);
+    assert_eq!(
+        tiles(plan(&spec, 49152, &DecodeTuning::default())),
+        FLASH_TILES[0]
+    );
+    assert_eq!(
+        tiles(plan(&spec, 32768, &DecodeTuning::default())),
+        FLASH_TILES[1]
+    );
+    assert_eq!(
+        tiles(plan(&spec, 16384, &DecodeTuning::default())),
+        FLASH_TILES[2]
+    );
     assert!(FLASH_TILES[2].bytes(256) <= 16384);
-    assert!(crate::attention::decode_bytes(128, 8) <= 16384);
-    assert_eq!(plan(&spec, 8192), Plan::Fallback);
+    assert!(crate::attention::decode_bytes(128, 8, false) <= 16384);
+    assert_eq!(plan(&spec, 8192, &DecodeTuning::default()), Plan::Fallback);
     // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 64 chunks of 128.
     let decode = spec_of(
         &dev,
@@ -422,28 +449,97 @@ fn plans_follow_the_workgroup_memory_limit() {
             ..case(32, 8, 1, 300, 128, false)
         },
     );
-    assert!(matches!(plan(&decode, 16384), Plan::Decode { .. }));
+    assert!(matches!(
+        plan(&decode, 16384, &DecodeTuning::default()),
+        Plan::Decode { .. }
+    ));
     let mut bench = decode.clone();
     bench.kv_seq = 8192;
     // Four rows (the GQA group of 4 at Sq = 1) where 20 KiB fit, else eight.
     for (wg, rows) in [(16384, 8), (32768, 4), (49152, 4)] {
         assert_eq!(
-            plan(&bench, wg),
+            plan(&bench, wg, &DecodeTuning::default()),
             Plan::Decode {
                 rows,
                 splits: 64,
-                chunk: 128
+                chunk: 128,
+                prefetch_v: true,
+                split_dot: false
             }
         );
     }
+    // The tunables: a fixed split count (whole tiles of 32 keys, at most one split per
+    // tile), rows forced to 8, or to 4 only where they fit.
+    let tuned = |splits, rows| DecodeTuning {
+        splits,
+        rows,
+        ..DecodeTuning::default()
+    };
+    let p = |wg, t: DecodeTuning| plan(&bench, wg, &t);
+    assert_eq!(
+        p(49152, tuned(Some(100), Some(8))),
+        Plan::Decode {
+            rows: 8,
+            splits: 86,
+            chunk: 96,
+            prefetch_v: true,
+            split_dot: false
+        }
+    );
+    assert_eq!(
+        p(49152, tuned(Some(1000), None)),
+        Plan::Decode {
+            rows: 4,
+            splits: 256,
+            chunk: 32,
+            prefetch_v: true,
+            split_dot: false
+        }
+    );
+    assert!(matches!(
+        p(16384, tuned(None, Some(4))),
+        Plan::Decode { rows: 8, .. }
+    ));
+    let k_only = DecodeTuning {
+        prefetch_v: false,
+        split_dot: true,
+        ..DecodeTuning::default()
+    };
+    assert!(matches!(
+        p(49152, k_only),
+        Plan::Decode {
+            prefetch_v: false,
+            split_dot: true,
+            ..
+        }
+    ));
+    // Split dot products only where their partial scores fit.
+    assert!(matches!(
+        plan(&bench, 16384, &k_only),
+        Plan::Decode {
+            split_dot: false,
+            ..
+        }
+    ));
+    let fewer = DecodeTuning {
+        target_groups: 128,
+        ..DecodeTuning::default()
+    };
+    assert!(matches!(p(49152, fewer), Plan::Decode { splits: 16, .. }));
     // D = Dv = 256 keeps 8 rows (fewer registers) even where 4 would fit.
     let mut wide = bench;
     wide.head_dim = 256;
     wide.v_head_dim = 256;
-    assert!(matches!(plan(&wide, 49152), Plan::Decode { rows: 8, .. }));
+    assert!(matches!(
+        plan(&wide, 49152, &DecodeTuning::default()),
+        Plan::Decode { rows: 8, .. }
+    ));
     let mut five = decode;
     five.q_seq = DECODE_MAX_SQ + 1;
-    assert!(matches!(plan(&five, 16384), Plan::Flash(_)));
+    assert!(matches!(
+        plan(&five, 16384, &DecodeTuning::default()),
+        Plan::Flash(_)
+    ));
 }
 
 /// Each variant compiles once: a second round compiles nothing.
@@ -474,5 +570,5 @@ fn attention_variants_compile_once() {
         keys[1].starts_with("attention-flash/f32/64/64/"),
         "{keys:?}"
     );
-    assert_eq!(keys[2], "attention-merge");
+    assert_eq!(keys[2], "attention-merge/f32");
 }

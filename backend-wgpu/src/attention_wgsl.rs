@@ -24,11 +24,6 @@ pub(crate) fn bindings(dtype: DType) -> [(&'static str, Slot); 4] {
     ]
 }
 
-/// Bindings of the split-KV merge: the partials and the output.
-pub(crate) fn merge_bindings() -> [(&'static str, Slot); 2] {
-    [("part", Slot::Input(DType::F32)), ("out", Slot::OutF32)]
-}
-
 /// The WGSL of the fallback kernel for `dtype` (also used by the naga tests).
 pub(crate) fn attention_source(dtype: DType) -> String {
     assemble(ATTENTION_WGSL, &bindings(dtype), &[])
@@ -472,20 +467,23 @@ fn decode_q_stage(d: usize, rows: usize) -> String {
     s
 }
 
-/// The registers of the prefetched tile: `kn{i}` (K) and `vn{i}` (V).
-fn decode_kv_decl(sh: DecodeShape) -> String {
+/// The registers of the prefetched tile: `kn{i}` (K) and, where V is prefetched too,
+/// `vn{i}` (V).
+fn decode_kv_decl(sh: DecodeShape, prefetch_v: bool) -> String {
     let mut s = String::new();
     for i in 0..sh.nkl {
         let _ = writeln!(s, "    var kn{i} = vec4<f32>(0.0);");
     }
-    for i in 0..sh.nvj {
-        let _ = writeln!(s, "    var vn{i} = vec4<f32>(0.0);");
+    if prefetch_v {
+        for i in 0..sh.nvj {
+            let _ = writeln!(s, "    var vn{i} = vec4<f32>(0.0);");
+        }
     }
     s
 }
 
-/// The loads of the tile starting at key `t1` into `kn{i}`, `vn{i}` (zero past the split).
-fn decode_kv_load(sh: DecodeShape) -> String {
+/// The K loads of the tile starting at key `t1` into `kn{i}` (zero past the split).
+fn decode_k_load(sh: DecodeShape) -> String {
     let mut s = String::new();
     for i in 0..sh.nkl {
         let _ = writeln!(
@@ -499,14 +497,22 @@ fn decode_kv_load(sh: DecodeShape) -> String {
             o = i * DECODE_WG
         );
     }
+    s
+}
+
+/// The V loads of the tile starting at key `base` into `{dst}{i}` (zero past the split),
+/// declaring them first where `decl`.
+fn decode_v_load(sh: DecodeShape, base: &str, dst: &str, decl: bool) -> String {
+    let mut s = String::new();
     for i in 0..sh.nvj {
+        if decl {
+            let _ = writeln!(s, "        var {dst}{i} = vec4<f32>(0.0);");
+        } else {
+            let _ = writeln!(s, "        {dst}{i} = vec4<f32>(0.0);");
+        }
         let _ = writeln!(
             s,
-            "        {{
-            let key = t1 + vg + {o}u;
-            vn{i} = vec4<f32>(0.0);
-            if (vc < CV && vg + {o}u < T && key < k_hi) {{ vn{i} = vvec(vbase + key * P.v_ss, vc); }}
-        }}",
+            "        if (vc < CV && {base} + vg + {o}u < k_hi) {{ {dst}{i} = vvec(vbase + ({base} + vg + {o}u) * P.v_ss, vc); }}",
             o = i * sh.kg
         );
     }
@@ -526,11 +532,144 @@ fn decode_k_store(sh: DecodeShape) -> String {
     s
 }
 
-/// The current tile's V, kept while the next tile's loads overwrite `vn{i}`.
-fn decode_v_keep(sh: DecodeShape) -> String {
+/// The current tile's V `vk{i}`: kept from the prefetch while the next tile's loads
+/// overwrite `vn{i}`, or loaded now (without the V prefetch: fewer registers, the loads
+/// in flight during the K staging and the scores only).
+fn decode_v_keep(sh: DecodeShape, prefetch_v: bool) -> String {
+    if !prefetch_v {
+        return decode_v_load(sh, "t0", "vk", true);
+    }
     let mut s = String::new();
     for i in 0..sh.nvj {
         let _ = writeln!(s, "        let vk{i} = vn{i};");
+    }
+    s
+}
+
+/// Feature vec4s per part of a split dot product (R parts).
+fn decode_fc(d: usize, rows: usize) -> usize {
+    d.div_ceil(4).max(1).div_ceil(rows)
+}
+
+/// The score step. Whole dot products: invocation (r, j) computes score (r, j) and
+/// writes it scaled and masked. Split (`split_dot`): invocation (f, j) computes the
+/// partial dot products of key j over feature vec4s f·FC .. for every row and writes them
+/// to block f of `ws` (one vec4 per four rows); [`decode_softmax`] sums, scales, masks.
+fn decode_scores(d: usize, rows: usize, split_dot: bool) -> String {
+    if !split_dot {
+        return "        var dot4 = vec4<f32>(0.0);
+        for (var c = 0u; c < DP4; c = c + 1u) {
+            dot4 = fma(wq[pr * SD4 + c], wk[pj * SD4 + c], dot4);
+        }
+        let dot = (dot4.x + dot4.y) + (dot4.z + dot4.w);
+        let seen = pj < cnt && t0 + pj < p_vis;
+        ws[pj * RQ + pr / 4u][pr % 4u] = select(neg_inf_f32(), dot * P.scale, seen);
+"
+        .to_string();
+    }
+    let fc = decode_fc(d, rows);
+    let mut s = String::new();
+    for r in 0..rows {
+        let _ = writeln!(s, "        var dd{r} = vec4<f32>(0.0);");
+    }
+    let _ = writeln!(
+        s,
+        "        let c_hi = min(pr * {fc}u + {fc}u, DP4);
+        for (var c = pr * {fc}u; c < c_hi; c = c + 1u) {{
+            let kv = wk[pj * SD4 + c];"
+    );
+    for r in 0..rows {
+        let _ = writeln!(
+            s,
+            "            dd{r} = fma(wq[{}u + c], kv, dd{r});",
+            r * decode_sd4(d)
+        );
+    }
+    let _ = writeln!(s, "        }}");
+    for q in 0..rows / 4 {
+        let h: Vec<String> = (4 * q..4 * q + 4)
+            .map(|r| format!("(dd{r}.x + dd{r}.y) + (dd{r}.z + dd{r}.w)"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "        ws[(pr * T + pj) * RQ + {q}u] = vec4<f32>({});",
+            h.join(", ")
+        );
+    }
+    s
+}
+
+/// The key group's running max `m{q}` and sum `l{q}` of rows 4q .. 4q + 3.
+fn decode_ml_decl(rows: usize) -> String {
+    let mut s = String::new();
+    for q in 0..rows / 4 {
+        let _ = writeln!(
+            s,
+            "    var m{q} = vec4<f32>(neg_inf_f32());\n    var l{q} = vec4<f32>(0.0);"
+        );
+    }
+    s
+}
+
+/// The online softmax of one tile for the invocation's key group: its keys' scores
+/// `s{i}_{q}` (one vec4 of four rows each), the new running max, the rescale of the sums
+/// and accumulators by exp(m_old − m_new), and the probabilities `p{i}_{q}`.
+fn decode_softmax(sh: DecodeShape, rows: usize, split_dot: bool) -> String {
+    let keys: Vec<usize> = (0..sh.nvj).filter(|i| i * sh.kg < sh.t).collect();
+    let mut s = String::new();
+    for q in 0..rows / 4 {
+        if split_dot {
+            let _ = writeln!(
+                s,
+                "        let visq{q} = vec4<u32>(vis{}, vis{}, vis{}, vis{});",
+                4 * q,
+                4 * q + 1,
+                4 * q + 2,
+                4 * q + 3
+            );
+        }
+        for &i in &keys {
+            let o = i * sh.kg;
+            if !split_dot {
+                let _ = writeln!(s, "        let s{i}_{q} = ws[(vg + {o}u) * RQ + {q}u];");
+                continue;
+            }
+            // The R partial dot products of the key, summed in a fixed order.
+            let parts: Vec<String> = (0..rows)
+                .map(|f| format!("ws[({}u + vg + {o}u) * RQ + {q}u]", f * sh.t))
+                .collect();
+            let _ = writeln!(
+                s,
+                "        let seen{i}_{q} = vec4<bool>(vg + {o}u < cnt) & (vec4<u32>(t0 + vg + {o}u) < visq{q});
+        let s{i}_{q} = select(vec4<f32>(neg_inf_f32()), ({}) * P.scale, seen{i}_{q});",
+                parts.join(" + ")
+            );
+        }
+        let mut tmax = format!("m{q}");
+        for &i in &keys {
+            tmax = format!("max({tmax}, s{i}_{q})");
+        }
+        let _ = writeln!(s, "        let mn{q} = {tmax};");
+        let _ = writeln!(s, "        let mu{q} = ref4(mn{q});");
+        let _ = writeln!(s, "        let al{q} = exp(m{q} - mu{q});");
+        let _ = writeln!(s, "        m{q} = mn{q};");
+        let mut sum = String::new();
+        for &i in &keys {
+            let _ = writeln!(s, "        let p{i}_{q} = exp(s{i}_{q} - mu{q});");
+            sum = if sum.is_empty() {
+                format!("p{i}_{q}")
+            } else {
+                format!("{sum} + p{i}_{q}")
+            };
+        }
+        if sum.is_empty() {
+            sum = "vec4<f32>(0.0)".to_string();
+        }
+        let _ = writeln!(s, "        l{q} = fma(l{q}, al{q}, {sum});");
+        for c in 0..4 {
+            let r = 4 * q + c;
+            let _ = writeln!(s, "        acc[{r}] = acc[{r}] * al{q}[{c}];");
+        }
     }
     s
 }
@@ -549,8 +688,9 @@ fn decode_pv(sh: DecodeShape, rows: usize, masked: bool) -> String {
         }
         for r in 0..rows {
             let term = format!(
-                "fma(vec4<f32>(wp[{}u + vg]), vk{i}, acc[{r}])",
-                r * sh.t + o
+                "fma(vec4<f32>(p{i}_{q}[{c}]), vk{i}, acc[{r}])",
+                q = r / 4,
+                c = r % 4
             );
             if masked {
                 let _ = writeln!(
@@ -579,44 +719,75 @@ fn decode_rows(rows: usize) -> String {
     s
 }
 
-/// Every row's accumulators times its exp(m_old − m_new).
-fn decode_rescale(rows: usize) -> String {
-    let mut s = String::new();
-    for r in 0..rows {
-        let _ = writeln!(s, "        acc[{r}] = acc[{r}] * walpha[{r}u];");
-    }
-    s
+/// Blocks of scores in `ws`: one, or R of partial scores where the dot products are split.
+pub(crate) fn decode_ws_parts(rows: usize, split_dot: bool) -> usize {
+    if split_dot { rows } else { 1 }
 }
 
-/// The partials of every row of the block: O (the key groups summed through `wo`;
-/// columns 4·vc ..), m (from the score invocation of key 0), l (from invocation r).
-fn decode_store(rows: usize) -> String {
-    let t = decode_t(rows);
+/// Rows per round of the final combine, and whether it goes through `wk` (free after the
+/// last tile: no extra workgroup memory) rather than its own `wo` of one row.
+pub(crate) fn decode_rows_per_round(d: usize, rows: usize) -> (usize, bool) {
+    let wk = decode_t(rows) * decode_sd4(d);
+    let n = (wk / DECODE_WG).min(rows);
+    if n >= 1 { (n, true) } else { (1, false) }
+}
+
+/// The partials of every row of the block: each key group publishes its running max and
+/// sum (`wml`) and its accumulators (`wk` or `wo`, a round of rows at a time); invocation
+/// (0, vc) of each row combines the groups by the log-sum-exp rule and writes O (columns
+/// 4·vc ..), and (0, 0) also m and l.
+fn decode_store(d: usize, rows: usize) -> String {
+    let (rpr, in_wk) = decode_rows_per_round(d, rows);
+    let buf = if in_wk { "wk" } else { "wo" };
     let mut s = String::new();
-    for r in 0..rows {
+    let _ = writeln!(s, "    if (vc == 0u) {{");
+    for q in 0..rows / 4 {
         let _ = writeln!(
             s,
-            "    workgroupBarrier();
-    wo[t] = acc[{r}];
-    workgroupBarrier();
-    if (hb * R + {r}u < rows) {{
+            "        wml[vg * RQ + {q}u] = m{q};\n        wml[(KG + vg) * RQ + {q}u] = l{q};"
+        );
+    }
+    let _ = writeln!(s, "    }}");
+    for r0 in (0..rows).step_by(rpr) {
+        let r1 = (r0 + rpr).min(rows);
+        if r0 > 0 {
+            let _ = writeln!(s, "    workgroupBarrier();");
+        }
+        for r in r0..r1 {
+            let _ = writeln!(s, "    {buf}[{}u + t] = acc[{r}];", (r - r0) * DECODE_WG);
+        }
+        let _ = writeln!(s, "    workgroupBarrier();");
+        for r in r0..r1 {
+            let (q, c) = (r / 4, r % 4);
+            let _ = writeln!(
+                s,
+                "    if (hb * R + {r}u < rows && vg == 0u && vc < CV) {{
         let local = hb * R + {r}u;
         let h = kvh * P.group + local / P.sq;
         let part = ((b * P.hq + h) * P.sq + local % P.sq) * P.splits + split;
-        if (vg == 0u && vc < CV) {{
-            var o = wo[vc];
-            for (var u = 1u; u < KG; u = u + 1u) {{ o = o + wo[u * CW + vc]; }}
-            let ob = part * DV + 4u * vc;
-            out[ob] = o.x;
-            if (4u * vc + 1u < DV) {{ out[ob + 1u] = o.y; }}
-            if (4u * vc + 2u < DV) {{ out[ob + 2u] = o.z; }}
-            if (4u * vc + 3u < DV) {{ out[ob + 3u] = o.w; }}
+        var mx = neg_inf_f32();
+        for (var u = 0u; u < KG; u = u + 1u) {{ mx = nan_max(mx, wml[u * RQ + {q}u][{c}]); }}
+        let mu = select(mx, 0.0, is_neg_inf(mx));
+        var o = vec4<f32>(0.0);
+        var l = 0.0;
+        for (var u = 0u; u < KG; u = u + 1u) {{
+            let w = exp(wml[u * RQ + {q}u][{c}] - mu);
+            o = fma(vec4<f32>(w), {buf}[{off}u + u * CW + vc], o);
+            l = fma(wml[(KG + u) * RQ + {q}u][{c}], w, l);
         }}
-        if (t == {m}u) {{ out[P.ml_base + 2u * part] = m_r; }}
-        if (t == {r}u) {{ out[P.ml_base + 2u * part + 1u] = l_r; }}
+        let ob = part * DV + 4u * vc;
+        out[ob] = o.x;
+        if (4u * vc + 1u < DV) {{ out[ob + 1u] = o.y; }}
+        if (4u * vc + 2u < DV) {{ out[ob + 2u] = o.z; }}
+        if (4u * vc + 3u < DV) {{ out[ob + 3u] = o.w; }}
+        if (vc == 0u) {{
+            out[P.ml_base + 2u * part] = mx;
+            out[P.ml_base + 2u * part + 1u] = l;
+        }}
     }}",
-            m = r * t
-        );
+                off = (r - r0) * DECODE_WG
+            );
+        }
     }
     s
 }
@@ -637,28 +808,53 @@ pub(crate) fn decode_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot);
 }
 
 /// The WGSL of the split-KV decode kernel (also used by the naga tests); `vec` reads K
-/// and V as vec4s (the host checks alignment; D and Dv must be multiples of 4).
-pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize, vec: bool) -> String {
+/// and V as vec4s (the host checks alignment; D and Dv must be multiples of 4); `rows`
+/// is 4 or 8; `prefetch_v` loads a tile's V a tile ahead, like its K; `split_dot` splits
+/// each score's features over R invocations.
+pub(crate) fn decode_source(
+    dtype: DType,
+    d: usize,
+    dv: usize,
+    rows: usize,
+    vec: bool,
+    prefetch_v: bool,
+    split_dot: bool,
+) -> String {
     let sh = DecodeShape::new(d, dv, rows);
+    let mut next_load = decode_k_load(sh);
+    if prefetch_v {
+        next_load += &decode_v_load(sh, "t1", "vn", false);
+    }
+    let pro_load = next_load.clone();
     let sd4 = decode_sd4(d);
+    let (_, in_wk) = decode_rows_per_round(d, rows);
+    let wo = if in_wk {
+        String::new()
+    } else {
+        format!("var<workgroup> wo: array<vec4<f32>, {DECODE_WG}>;")
+    };
     assemble(
         DECODE_WGSL,
         &decode_bindings(dtype, vec),
         &[
             ("KV_FNS", decode_kv_fns(vec)),
             ("Q_STAGE", decode_q_stage(d, rows)),
-            ("KV_DECL", decode_kv_decl(sh)),
-            ("KV_LOAD", decode_kv_load(sh)),
+            ("KV_DECL", decode_kv_decl(sh, prefetch_v)),
+            ("PRO_LOAD", pro_load),
+            ("NEXT_LOAD", next_load),
             ("K_STORE", decode_k_store(sh)),
-            ("V_KEEP", decode_v_keep(sh)),
+            ("V_KEEP", decode_v_keep(sh, prefetch_v)),
+            ("ML_DECL", decode_ml_decl(rows)),
+            ("SOFTMAX", decode_softmax(sh, rows, split_dot)),
+            ("SCORES", decode_scores(d, rows, split_dot)),
             ("PV_FULL", decode_pv(sh, rows, false)),
             ("PV_MASKED", decode_pv(sh, rows, true)),
             ("ROWS", decode_rows(rows)),
-            ("RESCALE", decode_rescale(rows)),
-            ("STORE", decode_store(rows)),
+            ("STORE", decode_store(d, rows)),
+            ("WO_DECL", wo),
             ("D", d.to_string()),
             ("DV", dv.to_string()),
-            ("RT", (rows * sh.t).to_string()),
+            ("RQ", (rows / 4).to_string()),
             ("R", rows.to_string()),
             ("T", sh.t.to_string()),
             ("WG", DECODE_WG.to_string()),
@@ -669,11 +865,101 @@ pub(crate) fn decode_source(dtype: DType, d: usize, dv: usize, rows: usize, vec:
             ("KG", sh.kg.to_string()),
             ("WQ_LEN", (rows * sd4).to_string()),
             ("WK_LEN", (sh.t * sd4).to_string()),
+            (
+                "WS_LEN",
+                (decode_ws_parts(rows, split_dot) * sh.t * rows / 4).to_string(),
+            ),
+            ("WML_LEN", (2 * sh.kg * rows / 4).to_string()),
         ],
     )
 }
 
-/// The WGSL of the split-KV merge (also used by the naga tests).
-pub(crate) fn merge_source() -> String {
-    assemble(MERGE_WGSL, &merge_bindings(), &[])
+/// Output elements per merge workgroup (even: 16-bit outputs are written in words).
+pub(crate) const MERGE_EB: usize = 32;
+/// Split groups of a merge workgroup (MERGE_EB × MERGE_SG invocations).
+const MERGE_SG: usize = 8;
+/// Splits per merge invocation per round: MERGE_SG × MERGE_NPER = 64 splits per round.
+const MERGE_NPER: usize = 8;
+
+/// Bindings of the split-KV merge: the partials and the output, f32 or words of two
+/// 16-bit elements.
+pub(crate) fn merge_bindings(out: DType) -> [(&'static str, Slot); 2] {
+    let slot = if out == DType::F32 {
+        Slot::OutF32
+    } else {
+        Slot::OutWords
+    };
+    [("part", Slot::Input(DType::F32)), ("out", slot)]
+}
+
+/// The WGSL of the split-KV merge writing `out` (f32, f16 or bf16; also used by the
+/// naga tests).
+pub(crate) fn merge_source(out: DType) -> String {
+    let mut loads = String::new();
+    for i in 0..MERGE_NPER {
+        let _ = writeln!(
+            loads,
+            "        let s{i} = first + u + {o}u;
+        var m{i} = neg_inf_f32();
+        var l{i} = 0.0;
+        var o{i} = 0.0;
+        if (ok && s{i} < P.splits) {{
+            let p = row * P.splits + s{i};
+            m{i} = part[P.ml_base + 2u * p];
+            l{i} = part[P.ml_base + 2u * p + 1u];
+            o{i} = part[p * P.dv + c];
+        }}",
+            o = MERGE_SG * i
+        );
+    }
+    let mut combine = String::from("        var mx = m0;\n");
+    for i in 1..MERGE_NPER {
+        let _ = writeln!(combine, "        mx = nan_max(mx, m{i});");
+    }
+    let _ = writeln!(combine, "        let r = ref_max(mx);");
+    let _ = writeln!(combine, "        var l = 0.0;\n        var o = 0.0;");
+    for i in 0..MERGE_NPER {
+        let _ = writeln!(
+            combine,
+            "        let w{i} = exp(m{i} - r);\n        l = fma(l{i}, w{i}, l);\n        o = fma(o{i}, w{i}, o);"
+        );
+    }
+    let _ = writeln!(combine, "        acc = combine(acc, Part(mx, l, o));");
+    let store = match out {
+        DType::F32 => "        if (ok) { out[e] = y; }\n    }\n".to_string(),
+        _ => {
+            let enc = if out == DType::F16 {
+                "f32_bits_to_f16_bits"
+            } else {
+                "f32_bits_to_bf16_bits"
+            };
+            format!(
+                "        wy[el] = y;
+    }}
+    workgroupBarrier();
+    if (t < EB / 2u) {{
+        let e0 = g * EB + 2u * t;
+        if (e0 < P.len) {{
+            var w = {enc}(bitcast<u32>(wy[2u * t]));
+            if (e0 + 1u < P.len) {{ w = w | ({enc}(bitcast<u32>(wy[2u * t + 1u])) << 16u); }}
+            out[e0 / 2u] = w;
+        }}
+    }}
+"
+            )
+        }
+    };
+    assemble(
+        MERGE_WGSL,
+        &merge_bindings(out),
+        &[
+            ("LOADS", loads),
+            ("COMBINE", combine),
+            ("STORE", store),
+            ("EB", MERGE_EB.to_string()),
+            ("SG", MERGE_SG.to_string()),
+            ("NPER", MERGE_NPER.to_string()),
+            ("WG", (MERGE_EB * MERGE_SG).to_string()),
+        ],
+    )
 }

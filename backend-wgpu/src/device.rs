@@ -27,6 +27,12 @@
 //! f16 product against 34.8 for the register-tiled kernel (GPU time, same run), so it is
 //! not the default until it is faster.
 //!
+//! Tunables read here, once per device, so that one GPU run can sweep them: besides
+//! `XKERN_WGPU_MATMUL_TILE`, `XKERN_WGPU_DECODE_GROUPS`, `XKERN_WGPU_DECODE_MIN_CHUNK`,
+//! `XKERN_WGPU_DECODE_SPLITS` and `XKERN_WGPU_DECODE_ROWS` (the split-KV decode
+//! attention's plan: `attention::DecodeTuning`); a value that does not parse makes the
+//! device unavailable with a message naming the variable.
+//!
 //! Faults: every op runs inside thread-local error scopes (out-of-memory, validation,
 //! internal), so a failure becomes an `Err` of the op that caused it, on the thread that
 //! called it; the uncaptured-error handler only records (wgpu's default would panic). A
@@ -109,6 +115,8 @@ pub(crate) struct Gpu {
     /// Invocations per workgroup of the normalisations (`XKERN_WGPU_NORM_WG`: 128, the
     /// default, or 256; A/B timing).
     pub(crate) norm_wg: usize,
+    /// The decode attention's tunables (`XKERN_WGPU_DECODE_*`, read once here).
+    pub(crate) decode: crate::attention::DecodeTuning,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -250,6 +258,12 @@ impl Gpu {
                 Err(_) => None,
             },
         };
+        let decode = crate::attention::DecodeTuning::from_env().map_err(|reason| {
+            Error::BackendUnavailable {
+                name: "wgpu".into(),
+                reason,
+            }
+        })?;
         let coop_wanted =
             (opts.with_coop_matrix || env_on("XKERN_WGPU_COOP")) && !env_off("XKERN_WGPU_COOP");
         if coop_wanted && adapter.features().contains(COOP) {
@@ -378,6 +392,7 @@ impl Gpu {
             emulate_coop: Mutex::new(None),
             max_groups,
             matmul_block,
+            decode,
             lost,
             lost_flag,
             uncaptured,

@@ -136,9 +136,14 @@ fn every_kernel_variant_validates() {
                     &[false]
                 };
                 for &vec in vecs {
+                    // The V prefetch on and off, whole and split dot products.
+                    let pv = vec == (rows == 4);
+                    let sd = !vec;
                     validate(
-                        &format!("attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec}"),
-                        &decode_source(dtype, d, dv, rows, vec),
+                        &format!(
+                            "attention-decode {dtype} d={d} dv={dv} rows={rows} vec={vec} pv={pv} sd={sd}"
+                        ),
+                        &decode_source(dtype, d, dv, rows, vec, pv, sd),
                     );
                     n += 1;
                 }
@@ -177,13 +182,15 @@ fn every_kernel_variant_validates() {
             }
         }
     }
-    validate("attention-merge", &merge_source());
-    n += 1;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        validate(&format!("attention-merge {dtype}"), &merge_source(dtype));
+        n += 1;
+    }
     // Per float dtype: 8 epilogues × (strided + split-K sum + 2 GEMV + 3 blocks × 16
     // tiled layouts), attention (fallback, and 3 prefill tilings + 2 decode row counts
     // per head-dim pair, and 2 vec4 decodes where D and Dv are multiples of 4), 7
     // reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
-    // (none, 1, 2, 4, 8, 16 vec4s per invocation) × 2 workgroup sizes; the merge.
+    // (none, 1, 2, 4, 8, 16 vec4s per invocation) × 2 workgroup sizes; the merge per output dtype.
     let vec_dims = ATTENTION_DIMS
         .iter()
         .filter(|(d, dv)| d % 4 == 0 && dv % 4 == 0)
@@ -191,7 +198,7 @@ fn every_kernel_variant_validates() {
     let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2) + 2 * vec_dims;
     assert_eq!(
         n,
-        16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6 * 2) + 1
+        16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6 * 2) + 3
     );
 }
 
