@@ -374,13 +374,24 @@ impl WgpuBackend {
     ) -> Result<WgpuStorage> {
         let rows = spec.outer * spec.inner;
         let sg = self.subgroup_trees();
-        let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset);
-        // The column kernel for inner > 1: `cols` columns per workgroup.
-        let cols = if spec.inner > 1 {
+        // The column kernel for inner > 1: `cols` lanes of columns per workgroup, each
+        // lane 4 columns on vec4 loads where inner and the offset allow (not for
+        // argmax/argmin, whose index search stays scalar).
+        let arg = matches!(spec.kind, ReduceKind::ArgMax | ReduceKind::ArgMin);
+        let col_vec = spec.inner > 1
+            && spec.inner.is_multiple_of(4)
+            && spec.offset.is_multiple_of(4)
+            && !arg
+            && self.gpu().column_vec4;
+        let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset) || col_vec;
+        let cols = if col_vec {
+            (spec.inner / 4).next_power_of_two().min(32)
+        } else if spec.inner > 1 {
             col_lanes(spec.inner)
         } else {
             0
         };
+        let col_width = if col_vec { 4 * cols } else { cols };
         let (chunk, split) = if cols > 0 {
             (col_chunk(cols), spec.axis_len > col_chunk(cols))
         } else {
@@ -408,7 +419,7 @@ impl WgpuBackend {
         };
         // Workgroups per chunk of the axis: a row each, or a block of `cols` columns.
         let per_chunk = if cols > 0 {
-            spec.outer * spec.inner.div_ceil(cols)
+            spec.outer * spec.inner.div_ceil(col_width)
         } else {
             rows
         };
@@ -581,6 +592,8 @@ mod tests {
                             (false, super::col_chunk(2), 2),
                             (false, super::col_chunk(8), 8),
                             (false, super::col_chunk(32), 32),
+                            (true, super::col_chunk(1), 1),
+                            (true, super::col_chunk(32), 32),
                         ] {
                             validate_with(
                                 &format!(

@@ -257,6 +257,74 @@ fn col_arg(lid: u32, v: f32, i: u32) -> Arg {
     return r;
 }
 
+// Phases 0 and 1 of the column kernel on vec4 loads (COLS = 1 and VEC = 1: inner and
+// the offset multiples of 4; not argmax/argmin): each lane takes 4 neighbouring columns,
+// CX lanes 4·CX columns, so a warp's load is up to 512 contiguous bytes; one tree per
+// component.
+fn fold_cols_vec4(g: u32, lid: u32) {
+    let inner4 = P.inner / 4u;
+    let blocks = (inner4 + CX - 1u) / CX;
+    var rest = g;
+    var a0 = 0u;
+    var a1 = P.axis_len;
+    if (PHASE == 1u) {
+        rest = g / P.chunks;
+        a0 = (g % P.chunks) * CHUNK;
+        a1 = min(a0 + CHUNK, P.axis_len);
+    }
+    let o = rest / blocks;
+    let i4 = (rest % blocks) * CX + lid % CX;
+    let ay = lid / CX;
+    let live = i4 < inner4;
+    let base = (P.offset + o * P.axis_len * P.inner) / 4u + i4;
+    var slot = o * P.inner + 4u * i4;
+    if (PHASE == 1u) { slot = slot + (g % P.chunks) * P.rows; }
+    var k0 = vec4<f32>(identity());
+    var k1 = k0;
+    var k2 = k0;
+    var k3 = k0;
+    if (live) {
+        var a = a0 + ay;
+        for (; a + 7u * AY < a1; a = a + 8u * AY) {
+            let v0 = load4_x(base + a * inner4);
+            let v1 = load4_x(base + (a + AY) * inner4);
+            let v2 = load4_x(base + (a + 2u * AY) * inner4);
+            let v3 = load4_x(base + (a + 3u * AY) * inner4);
+            let v4 = load4_x(base + (a + 4u * AY) * inner4);
+            let v5 = load4_x(base + (a + 5u * AY) * inner4);
+            let v6 = load4_x(base + (a + 6u * AY) * inner4);
+            let v7 = load4_x(base + (a + 7u * AY) * inner4);
+            k0 = combine4(combine4(k0, v0), v4);
+            k1 = combine4(combine4(k1, v1), v5);
+            k2 = combine4(combine4(k2, v2), v6);
+            k3 = combine4(combine4(k3, v3), v7);
+        }
+        for (; a < a1; a = a + AY) {
+            k0 = combine4(k0, load4_x(base + a * inner4));
+        }
+    }
+    let acc = combine4(combine4(k0, k1), combine4(k2, k3));
+    let r = vec4<f32>(col_op(lid, acc.x, OP), col_op(lid, acc.y, OP), col_op(lid, acc.z, OP),
+        col_op(lid, acc.w, OP));
+    var s = vec4<f32>(0.0);
+    if (KIND == 6u) {
+        var e = vec4<f32>(0.0);
+        if (live) {
+            for (var a = a0 + ay; a < a1; a = a + AY) {
+                e = e + exp(load4_x(base + a * inner4) - r);
+            }
+        }
+        s = vec4<f32>(col_op(lid, e.x, 0u), col_op(lid, e.y, 0u), col_op(lid, e.z, 0u),
+            col_op(lid, e.w, 0u));
+    }
+    if (ay == 0u && live) {
+        write_value(slot, r.x, s.x);
+        write_value(slot + 1u, r.y, s.y);
+        write_value(slot + 2u, r.z, s.z);
+        write_value(slot + 3u, r.w, s.w);
+    }
+}
+
 // Phases 0 and 1 for inner > 1 (COLS = 1): workgroup g takes CX columns of one outer
 // index (and, in phase 1, chunk g % chunks of the axis).
 fn fold_cols(g: u32, lid: u32) {
@@ -351,6 +419,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (PHASE == 3u) {
         merge_columns(g, lid);
+        return;
+    }
+    if (COLS == 1u && VEC == 1u && KIND != 4u && KIND != 5u) {
+        fold_cols_vec4(g, lid);
         return;
     }
     if (COLS == 1u) {
