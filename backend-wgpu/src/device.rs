@@ -95,6 +95,8 @@ pub(crate) struct Gpu {
     pub(crate) max_groups: u32,
     /// The forced matmul block, if any (options or `XKERN_WGPU_MATMUL_TILE`).
     pub(crate) matmul_block: Option<crate::MatmulBlock>,
+    /// The forced prefill attention tiling, if any (`XKERN_WGPU_ATTN_TILE`).
+    pub(crate) attn_tile: Option<crate::attention::FlashTiles>,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -212,6 +214,15 @@ impl Gpu {
                 Err(_) => None,
             },
         };
+        let attn_tile = match std::env::var("XKERN_WGPU_ATTN_TILE") {
+            Ok(v) => crate::attention::FlashTiles::parse(&v).map_err(|reason| {
+                Error::BackendUnavailable {
+                    name: "wgpu".into(),
+                    reason,
+                }
+            })?,
+            Err(_) => None,
+        };
         let coop_wanted =
             (opts.with_coop_matrix || env_on("XKERN_WGPU_COOP")) && !env_off("XKERN_WGPU_COOP");
         if coop_wanted && adapter.features().contains(COOP) {
@@ -303,6 +314,7 @@ impl Gpu {
             emulate_coop: Mutex::new(None),
             max_groups,
             matmul_block,
+            attn_tile,
             lost,
             lost_flag,
             uncaptured,
