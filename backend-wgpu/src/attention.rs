@@ -29,8 +29,8 @@
 //!   earlier FMAs.
 //!
 //!   Tile variants ([`FLASH_TILES`]; the first that fits `max_compute_workgroup_storage_size`
-//!   and Dv wins; `XKERN_WGPU_ATTN_TILE=128x64x32|64x64x32|64x64x16|32x32x16|auto` forces
-//!   one where it fits):
+//!   and Dv wins; `XKERN_WGPU_ATTN_TILE=128x64x32|128x64x16|64x64x32|64x64x16|32x32x16|auto`
+//!   forces one where it fits; 128 × 64 × 16 ([`FORCED_TILES`]) is taken only so):
 //!   - **128 × 64 × 32** (43 KiB; the H100's 48 KiB; Dv ≤ 128): 8 × 4 scores per
 //!     invocation (rows 4·ty + i and 64 + 4·ty + i: two vec4 loads of Q and one of K per
 //!     feature feed 32 FMAs) and 8 × 8 P·V outputs at Dv = 128 (two vec4 loads of P and
@@ -212,6 +212,17 @@ pub(crate) const FLASH_TILES: [FlashTiles; 4] = [
     },
 ];
 
+/// Tilings only `XKERN_WGPU_ATTN_TILE` picks (A/B timing): 128 × 64 with 16-feature
+/// steps (the same 43 KiB as 128 × 64 × 32, 12 staged Q/K registers instead of 24, for
+/// the case that the H100's compiler spills the 32-feature version; 8 more barriers per
+/// tile).
+pub(crate) const FORCED_TILES: [FlashTiles; 1] = [FlashTiles {
+    br: 128,
+    bc: 64,
+    bk: 16,
+    vk: 16,
+}];
+
 /// Tilings the host never picks, for the tests: 32-feature steps with 64 query rows, as
 /// in the H100's 64-row tiling (36 KiB: more than lavapipe's 32 KiB); and the 128-row
 /// code with 32-key tiles (23 and 27 KiB), so that the generated code of the H100's
@@ -257,6 +268,7 @@ const _: () = {
         assert!(t.valid());
         rest = tail;
     }
+    assert!(FORCED_TILES[0].valid());
 };
 
 impl FlashTiles {
@@ -329,24 +341,21 @@ impl FlashTiles {
         format!("{}x{}x{}", self.br, self.bc, self.bk)
     }
     /// Parses a value of `XKERN_WGPU_ATTN_TILE`: `auto` or the empty string is
-    /// `Ok(None)`, the name of one of [`FLASH_TILES`] that tiling, anything else an
-    /// error message.
+    /// `Ok(None)`, the name of one of [`FLASH_TILES`] or [`FORCED_TILES`] that tiling,
+    /// anything else an error message.
     pub(crate) fn parse(s: &str) -> std::result::Result<Option<Self>, String> {
         let s = s.trim().to_lowercase();
         if s.is_empty() || s == "auto" {
             return Ok(None);
         }
-        FLASH_TILES
-            .into_iter()
-            .find(|t| t.name() == s)
-            .map(Some)
-            .ok_or_else(|| {
-                let names: Vec<String> = FLASH_TILES.iter().map(|t| t.name()).collect();
-                format!(
-                    "XKERN_WGPU_ATTN_TILE={s:?}: expected auto or one of {}",
-                    names.join(", ")
-                )
-            })
+        let all = || FLASH_TILES.into_iter().chain(FORCED_TILES);
+        all().find(|t| t.name() == s).map(Some).ok_or_else(|| {
+            let names: Vec<String> = all().map(|t| t.name()).collect();
+            format!(
+                "XKERN_WGPU_ATTN_TILE={s:?}: expected auto or one of {}",
+                names.join(", ")
+            )
+        })
     }
 }
 

@@ -8,7 +8,8 @@
 
 use crate::WgpuBackend;
 use crate::attention::{
-    DECODE_MAX_SQ, FLASH_TILES, FlashTiles, Plan, TEST_TILES, decode_vec, flash_vec, plan,
+    DECODE_MAX_SQ, FLASH_TILES, FORCED_TILES, FlashTiles, Plan, TEST_TILES, decode_vec, flash_vec,
+    plan,
 };
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{AttentionOptions, AttentionSpec, Backend, DType, Tensor, Tolerance};
@@ -451,7 +452,7 @@ fn plans_follow_the_workgroup_memory_limit() {
     dv256.v_head_dim = 256;
     assert_eq!(tiles(plan(&dv256, 49152, None)), FLASH_TILES[1]);
     // A forced tiling wins where it fits, else the usual choice.
-    for t in FLASH_TILES {
+    for t in FLASH_TILES.into_iter().chain(FORCED_TILES) {
         assert_eq!(tiles(plan(&spec, 49152, Some(t))), t);
     }
     assert_eq!(
@@ -534,7 +535,7 @@ fn attention_variants_compile_once() {
 /// `XKERN_WGPU_ATTN_TILE` names every tiling; `auto` and the empty string choose none.
 #[test]
 fn attention_tile_names_parse() {
-    for t in FLASH_TILES {
+    for t in FLASH_TILES.into_iter().chain(FORCED_TILES) {
         assert_eq!(FlashTiles::parse(&t.name()), Ok(Some(t)));
     }
     assert_eq!(FlashTiles::parse(" 128X64x32 "), Ok(Some(FLASH_TILES[0])));

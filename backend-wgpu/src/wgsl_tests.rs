@@ -1,7 +1,7 @@
 //! Validates every generated WGSL variant with naga (parse + full validation with the
 //! capabilities the device would grant), without a GPU.
 
-use crate::attention::{FLASH_TILES, TEST_TILES};
+use crate::attention::{FLASH_TILES, FORCED_TILES, TEST_TILES};
 use crate::attention_wgsl::{attention_source, decode_source, flash_source, merge_source};
 use crate::copy::{cast_source, strided_source};
 use crate::matmul::{
@@ -121,7 +121,11 @@ fn every_kernel_variant_validates() {
         // The fast attention kernels at the head dims the host bakes in: the common ones,
         // odd and tiny ones, and the largest (256).
         for (d, dv) in ATTENTION_DIMS {
-            for t in FLASH_TILES.into_iter().chain(TEST_TILES) {
+            for t in FLASH_TILES
+                .into_iter()
+                .chain(FORCED_TILES)
+                .chain(TEST_TILES)
+            {
                 // vec4 Q/K/V loads only where D and Dv are multiples of 4.
                 for vec in [false, true] {
                     if vec && (d % 4 != 0 || dv % 4 != 0) {
@@ -191,7 +195,7 @@ fn every_kernel_variant_validates() {
         .iter()
         .filter(|(d, dv)| d % 4 == 0 && dv % 4 == 0)
         .count();
-    let flash = FLASH_TILES.len() + TEST_TILES.len();
+    let flash = FLASH_TILES.len() + FORCED_TILES.len() + TEST_TILES.len();
     let fast = ATTENTION_DIMS.len() * (flash + 2) + (flash + 2) * vec_dims;
     assert_eq!(
         n,
