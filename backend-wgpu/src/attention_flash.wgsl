@@ -3,8 +3,8 @@
 // it can see in tiles of BC. Per tile: S = Q·Kᵀ (BR × BC) register-tiled, each invocation
 // a TM × TN micro-tile at keys TN·tx + j and rows TM·ty + i (one vector load of each per
 // feature; at TM = 8 rows 4·ty + i%4 + 64·(i/4), two vec4 loads), with Q and K staged
-// k-major BK features at a time (in `stage`, or in `ps` for the 128-row tilings); S goes to `ps`
-// (key-major), where SPLIT invocations per row find the tile's row maximum and turn the
+// k-major BK features at a time (in `stage`, or in `ps` for the 128-row tilings); S goes
+// to `ps` (key-major), where SPLIT invocations per row find the tile's row maximum and turn the
 // scores into probabilities (online softmax in f32: running max m, running sum l,
 // rescale by exp(m_old − m_new)); then O += P·V with V staged BKV keys at a time and O
 // (the same TM rows × NJ columns per invocation) held in registers. Causal masking is
@@ -15,7 +15,9 @@
 // nan_max into every output of the query; a row whose visible scores are all −∞ gets
 // 0/0 = NaN, like the f64 reference. Staging is register-prefetched: the loads of the
 // next Q/K feature step and of the next V rows are issued before the current step's math
-// and stored after its closing barrier. Sizes and the unrolled code (ROWS, QK_*, V_*,
+// and stored after its closing barrier, and the last V step of a tile loads the next
+// tile's first Q/K step; with vec4 bindings (aligned rows) each load is four features or
+// columns. Sizes and the unrolled code (ROWS, QK_*, V_*,
 // MICRO, WRITE_S, RESCALE, PV, PV_MASKED, STORE) come from attention_wgsl.rs.
 struct Params {
     groups: u32, hq: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
@@ -113,8 +115,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let sp = t / BR;
     let s_vis = visible(q0 + sr);
     var s_m = neg_inf_f32();
-    // This invocation's rows TM·ty + i: visible keys vis_i, running max m_i and sum l_i
-    // (scalars, unrolled by attention.rs, so that nothing is indexed dynamically).
+    // This invocation's rows (TM·ty + i, or at TM = 8 4·ty + i%4 + 64·(i/4)): visible
+    // keys vis_i, running max m_i and sum l_i (scalars, unrolled by attention_wgsl.rs,
+    // so that nothing is indexed dynamically).
 {{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
 {{QK_DECL}}
