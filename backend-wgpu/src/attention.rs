@@ -15,29 +15,57 @@
 //!   `bkv` keys at a time. Causal tiles no row of the block sees are skipped, each head's query blocks run
 //!   last-first (the heaviest first, so the grid's tail is light blocks), and only tiles
 //!   that some row sees partly pay for the masked P·V loop (a masked key must contribute
-//!   nothing even where its value is ∞ or NaN, as in the reference). Tile variants, first that fits `max_compute_workgroup_storage_size` wins
-//!   ([`FLASH_TILES`]): 64 × 64 keys with 32-feature steps (36 KiB, e.g. the H100's
-//!   48 KiB), 64 × 64 with 16-feature steps (27.5 KiB, the common 32 KiB), 32 × 32 with
-//!   16-feature steps (11 KiB, WebGPU's guaranteed 16 KiB). 256 invocations are
-//!   WebGPU's guaranteed maximum; a 4 × 4 micro-tile gives each workgroup-memory read 4
-//!   FMAs as in the matmul, and 16 + 4·⌈Dv/16⌉ accumulators (48 at Dv = 128) stay in
-//!   registers. Staging issues all of an invocation's loads of a step before its stores
-//!   (generated straight-line code), and the Q/K loads of the next feature step before
-//!   the current step's micro-kernel (register prefetch: their latency hides behind
-//!   32 × 16 FMAs; likewise the first V rows of a tile during the softmax step and the
-//!   next V rows during a V step's P·V): at D = Dv = 128 on the 64 × 64 × 32 tiling, 8 Q + 8 K
-//!   loads per feature step and 16 V loads per 32-key V step are in flight together,
-//!   where the loop of load/store pairs of the first version waited for 96 loads one
-//!   after another per key tile (≈ 500 cycles each from L2: ≈ 48K cycles per tile, with
-//!   ≈ 2 workgroups per SM and ≈ 500 tiles per SM on the benchmark, about a quarter to a
-//!   third of its 23.8 ms). Expected on the H100 (B1 H32 S4096 D128 causal f16, 137 GFLOP
-//!   useful): issue-bound at ≈ 5,500 instructions per invocation per tile (4,096 FMAs),
-//!   66.5K tiles × 256 invocations → ≈ 3.2 ms at full issue, in practice ≈ 12–16 ms
-//!   (≈ 9–11 TFLOP/s) since 2 workgroups per SM (≈ 100 registers × 256 invocations) leave
-//!   the ≈ 10 barriers per tile exposed. Not done (the next steps): 128 query rows per
-//!   workgroup with 8 × 4 score micro-tiles and 8 × 8 P·V micro-tiles as in
-//!   `matmul_wide.wgsl`, vec4 global loads of K/V, prefetch of the next key tile's first
-//!   step, Q kept resident instead of re-staged for every key tile.
+//!   nothing even where its value is ∞ or NaN, as in the reference). Staging issues all
+//!   of an invocation's loads of a step before its stores (generated straight-line
+//!   code), the Q/K loads of the next feature step before the current step's
+//!   micro-kernel (register prefetch), the first V rows of a tile during the softmax
+//!   step, the next V rows during a V step's P·V, and after a tile's last V step the
+//!   next tile's first Q/K step (so only the block's very first load waits). Where Q, K
+//!   and V rows are 4-aligned with unit feature stride ([`flash_vec`]) every load is a
+//!   vec4 (8 B for f16/bf16, 16 B for f32): a warp's Q/K vec4s are 16 rows × 2 columns,
+//!   so that their k-major stores hit 32 distinct banks. The micro-kernels of a feature
+//!   step and of an unmasked V step are unrolled with constant offsets (as in
+//!   `matmul_wide.wgsl`), so the driver can schedule later workgroup loads ahead of
+//!   earlier FMAs.
+//!
+//!   Tile variants ([`FLASH_TILES`]; the first that fits `max_compute_workgroup_storage_size`
+//!   and Dv wins; `XKERN_WGPU_ATTN_TILE=128x64x32|128x64x16|64x64x32|64x64x16|32x32x16|auto`
+//!   forces one where it fits; 128 × 64 × 16 ([`FORCED_TILES`]) is taken only so):
+//!   - **128 × 64 × 32** (43 KiB; the H100's 48 KiB; Dv ≤ 128): 8 × 4 scores per
+//!     invocation (rows 4·ty + i and 64 + 4·ty + i: two vec4 loads of Q and one of K per
+//!     feature feed 32 FMAs) and 8 × 8 P·V outputs at Dv = 128 (two vec4 loads of P and
+//!     two of V per key feed 64 FMAs), as the 128 × 128 matmul's 8 × 8. P (64 × 132
+//!     words, 33 KiB) would not fit beside Q/K chunks and V, so the Q/K chunks (32 ×
+//!     (132 + 68) words, 25 KiB) share P's space (S is in registers while they are live)
+//!     and V gets 16 keys × 128 columns (8 KiB) of its own. Per tile and invocation at
+//!     D = Dv = 128 (counted from the generated code; the last item estimated): 8,192
+//!     FMAs, 384 + 256 vec4 workgroup loads, ≈ 150 workgroup stores, 24 + 8 global vec4
+//!     loads, ≈ 600 other (softmax: 32 exp; index and bounds arithmetic): ≈ 9.6K
+//!     instructions, 85 % FMAs
+//!     (the 64-row tiling: ≈ 5.5K for 4,096 FMAs, 75 %). 19 barriers per tile for twice
+//!     the work of the 64-row tile's 15. Registers ≈ 165 per invocation (64
+//!     accumulators, 32 scores, 24 staged Q/K and 8 staged V words, 24 row states,
+//!     addresses): one 256-invocation workgroup (8 warps) per H100 SM, like the 128 ×
+//!     128 matmul (37 TFLOP/s); workgroup memory would allow 5. Expected on the H100
+//!     (B1 H32 S4096 D128 causal f16, 137 GFLOP useful): 32 blocks of 128 rows per head
+//!     see 2, 4, .. 64 tiles: 33.8K tiles (half the 64-row tiling's 66.5K), 142 GFLOP
+//!     computed; at the matmul's 55 % of the 67 TFLOP/s FMA peak ≈ 3.9 ms, plus
+//!     ≈ 0.4 ms of barrier drains (256 tiles per SM × 19 × ≈ 150 cycles) and the
+//!     softmax: ≈ 5–7 ms (20–27 TFLOP/s) against the issue's ≤ 7.7 ms. Above Dv = 128
+//!     its 8 × 16 accumulators would spill, so larger Dv take the next tiling.
+//!   - **64 × 64 × 32** (36 KiB), **64 × 64 × 16** (27.5 KiB, the common 32 KiB,
+//!     lavapipe), **32 × 32 × 16** (11 KiB, WebGPU's guaranteed 16 KiB): 4 × 4 (2 × 2)
+//!     score micro-tiles, 16 + 4·⌈Dv/16⌉ accumulators, V sharing the Q/K chunks' space
+//!     (as many keys per step as fit). Measured on the H100 at 64 × 64 × 32 before the
+//!     vec4 loads, unrolling and next-tile prefetch: 14.2 ms (9.7 TFLOP/s) on the
+//!     benchmark, 2 workgroups per SM (≈ 100 registers).
+//!
+//!   Tests run the 128-row code on lavapipe (32 KiB) through test twins with 32-key tiles
+//!   (`TEST_TILES`: 128 × 32 × 32 with 8 V keys a step, 128 × 32 × 16 with 16), every
+//!   tiling on aligned (vec4) and unaligned (scalar) rows. Not done (next steps, if
+//!   the H100 shows the barriers or staging): Q kept resident as f16 (32 KiB at 128 ×
+//!   128: needs P elsewhere), V staged as f16 for f16 inputs (32 keys a step: 4 fewer
+//!   barriers), the softmax's row max and sum by subgroup shuffles instead of `wred`.
 //! - **Split-KV decode** (`attention_decode.wgsl` + `attention_merge.wgsl`) for
 //!   `Sq ≤ 4`: few queries leave a prefill grid nearly empty, so the keys are split
 //!   across workgroups (whole tiles of 32 keys, at least [`DECODE_MIN_CHUNK`] keys each,
@@ -116,7 +144,8 @@
 //!   workgroup memory exceeds the device's limit.
 //!
 //! Paths: Sq ≤ 4 → decode (if D ≤ 256, Dv ≤ 256); larger Sq → prefill with the largest
-//! tiling that fits (the H100, 48 KiB: 64 × 64 × 32; lavapipe, 32 KiB: 64 × 64 × 16);
+//! tiling that fits (the H100, 48 KiB: 128 × 64 × 32 at Dv ≤ 128, else 64 × 64 × 32;
+//! lavapipe, 32 KiB: 64 × 64 × 16);
 //! D or Dv > 256 or no output → fallback. Any strides, offsets and dtype (f32, f16
 //! through `shader-f16`, bf16 as packed words) take the same paths.
 //!
@@ -125,15 +154,15 @@
 //! each compiled once); loads go through the views' strides, so every layout takes the
 //! fast paths (unit stride along D makes their loads coalesced). Bounds the host
 //! guarantees: every element index of q, k, v, the output and the decode scratch fits u32
-//! (`fit_u32` on the strides, the lengths, and `Sq + Skv + 64` for the causal bound), the
+//! (`fit_u32` on the strides, the lengths, and `Sq + Skv + 128` for the causal bound), the
 //! bindings hold at most `max_storage_buffer_binding_size` bytes, and the kernels check
 //! every load against Sq, Skv, D and Dv (zero-filling ragged tiles) and every store
 //! against Sq and Dv, so no size must be a multiple of a tile.
 
 use crate::WgpuBackend;
 use crate::attention_wgsl::{
-    MERGE_EB, attention_source, bindings, decode_bindings, decode_source, flash_source,
-    merge_bindings, merge_source,
+    MERGE_EB, attention_source, bindings, decode_bindings, decode_source, flash_bindings,
+    flash_source, merge_bindings, merge_source,
 };
 use crate::buffers::WgpuStorage;
 use crate::pipelines::{Params, fit_u32};
@@ -167,47 +196,121 @@ pub(crate) fn decode_sd4(d: usize) -> usize {
     d.div_ceil(4) | 1
 }
 
-/// Tile sizes of the prefill kernel: query rows, keys and features per step.
+/// Tile sizes of the prefill kernel: query rows, keys and features per step, and where
+/// V is staged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FlashTiles {
     pub(crate) br: usize,
     pub(crate) bc: usize,
     pub(crate) bk: usize,
+    /// 0: V shares the space of the Q and K chunks, as many keys per step as fit (the
+    /// 64- and 32-row tilings). Else V has a space of its own, `vk` keys per step at
+    /// Dv ≤ 128 (fewer above), and the Q and K chunks share the space of P (the 128-row
+    /// tilings: P alone is 33 KiB there).
+    pub(crate) vk: usize,
 }
 
-/// The prefill variants, largest first (see the module doc).
-pub(crate) const FLASH_TILES: [FlashTiles; 3] = [
+/// The prefill variants, largest first (see the module doc). The 128-row tiling runs
+/// only where Dv ≤ [`WIDE_MAX_DV`].
+pub(crate) const FLASH_TILES: [FlashTiles; 4] = [
+    FlashTiles {
+        br: 128,
+        bc: 64,
+        bk: 32,
+        vk: 16,
+    },
     FlashTiles {
         br: 64,
         bc: 64,
         bk: 32,
+        vk: 0,
     },
     FlashTiles {
         br: 64,
         bc: 64,
         bk: 16,
+        vk: 0,
     },
     FlashTiles {
         br: 32,
         bc: 32,
         bk: 16,
+        vk: 0,
     },
 ];
+
+/// Tilings only `XKERN_WGPU_ATTN_TILE` picks (A/B timing): 128 × 64 with 16-feature
+/// steps (the same 43 KiB as 128 × 64 × 32, 12 staged Q/K registers instead of 24, for
+/// the case that the H100's compiler spills the 32-feature version; 8 more barriers per
+/// tile).
+pub(crate) const FORCED_TILES: [FlashTiles; 1] = [FlashTiles {
+    br: 128,
+    bc: 64,
+    bk: 16,
+    vk: 16,
+}];
+
+/// Tilings the host never picks, for the tests: 32-feature steps with 64 query rows, as
+/// in the H100's 64-row tiling (36 KiB: more than lavapipe's 32 KiB); and the 128-row
+/// code with 32-key tiles (23 and 27 KiB), so that the generated code of the H100's
+/// 128-row tiling (44 KiB) runs on lavapipe, V's own space with 8 and 16 keys a step.
+#[cfg(test)]
+pub(crate) const TEST_TILES: [FlashTiles; 4] = [
+    FlashTiles {
+        br: 64,
+        bc: 32,
+        bk: 32,
+        vk: 0,
+    },
+    FlashTiles {
+        br: 32,
+        bc: 64,
+        bk: 16,
+        vk: 0,
+    },
+    FlashTiles {
+        br: 128,
+        bc: 32,
+        bk: 32,
+        vk: 8,
+    },
+    FlashTiles {
+        br: 128,
+        bc: 32,
+        bk: 16,
+        vk: 16,
+    },
+];
+
+/// Largest Dv of the 128-row tilings: 8 rows × Dv/16 accumulators per invocation (64 at
+/// 128) plus 32 scores and the staging registers fill the 255 registers an H100
+/// invocation of a 256-wide workgroup may have; at 256 they would spill.
+pub(crate) const WIDE_MAX_DV: usize = 128;
 
 // 16 × 16 invocations: rows and keys split evenly, and the softmax step's invocations
 // per row divide the keys.
 const _: () = {
     let mut rest: &[FlashTiles] = &FLASH_TILES;
     while let [t, tail @ ..] = rest {
-        // Micro-tiles of 2 or 4 rows and keys: one vec2 or vec4 load each.
-        assert!(t.br == 32 || t.br == 64);
-        assert!(t.bc == 32 || t.bc == 64);
-        assert!(t.bc.is_multiple_of(256 / t.br));
+        assert!(t.valid());
         rest = tail;
     }
+    assert!(FORCED_TILES[0].valid());
 };
 
 impl FlashTiles {
+    /// Whether the generator supports these sizes: micro-tiles of 2 or 4 rows and keys
+    /// (one vec2 or vec4 load each) or of 8 rows (two vec4s, 64 rows apart), and feature
+    /// steps a multiple of 4 (the Q and K staging uses whole rows of 256 invocations).
+    pub(crate) const fn valid(self) -> bool {
+        (self.br == 32 || self.br == 64 || self.br == 128)
+            && (self.bc == 32 || self.bc == 64)
+            && self.bc.is_multiple_of(256 / self.br)
+            && (self.bk == 16 || self.bk == 32)
+            && (self.vk == 0 || self.vk.is_power_of_two())
+            // The 128-row tilings keep Q and K in P's space.
+            && ((self.br == 128) == (self.vk > 0))
+    }
     /// Dv rounded up to the 16 columns of the invocation grid.
     pub(crate) fn dvp(dv: usize) -> usize {
         dv.div_ceil(16).max(1) * 16
@@ -216,21 +319,70 @@ impl FlashTiles {
     fn qk_words(self) -> usize {
         self.bk * (self.br + 4) + self.bk * (self.bc + 4)
     }
+    /// Words of P (key-major, rows padded by 4).
+    fn p_words(self) -> usize {
+        self.bc * (self.br + 4)
+    }
     /// Keys of V staged per step: the largest power of two up to `bc` whose rows fit the
-    /// space of the Q and K chunks.
+    /// space of the Q and K chunks, or (`vk` > 0) V's own space of `vk` rows of 128.
     pub(crate) fn bkv(self, dv: usize) -> usize {
+        let room = if self.vk > 0 {
+            self.vk * 128
+        } else {
+            self.qk_words()
+        };
         let mut n = self.bc;
-        while n > 1 && n * Self::dvp(dv) > self.qk_words() {
+        while n > 1 && n * Self::dvp(dv) > room {
             n /= 2;
         }
         n
     }
+    /// Words of `stage` (the Q/K chunks and V, or V alone).
     pub(crate) fn stage_words(self, dv: usize) -> usize {
-        self.qk_words().max(self.bkv(dv) * Self::dvp(dv))
+        let v = self.bkv(dv) * Self::dvp(dv);
+        if self.vk > 0 {
+            v
+        } else {
+            self.qk_words().max(v)
+        }
+    }
+    /// Words of `ps` (P, and with `vk` > 0 the Q/K chunks).
+    pub(crate) fn ps_words(self) -> usize {
+        if self.vk > 0 {
+            self.p_words().max(self.qk_words())
+        } else {
+            self.p_words()
+        }
     }
     /// Workgroup memory in bytes.
     pub(crate) fn bytes(self, dv: usize) -> usize {
-        4 * (self.stage_words(dv) + self.bc * (self.br + 4) + 2 * 256)
+        4 * (self.stage_words(dv) + self.ps_words() + 2 * 256)
+    }
+    /// Whether this tiling may run Dv-wide values (the 128-row ones only up to
+    /// [`WIDE_MAX_DV`]) in `wg_bytes` of workgroup memory.
+    pub(crate) fn fits(self, dv: usize, wg_bytes: usize) -> bool {
+        (self.br < 128 || dv <= WIDE_MAX_DV) && self.bytes(dv) <= wg_bytes
+    }
+    /// `128x64x32`: the name `XKERN_WGPU_ATTN_TILE` takes and pipeline keys use.
+    pub(crate) fn name(self) -> String {
+        format!("{}x{}x{}", self.br, self.bc, self.bk)
+    }
+    /// Parses a value of `XKERN_WGPU_ATTN_TILE`: `auto` or the empty string is
+    /// `Ok(None)`, the name of one of [`FLASH_TILES`] or [`FORCED_TILES`] that tiling,
+    /// anything else an error message.
+    pub(crate) fn parse(s: &str) -> std::result::Result<Option<Self>, String> {
+        let s = s.trim().to_lowercase();
+        if s.is_empty() || s == "auto" {
+            return Ok(None);
+        }
+        let all = || FLASH_TILES.into_iter().chain(FORCED_TILES);
+        all().find(|t| t.name() == s).map(Some).ok_or_else(|| {
+            let names: Vec<String> = all().map(|t| t.name()).collect();
+            format!(
+                "XKERN_WGPU_ATTN_TILE={s:?}: expected auto or one of {}",
+                names.join(", ")
+            )
+        })
     }
 }
 
@@ -325,17 +477,27 @@ impl DecodeTuning {
     }
 }
 
+/// Whether every element `len`-long run of `v` along its last axis starts on a multiple
+/// of 4 elements with unit stride and `len` a multiple of 4: then each vec4 of a row is
+/// aligned and lies wholly inside the row.
+fn vec4_rows(v: &View4, len: usize) -> bool {
+    len.is_multiple_of(4)
+        && v.strides[3] == 1
+        && v.offset.is_multiple_of(4)
+        && v.strides[..3].iter().all(|s| s.is_multiple_of(4))
+}
+
 /// Whether the decode kernel reads K and V as vec4s: unit feature stride, D and Dv
 /// multiples of 4, and every row start a multiple of 4 elements, so each vec4 is aligned
-/// and lies wholly inside its row.
+/// and lies wholly inside its row; and at least one key (an empty tensor's 4-byte buffer
+/// cannot be bound as an array of 8- or 16-byte vectors).
 pub(crate) fn decode_vec(spec: &AttentionSpec) -> bool {
-    let aligned = |v: &View4, len: usize| {
-        len.is_multiple_of(4)
-            && v.strides[3] == 1
-            && v.offset.is_multiple_of(4)
-            && v.strides[..3].iter().all(|s| s.is_multiple_of(4))
-    };
-    aligned(&spec.k, spec.head_dim) && aligned(&spec.v, spec.v_head_dim)
+    spec.kv_seq > 0 && vec4_rows(&spec.k, spec.head_dim) && vec4_rows(&spec.v, spec.v_head_dim)
+}
+
+/// Whether the prefill kernel reads Q, K and V as vec4s (as [`decode_vec`], Q too).
+pub(crate) fn flash_vec(spec: &AttentionSpec) -> bool {
+    decode_vec(spec) && vec4_rows(&spec.q, spec.head_dim)
 }
 
 /// Which kernel runs an attention.
@@ -358,9 +520,15 @@ pub(crate) enum Plan {
     Fallback,
 }
 
-/// Chooses the kernel for `spec` on a device with `wg_bytes` of workgroup memory and the
-/// decode tunables `tune`.
-pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize, tune: &DecodeTuning) -> Plan {
+/// Chooses the kernel for `spec` on a device with `wg_bytes` of workgroup memory, the
+/// decode tunables `tune`, and a `forced` prefill tiling (`XKERN_WGPU_ATTN_TILE`), taken
+/// where it fits, else the usual choice.
+pub(crate) fn plan(
+    spec: &AttentionSpec,
+    wg_bytes: usize,
+    tune: &DecodeTuning,
+    forced: Option<FlashTiles>,
+) -> Plan {
     let (d, dv) = (spec.head_dim, spec.v_head_dim);
     let rows = spec.batch * spec.q_heads * spec.q_seq;
     if rows == 0 || dv == 0 || d > MAX_FAST_DIM || dv > MAX_FAST_DIM {
@@ -404,9 +572,10 @@ pub(crate) fn plan(spec: &AttentionSpec, wg_bytes: usize, tune: &DecodeTuning) -
             split_dot,
         };
     }
-    FLASH_TILES
+    forced
         .into_iter()
-        .find(|t| t.bytes(dv) <= wg_bytes)
+        .chain(FLASH_TILES)
+        .find(|t| t.fits(dv, wg_bytes))
         .map_or(Plan::Fallback, Plan::Flash)
 }
 
@@ -427,7 +596,12 @@ impl WgpuBackend {
     pub(crate) fn attention_plan(&self, spec: &AttentionSpec) -> Plan {
         let gpu = self.gpu();
         let wg = gpu.limits.max_compute_workgroup_storage_size;
-        plan(spec, usize::try_from(wg).unwrap_or(usize::MAX), &gpu.decode)
+        plan(
+            spec,
+            usize::try_from(wg).unwrap_or(usize::MAX),
+            &gpu.decode,
+            gpu.attn_tile,
+        )
     }
 
     /// [`xkern_core::Backend::attention`].
@@ -456,17 +630,21 @@ impl WgpuBackend {
         let len = rows * spec.v_head_dim;
         fit_u32(len)?;
         // The causal bound i + 1 + Skv for i up to a block past Sq.
-        fit_u32(spec.q_seq + spec.kv_seq + 64)?;
+        fit_u32(spec.q_seq + spec.kv_seq + 128)?;
         let group = (spec.q_heads / spec.kv_heads.max(1)).max(1);
         let (dtype, d, dv) = (spec.dtype, spec.head_dim, spec.v_head_dim);
         match plan {
             Plan::Flash(t) => {
+                let vec = flash_vec(spec);
                 let key = format!(
-                    "attention-flash/{dtype}/{d}/{dv}/{}x{}x{}",
-                    t.br, t.bc, t.bk
+                    "attention-flash/{dtype}/{d}/{dv}/{}v{}{}",
+                    t.name(),
+                    t.vk,
+                    if vec { "/vec4" } else { "" }
                 );
-                let kernel =
-                    self.kernel(&key, &bindings(dtype), || flash_source(dtype, d, dv, t))?;
+                let kernel = self.kernel(&key, &flash_bindings(dtype, vec), || {
+                    flash_source(dtype, d, dv, t, vec)
+                })?;
                 self.record(|rec| {
                     let out = self.alloc_storage(DType::F32, len)?;
                     let q_blocks = spec.q_seq.div_ceil(t.br);

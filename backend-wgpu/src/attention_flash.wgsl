@@ -1,9 +1,10 @@
 // attention_flash.wgsl: FlashAttention-2 style prefill. One workgroup of 16 × 16
 // invocations per (batch, query head, block of BR query rows); the block walks the keys
 // it can see in tiles of BC. Per tile: S = Q·Kᵀ (BR × BC) register-tiled, each invocation
-// a TM × TN micro-tile at rows TM·ty + i and keys TN·tx + j (one vector load of each per
-// feature), with Q and K staged k-major in `stage` BK features at a time; S goes to `ps`
-// (key-major), where SPLIT invocations per row find the tile's row maximum and turn the
+// a TM × TN micro-tile at keys TN·tx + j and rows TM·ty + i (one vector load of each per
+// feature; at TM = 8 rows 4·ty + i%4 + 64·(i/4), two vec4 loads), with Q and K staged
+// k-major BK features at a time (in `stage`, or in `ps` for the 128-row tilings); S goes
+// to `ps` (key-major), where SPLIT invocations per row find the tile's row maximum and turn the
 // scores into probabilities (online softmax in f32: running max m, running sum l,
 // rescale by exp(m_old − m_new)); then O += P·V with V staged BKV keys at a time and O
 // (the same TM rows × NJ columns per invocation) held in registers. Causal masking is
@@ -14,7 +15,9 @@
 // nan_max into every output of the query; a row whose visible scores are all −∞ gets
 // 0/0 = NaN, like the f64 reference. Staging is register-prefetched: the loads of the
 // next Q/K feature step and of the next V rows are issued before the current step's math
-// and stored after its closing barrier. Sizes and the unrolled code (ROWS, QK_*, V_*,
+// and stored after its closing barrier, and the last V step of a tile loads the next
+// tile's first Q/K step; with vec4 bindings (aligned rows) each load is four features or
+// columns. Sizes and the unrolled code (ROWS, QK_*, V_*,
 // MICRO, WRITE_S, RESCALE, PV, PV_MASKED, STORE) come from attention_wgsl.rs.
 struct Params {
     groups: u32, hq: u32, group: u32, sq: u32, skv: u32, scale: f32, causal: u32,
@@ -62,6 +65,12 @@ fn stage_set(i: u32, x: f32) {
     stage[i >> 2u][i & 3u] = x;
 }
 
+// The Q and K chunks live in `stage` (with V), or in `ps` (the 128-row tilings, where V
+// has `stage` to itself).
+fn qk_set(i: u32, x: f32) {
+    {{QK}}[i >> 2u][i & 3u] = x;
+}
+
 fn stage_get(i: u32) -> f32 {
     return stage[i >> 2u][i & 3u];
 }
@@ -106,19 +115,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let sp = t / BR;
     let s_vis = visible(q0 + sr);
     var s_m = neg_inf_f32();
-    // This invocation's rows TM·ty + i: visible keys vis_i, running max m_i and sum l_i
-    // (scalars, unrolled by attention.rs, so that nothing is indexed dynamically).
+    // This invocation's rows (TM·ty + i, or at TM = 8 4·ty + i%4 + 64·(i/4)): visible
+    // keys vis_i, running max m_i and sum l_i (scalars, unrolled by attention_wgsl.rs,
+    // so that nothing is indexed dynamically).
 {{ROWS}}
     var acc: array<f32, {{TM_NJ}}>;
 {{QK_DECL}}
 {{V_DECL}}
+    // Keys of the Q/K feature step in the staging registers: this tile's, or (after
+    // the tile's last V step) the next tile's first step, in flight across the loop.
+    var kq = 0u;
+    var dl = 0u;
+{{QK_LOAD}}
+    let ra0 = ({{TQ}}u * ty) >> 2u;
+    let rb0 = (TK + {{TN}}u * tx) >> 2u;
     for (var kv0 = 0u; kv0 < kv_end; kv0 = kv0 + BC) {
         var s: array<f32, {{TM_TN}}>;
         // Q and K of feature step dl into registers: every load of a step is issued
         // before any store (all in flight together), and the next step's loads are issued
         // before this step's math (in flight during it).
-        var dl = 0u;
-{{QK_LOAD}}
         for (var d0 = 0u; d0 < D; d0 = d0 + BK) {
 {{QK_STORE}}
             workgroupBarrier();
@@ -126,12 +141,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (dl < D) {
 {{QK_LOAD}}
             }
-            for (var kk = 0u; kk < BK; kk = kk + 1u) {
-                // vec4 index of rows TM·ty.. and of keys TN·tx.. of feature kk.
-                let ra = (kk * SQ + {{TM}}u * ty) >> 2u;
-                let rb = (TK + kk * SK + {{TN}}u * tx) >> 2u;
+            // Features d0 .. d0 + BK − 1, unrolled: rows TM·ty.. and keys TN·tx.. of
+            // feature kk are the vec4s ra0 + kk·SQ/4 and rb0 + kk·SK/4.
 {{MICRO}}
-            }
             workgroupBarrier();
         }
         // The first V rows of the tile into registers, in flight during the softmax step
@@ -167,11 +179,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var k0 = 0u; k0 < BC; k0 = k0 + BKV) {
 {{V_STORE}}
             workgroupBarrier();
-            // The next V rows, in flight during this step's P·V.
+            // The next V rows, in flight during this step's P·V; after the last, the
+            // next tile's first Q/K step.
             kl = k0 + BKV;
             if (kl < BC) {
 {{V_LOAD}}
+            } else {
+                kq = kv0 + BC;
+                dl = 0u;
+{{QK_LOAD}}
             }
+            let rp0 = (k0 * SPT) >> 2u;
             if (masked) {
                 for (var kk = 0u; kk < BKV; kk = kk + 1u) {
                     let key = kv0 + k0 + kk;
@@ -181,12 +199,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{PV_MASKED}}
                 }
             } else {
-                for (var kk = 0u; kk < BKV; kk = kk + 1u) {
-                    let rp = ((k0 + kk) * SPT) >> 2u;
-                    let rv = kk * DVP + tx;
-                    let rv4 = kk * (DVP / 4u) + tx;
 {{PV}}
-                }
             }
             workgroupBarrier();
         }

@@ -8,7 +8,8 @@
 
 use crate::WgpuBackend;
 use crate::attention::{
-    DECODE_MAX_SQ, DecodeTuning, FLASH_TILES, FlashTiles, Plan, decode_vec, plan,
+    DECODE_MAX_SQ, DecodeTuning, FLASH_TILES, FORCED_TILES, FlashTiles, Plan, TEST_TILES,
+    decode_vec, flash_vec, plan,
 };
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{AttentionOptions, AttentionSpec, Backend, DType, Tensor, Tolerance};
@@ -256,22 +257,6 @@ fn wg_bytes(dev: &WgpuBackend) -> usize {
     dev.gpu().limits.max_compute_workgroup_storage_size as usize
 }
 
-/// Tilings the host never picks, run in f32 so that the generator's other shapes are
-/// shown to work too: in particular 32-feature steps with 64 query rows, as in the
-/// largest tiling, whose 36 KiB exceed lavapipe's 32 KiB of workgroup memory.
-const EXTRA_TILES: [FlashTiles; 2] = [
-    FlashTiles {
-        br: 64,
-        bc: 32,
-        bk: 32,
-    },
-    FlashTiles {
-        br: 32,
-        bc: 64,
-        bk: 16,
-    },
-];
-
 /// Every prefill tiling that fits this device, on every prefill case and dtype.
 #[test]
 fn prefill_tilings_match_the_reference() {
@@ -283,13 +268,13 @@ fn prefill_tilings_match_the_reference() {
                 matches!(dev.attention_plan(&spec), Plan::Flash(_)),
                 "{c:?} must take the prefill kernel"
             );
-            let extra = if dtype == DType::F32 {
-                &EXTRA_TILES[..]
-            } else {
-                &[]
-            };
+            // The extra tilings in f32 only, except the 128-row ones (the H100's tiling,
+            // too large for lavapipe, runs in every dtype through their smaller twins).
+            let extra = TEST_TILES
+                .iter()
+                .filter(|t| dtype == DType::F32 || t.br == 128);
             for &t in FLASH_TILES.iter().chain(extra) {
-                if t.bytes(c.dv) <= wg_bytes(&dev) {
+                if t.fits(c.dv, wg_bytes(&dev)) {
                     run(&dev, c, dtype, 100 + i as u64, Some(Plan::Flash(t)));
                 }
             }
@@ -388,6 +373,54 @@ fn decode_reads_unaligned_rows_as_scalars() {
     }
 }
 
+/// The prefill kernel's scalar loads where the vec4 ones must not be used: Q, K and V
+/// rows starting one element past a multiple of 4 (D = Dv = 64, so only the offset
+/// breaks the alignment), causal with Sq < Skv, with every tiling that fits (the 128-row
+/// code through its test twins), f32 and a 16-bit dtype.
+#[test]
+fn prefill_reads_unaligned_rows_as_scalars() {
+    let dev = device();
+    let c = case(4, 2, 140, 170, 64, true);
+    let opts = AttentionOptions {
+        causal: true,
+        scale: None,
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        let (q, hq) = operand(&dev, &c, c.hq, c.sq, c.d, dtype, 17, false);
+        let (k, hk) = operand(&dev, &c, c.hkv, c.skv, c.d, dtype, 18, false);
+        let (v, hv) = operand(&dev, &c, c.hkv, c.skv, c.dv, dtype, 19, false);
+        // The same values one element further into their buffers.
+        let shifted = |h: &HostTensor| {
+            let mut data = vec![0.0f32];
+            data.extend(h.data.iter().map(|&x| x as f32));
+            Tensor::from_slice(&dev, &[data.len()], &data)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        let (qs, ks, vs) = (shifted(&hq), shifted(&hk), shifted(&hv));
+        let mut spec = AttentionSpec::new(&q, &k, &v, &opts).unwrap();
+        assert!(flash_vec(&spec), "contiguous rows of 64 read vec4s");
+        spec.q.offset += 1;
+        spec.k.offset += 1;
+        spec.v.offset += 1;
+        assert!(!flash_vec(&spec));
+        let want = reference::attention(&hq, &hk, &hv, true, 1.0 / (c.d as f64).sqrt());
+        let len = spec.output_shape().iter().product();
+        for &t in FLASH_TILES.iter().chain(&TEST_TILES) {
+            if !t.fits(c.dv, wg_bytes(&dev)) {
+                continue;
+            }
+            let p = Plan::Flash(t);
+            let out = dev
+                .attention_with(&spec, qs.storage(), ks.storage(), vs.storage(), p)
+                .unwrap();
+            let got = dev.download(&out, dtype, 0, len).unwrap().to_f64();
+            check(&format!("{dtype} unaligned {p:?}"), dtype, &got, &want);
+        }
+    }
+}
+
 /// Shapes past the fast kernels' bounds take the fallback, which still matches.
 #[test]
 fn large_head_dims_fall_back() {
@@ -426,20 +459,56 @@ fn plans_follow_the_workgroup_memory_limit() {
         p => panic!("{p:?}"),
     };
     assert_eq!(
-        tiles(plan(&spec, 49152, &DecodeTuning::default())),
+        tiles(plan(&spec, 49152, &DecodeTuning::default(), None)),
         FLASH_TILES[0]
     );
+    assert_eq!(FLASH_TILES[0].br, 128);
     assert_eq!(
-        tiles(plan(&spec, 32768, &DecodeTuning::default())),
-        FLASH_TILES[1]
-    );
-    assert_eq!(
-        tiles(plan(&spec, 16384, &DecodeTuning::default())),
+        tiles(plan(&spec, 32768, &DecodeTuning::default(), None)),
         FLASH_TILES[2]
     );
-    assert!(FLASH_TILES[2].bytes(256) <= 16384);
+    assert_eq!(
+        tiles(plan(&spec, 16384, &DecodeTuning::default(), None)),
+        FLASH_TILES[3]
+    );
+    assert!(FLASH_TILES[3].bytes(256) <= 16384);
+    // Above Dv = 128 the 128-row tiling would spill registers: 64 × 64 × 32 instead.
+    let mut dv256 = spec.clone();
+    dv256.v_head_dim = 256;
+    assert_eq!(
+        tiles(plan(&dv256, 49152, &DecodeTuning::default(), None)),
+        FLASH_TILES[1]
+    );
+    // A forced tiling wins where it fits, else the usual choice.
+    for t in FLASH_TILES.into_iter().chain(FORCED_TILES) {
+        assert_eq!(
+            tiles(plan(&spec, 49152, &DecodeTuning::default(), Some(t))),
+            t
+        );
+    }
+    assert_eq!(
+        tiles(plan(
+            &spec,
+            32768,
+            &DecodeTuning::default(),
+            Some(FLASH_TILES[0])
+        )),
+        FLASH_TILES[2]
+    );
+    assert_eq!(
+        tiles(plan(
+            &dv256,
+            49152,
+            &DecodeTuning::default(),
+            Some(FLASH_TILES[0])
+        )),
+        FLASH_TILES[1]
+    );
     assert!(crate::attention::decode_bytes(128, 8, false) <= 16384);
-    assert_eq!(plan(&spec, 8192, &DecodeTuning::default()), Plan::Fallback);
+    assert_eq!(
+        plan(&spec, 8192, &DecodeTuning::default(), None),
+        Plan::Fallback
+    );
     // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 64 chunks of 128.
     let decode = spec_of(
         &dev,
@@ -450,7 +519,7 @@ fn plans_follow_the_workgroup_memory_limit() {
         },
     );
     assert!(matches!(
-        plan(&decode, 16384, &DecodeTuning::default()),
+        plan(&decode, 16384, &DecodeTuning::default(), None),
         Plan::Decode { .. }
     ));
     let mut bench = decode.clone();
@@ -458,7 +527,7 @@ fn plans_follow_the_workgroup_memory_limit() {
     // Four rows (the GQA group of 4 at Sq = 1) where 20 KiB fit, else eight.
     for (wg, rows) in [(16384, 8), (32768, 4), (49152, 4)] {
         assert_eq!(
-            plan(&bench, wg, &DecodeTuning::default()),
+            plan(&bench, wg, &DecodeTuning::default(), None),
             Plan::Decode {
                 rows,
                 splits: 64,
@@ -475,7 +544,7 @@ fn plans_follow_the_workgroup_memory_limit() {
         rows,
         ..DecodeTuning::default()
     };
-    let p = |wg, t: DecodeTuning| plan(&bench, wg, &t);
+    let p = |wg, t: DecodeTuning| plan(&bench, wg, &t, None);
     assert_eq!(
         p(49152, tuned(Some(100), Some(8))),
         Plan::Decode {
@@ -515,7 +584,7 @@ fn plans_follow_the_workgroup_memory_limit() {
     ));
     // Split dot products only where their partial scores fit.
     assert!(matches!(
-        plan(&bench, 16384, &k_only),
+        plan(&bench, 16384, &k_only, None),
         Plan::Decode {
             split_dot: false,
             ..
@@ -531,13 +600,13 @@ fn plans_follow_the_workgroup_memory_limit() {
     wide.head_dim = 256;
     wide.v_head_dim = 256;
     assert!(matches!(
-        plan(&wide, 49152, &DecodeTuning::default()),
+        plan(&wide, 49152, &DecodeTuning::default(), None),
         Plan::Decode { rows: 8, .. }
     ));
     let mut five = decode;
     five.q_seq = DECODE_MAX_SQ + 1;
     assert!(matches!(
-        plan(&five, 16384, &DecodeTuning::default()),
+        plan(&five, 16384, &DecodeTuning::default(), None),
         Plan::Flash(_)
     ));
 }
@@ -571,4 +640,17 @@ fn attention_variants_compile_once() {
         "{keys:?}"
     );
     assert_eq!(keys[2], "attention-merge/f32");
+}
+
+/// `XKERN_WGPU_ATTN_TILE` names every tiling; `auto` and the empty string choose none.
+#[test]
+fn attention_tile_names_parse() {
+    for t in FLASH_TILES.into_iter().chain(FORCED_TILES) {
+        assert_eq!(FlashTiles::parse(&t.name()), Ok(Some(t)));
+    }
+    assert_eq!(FlashTiles::parse(" 128X64x32 "), Ok(Some(FLASH_TILES[0])));
+    assert_eq!(FlashTiles::parse("auto"), Ok(None));
+    assert_eq!(FlashTiles::parse(""), Ok(None));
+    assert!(FlashTiles::parse("128").is_err());
+    assert!(TEST_TILES.iter().all(|t| t.valid()));
 }

@@ -29,13 +29,9 @@ pub(crate) fn attention_source(dtype: DType) -> String {
     assemble(ATTENTION_WGSL, &bindings(dtype), &[])
 }
 
-/// The `n` (4 or 2) consecutive staged values from vec4 `idx`, e.g. `stage[ra]` for 4 and
-/// `select(stage[ra].xy, stage[ra].zw, (ty & 1u) == 1u)` for 2 (rows 2·ty, 2·ty + 1).
-fn stage_vec(idx: &str, n: usize, lane: &str) -> String {
-    vec_of("stage", idx, n, lane)
-}
-
-/// [`stage_vec`] of workgroup array `arr`.
+/// The `n` (4 or 2) consecutive values of workgroup array `arr` from vec4 `idx`, e.g.
+/// `stage[ra]` for 4 and `select(stage[ra].xy, stage[ra].zw, (ty & 1u) == 1u)` for 2
+/// (rows 2·ty, 2·ty + 1).
 fn vec_of(arr: &str, idx: &str, n: usize, lane: &str) -> String {
     if n == 4 {
         format!("{arr}[{idx}]")
@@ -44,25 +40,58 @@ fn vec_of(arr: &str, idx: &str, n: usize, lane: &str) -> String {
     }
 }
 
-/// The unrolled score micro-kernel of one feature step: one vector load of the
-/// invocation's `tm` rows of Q and one of its `tn` keys, then `tm·tn` FMAs, e.g. for
-/// 4 × 4 `let a = stage[ra]; let b = stage[rb]; s[0] = fma(a[0], b[0], s[0]); ..`
-fn flash_micro(tm: usize, tn: usize) -> String {
+/// Rows of an invocation's micro-tile per vector: 4 (the 8-row tiles are two fours).
+fn flash_tq(tm: usize) -> usize {
+    tm.min(4)
+}
+
+/// The block row of the invocation's `i`-th row: tm·ty + i for tm ≤ 4, and for tm = 8
+/// 4·ty + i % 4 + 64·(i / 4), so that each four is one aligned vec4 (as in
+/// `matmul_wide.wgsl`).
+fn flash_row(tm: usize, i: usize) -> String {
+    let tq = flash_tq(tm);
+    format!("{tq}u * ty + {}u", i % tq + 16 * tq * (i / tq))
+}
+
+/// The unrolled score micro-kernel of one feature step: one vector load of each four (or
+/// two) of the invocation's `tm` rows of Q from `qk` and one of its `tn` keys, then
+/// `tm·tn` FMAs, e.g. for 4 × 4 `let a0 = stage[ra]; let b = stage[rb]; s[0] = fma(a0[0],
+/// b[0], s[0]); ..`
+fn flash_micro(tm: usize, tn: usize, qk: &str) -> String {
+    let tq = flash_tq(tm);
     let mut s = String::new();
-    let _ = writeln!(s, "                let a = {};", stage_vec("ra", tm, "ty"));
-    let _ = writeln!(s, "                let b = {};", stage_vec("rb", tn, "tx"));
+    for g in 0..tm / tq {
+        let idx = if g == 0 {
+            "ra".to_string()
+        } else {
+            // 64 rows on: 16 vec4s.
+            format!("ra + {}u", 16 * g)
+        };
+        let _ = writeln!(
+            s,
+            "                let a{g} = {};",
+            vec_of(qk, &idx, tq, "ty")
+        );
+    }
+    let _ = writeln!(s, "                let b = {};", vec_of(qk, "rb", tn, "tx"));
     for i in 0..tm {
         for j in 0..tn {
             let q = i * tn + j;
-            let _ = writeln!(s, "                s[{q}] = fma(a[{i}], b[{j}], s[{q}]);");
+            let _ = writeln!(
+                s,
+                "                s[{q}] = fma(a{}[{}], b[{j}], s[{q}]);",
+                i / tq,
+                i % tq
+            );
         }
     }
     s
 }
 
-/// The scaled, masked scores of key tn·tx + j, rows tm·ty + i, into the key-major `ps`:
-/// one vec4 store per key for 4 rows, scalar stores for 2.
+/// The scaled, masked scores of key tn·tx + j and the invocation's rows into the
+/// key-major `ps`: one vec4 store per key and four rows, scalar stores for 2.
 fn flash_write_s(tm: usize, tn: usize) -> String {
+    let tq = flash_tq(tm);
     let mut s = String::new();
     for j in 0..tn {
         let score = |i: usize| {
@@ -71,17 +100,20 @@ fn flash_write_s(tm: usize, tn: usize) -> String {
                 q = i * tn + j
             )
         };
-        let idx = format!("({tn}u * tx + {j}u) * SPT + {tm}u * ty");
-        if tm == 4 {
-            let v: Vec<String> = (0..4).map(score).collect();
-            let _ = writeln!(
-                s,
-                "        ps[({idx}) >> 2u] = vec4<f32>({});",
-                v.join(", ")
-            );
+        if tq == 4 {
+            for g in 0..tm / 4 {
+                let idx = format!("({tn}u * tx + {j}u) * SPT + {}", flash_row(tm, 4 * g));
+                let v: Vec<String> = (4 * g..4 * g + 4).map(score).collect();
+                let _ = writeln!(
+                    s,
+                    "        ps[({idx}) >> 2u] = vec4<f32>({});",
+                    v.join(", ")
+                );
+            }
         } else {
             for i in 0..tm {
-                let _ = writeln!(s, "        ps_set({idx} + {i}u, {});", score(i));
+                let idx = format!("({tn}u * tx + {j}u) * SPT + {}", flash_row(tm, i));
+                let _ = writeln!(s, "        ps_set({idx}, {});", score(i));
             }
         }
     }
@@ -104,22 +136,39 @@ fn flash_col(j: usize, vec_v: bool) -> String {
     }
 }
 
-/// The unrolled P·V step of one key: `p_i` of rows tm·ty + i (one vector load), the V
+/// The unrolled P·V step of one key: `p_i` of the invocation's rows (one vector load
+/// per four), the V
 /// values of the invocation's columns; `masked` keeps a key's term only for rows that see it.
 fn flash_pv(tm: usize, nj: usize, vec_v: bool, masked: bool) -> String {
+    let tq = flash_tq(tm);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "                    let pv = {};",
-        vec_of(
-            "ps",
-            &format!("rp + {}", if tm == 4 { "ty" } else { "(ty >> 1u)" }),
-            tm,
-            "ty"
-        )
-    );
+    for g in 0..tm / tq {
+        let _ = writeln!(
+            s,
+            "                    let pv{g} = {};",
+            vec_of(
+                "ps",
+                &format!(
+                    "rp + {}{}",
+                    if tq == 4 { "ty" } else { "(ty >> 1u)" },
+                    if g == 0 {
+                        String::new()
+                    } else {
+                        format!(" + {}u", 16 * g)
+                    }
+                ),
+                tq,
+                "ty"
+            )
+        );
+    }
     for i in 0..tm {
-        let _ = writeln!(s, "                    let p{i} = pv[{i}];");
+        let _ = writeln!(
+            s,
+            "                    let p{i} = pv{}[{}];",
+            i / tq,
+            i % tq
+        );
     }
     for j in 0..nj {
         if !vec_v {
@@ -161,11 +210,58 @@ fn flash_pv(tm: usize, nj: usize, vec_v: bool, masked: bool) -> String {
     s
 }
 
-/// Per row tm·ty + i: `vis{i}`, `m{i}`, `l{i}`.
+/// The score micro-kernel of a whole feature step, unrolled over its `bk` features
+/// (constant offsets from `ra0`, `rb0`: the driver's compiler can schedule the workgroup
+/// loads of later features ahead of the FMAs of earlier ones, as in `matmul_wide.wgsl`).
+fn flash_micro_step(t: FlashTiles, qk: &str) -> String {
+    let (tm, tn) = (t.br / 16, t.bc / 16);
+    let body = flash_micro(tm, tn, qk);
+    let mut s = String::new();
+    for kk in 0..t.bk {
+        let _ = writeln!(
+            s,
+            "            {{
+                let ra = ra0 + {}u;
+                let rb = rb0 + {}u;
+{body}            }}",
+            kk * (t.br + 4) / 4,
+            kk * (t.bc + 4) / 4
+        );
+    }
+    s
+}
+
+/// The unmasked P·V of a whole V step, unrolled over its `bkv` keys (constant offsets
+/// from `rp0`).
+fn flash_pv_step(t: FlashTiles, dv: usize) -> String {
+    let tm = t.br / 16;
+    let dvp = FlashTiles::dvp(dv);
+    let vec_v = flash_vec_v(dv);
+    let body = flash_pv(tm, dvp / 16, vec_v, false);
+    let mut s = String::new();
+    for kk in 0..t.bkv(dv) {
+        let col = if vec_v {
+            format!("let rv4 = {}u + tx;", kk * dvp / 4)
+        } else {
+            format!("let rv = {}u + tx;", kk * dvp)
+        };
+        let _ = writeln!(
+            s,
+            "                {{
+                    let rp = rp0 + {}u;
+                    {col}
+{body}                }}",
+            kk * (t.br + 4) / 4
+        );
+    }
+    s
+}
+
+/// Per row i of the invocation (see [`flash_row`]): `vis{i}`, `m{i}`, `l{i}`.
 fn flash_rows(tm: usize) -> String {
     let mut s = String::new();
     for i in 0..tm {
-        let _ = writeln!(s, "    let vis{i} = visible(q0 + {tm}u * ty + {i}u);");
+        let _ = writeln!(s, "    let vis{i} = visible(q0 + {});", flash_row(tm, i));
         let _ = writeln!(s, "    var m{i} = neg_inf_f32();");
         let _ = writeln!(s, "    var l{i} = 0.0;");
     }
@@ -177,10 +273,11 @@ fn flash_rows(tm: usize) -> String {
 fn flash_rescale(tm: usize, nj: usize) -> String {
     let mut s = String::new();
     for i in 0..tm {
+        let row = flash_row(tm, i);
         let _ = write!(
             s,
             "        {{
-            let r = {tm}u * ty + {i}u;
+            let r = {row};
             var rmax = neg_inf_f32();
             var rsum = 0.0;
             for (var u = 0u; u < SPLIT; u = u + 1u) {{
@@ -209,8 +306,9 @@ fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     for i in 0..tm {
         let _ = writeln!(
             s,
-            "    if (q0 + {tm}u * ty + {i}u < P.sq) {{
-        let obase = ((b * P.hq + h) * P.sq + q0 + {tm}u * ty + {i}u) * DV;"
+            "    if (q0 + {row} < P.sq) {{
+        let obase = ((b * P.hq + h) * P.sq + q0 + {row}) * DV;",
+            row = flash_row(tm, i)
         );
         for j in 0..nj {
             let q = i * nj + j;
@@ -225,134 +323,219 @@ fn flash_store(tm: usize, nj: usize, vec_v: bool) -> String {
     s
 }
 
-/// Loads per invocation of one feature step of Q (`BR × BK`) and of K (`BC × BK`).
-fn flash_qk_loads(t: FlashTiles) -> (usize, usize) {
-    ((t.br * t.bk).div_ceil(256), (t.bc * t.bk).div_ceil(256))
+/// Loads per invocation of one feature step of Q (`BR × BK`) and of K (`BC × BK`):
+/// scalars, or (`vec`) four features each.
+fn flash_qk_loads(t: FlashTiles, vec: bool) -> (usize, usize) {
+    let w = if vec { 4 } else { 1 };
+    (
+        (t.br * t.bk).div_ceil(256 * w),
+        (t.bc * t.bk).div_ceil(256 * w),
+    )
 }
 
-/// The staging registers of Q and K (elements t + 256·i of a step).
-fn flash_qk_decl(t: FlashTiles) -> String {
-    let (nq, nk) = flash_qk_loads(t);
+/// The staging registers of Q (`x = q`, `n = BR`) and K (`x = k`, `n = BC`): scalar
+/// element e = t + 256·i of a step is (row e / BK, feature e % BK). A vec4 (`vec`) e
+/// holds features 4·c .. 4·c + 3 of row r, where a warp's 32 vec4s are rows
+/// 16·(e / 32 % (n/16)) + e % 16 and columns c = 2·(e / (2n)) + e / 16 % 2: 16 rows × 2
+/// columns, so that the four k-major stores of each, at words (4c + j)·S + r with S ≡ 4
+/// (mod 32), hit 32 distinct banks, and each row's two vec4s are one 16- or 32-byte
+/// global read.
+fn flash_x_decl(x: &str, n: &str, count: usize, vec: bool) -> String {
     let mut s = String::new();
-    for i in 0..nq {
-        let _ = writeln!(s, "    let eq{i} = t + {}u;\n    var xq{i} = 0.0;", 256 * i);
-    }
-    for i in 0..nk {
-        let _ = writeln!(s, "    let ek{i} = t + {}u;\n    var xk{i} = 0.0;", 256 * i);
+    for i in 0..count {
+        let o = 256 * i;
+        if vec {
+            let _ = writeln!(
+                s,
+                "    let e{x}{i} = t + {o}u;
+    let r{x}{i} = 16u * ((e{x}{i} / 32u) % ({n} / 16u)) + e{x}{i} % 16u;
+    let c{x}{i} = 2u * (e{x}{i} / (2u * {n})) + (e{x}{i} / 16u) % 2u;
+    var x{x}{i} = vec4<f32>(0.0);"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "    let e{x}{i} = t + {o}u;
+    let r{x}{i} = e{x}{i} / BK;
+    let c{x}{i} = e{x}{i} % BK;
+    var x{x}{i} = 0.0;"
+            );
+        }
     }
     s
 }
 
-/// The loads of feature step `dl` of Q and K into the staging registers (zero past Sq,
-/// Skv and D), all issued before any is used.
-fn flash_qk_load(t: FlashTiles) -> String {
-    let (nq, nk) = flash_qk_loads(t);
+fn flash_qk_decl(t: FlashTiles, vec: bool) -> String {
+    let (nq, nk) = flash_qk_loads(t, vec);
+    flash_x_decl("q", "BR", nq, vec) + &flash_x_decl("k", "BC", nk, vec)
+}
+
+/// The loads of feature step `dl` of Q (rows from q0) and K (keys from `kq`) into the
+/// staging registers (zero past Sq, Skv and D), all issued before any is used. A vec4
+/// lies wholly inside or outside D (the host takes `vec` only for D a multiple of 4,
+/// unit feature stride and 4-aligned rows).
+fn flash_qk_load(t: FlashTiles, vec: bool) -> String {
+    let (nq, nk) = flash_qk_loads(t, vec);
     let mut s = String::new();
-    for i in 0..nq {
-        let _ = writeln!(
-            s,
-            "            xq{i} = 0.0;
-            if (eq{i} < BR * BK && q0 + eq{i} / BK < P.sq && dl + eq{i} % BK < D) {{
-                xq{i} = load_q(qbase + (q0 + eq{i} / BK) * P.q_ss + (dl + eq{i} % BK) * P.q_sd);
+    for (x, n, rows, first, base, count) in [
+        ("q", "BR", "P.sq", "q0", "qbase", nq),
+        ("k", "BC", "P.skv", "kq", "kbase", nk),
+    ] {
+        for i in 0..count {
+            if vec {
+                let _ = writeln!(
+                    s,
+                    "            x{x}{i} = vec4<f32>(0.0);
+            if (e{x}{i} < {n} * BK / 4u && {first} + r{x}{i} < {rows} && dl + 4u * c{x}{i} < D) {{
+                x{x}{i} = load4_{x}(({base} + ({first} + r{x}{i}) * P.{x}_ss + dl + 4u * c{x}{i}) / 4u);
             }}"
-        );
-    }
-    for i in 0..nk {
-        let _ = writeln!(
-            s,
-            "            xk{i} = 0.0;
-            if (ek{i} < BC * BK && kv0 + ek{i} / BK < P.skv && dl + ek{i} % BK < D) {{
-                xk{i} = load_k(kbase + (kv0 + ek{i} / BK) * P.k_ss + (dl + ek{i} % BK) * P.k_sd);
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "            x{x}{i} = 0.0;
+            if (e{x}{i} < {n} * BK && {first} + r{x}{i} < {rows} && dl + c{x}{i} < D) {{
+                x{x}{i} = load_{x}({base} + ({first} + r{x}{i}) * P.{x}_ss + (dl + c{x}{i}) * P.{x}_sd);
             }}"
-        );
+                );
+            }
+        }
     }
     s
 }
 
-/// The staging registers into `stage` (k-major).
-fn flash_qk_store(t: FlashTiles) -> String {
-    let (nq, nk) = flash_qk_loads(t);
+/// The staging registers into the Q/K chunks (k-major: Q at word k·SQ + row, K at
+/// TK + k·SK + key).
+fn flash_qk_store(t: FlashTiles, vec: bool) -> String {
+    let (nq, nk) = flash_qk_loads(t, vec);
     let mut s = String::new();
-    for i in 0..nq {
-        let _ = writeln!(
-            s,
-            "            if (eq{i} < BR * BK) {{ stage_set((eq{i} % BK) * SQ + eq{i} / BK, xq{i}); }}"
-        );
-    }
-    for i in 0..nk {
-        let _ = writeln!(
-            s,
-            "            if (ek{i} < BC * BK) {{ stage_set(TK + (ek{i} % BK) * SK + ek{i} / BK, xk{i}); }}"
-        );
+    for (x, n, base, stride, count) in [("q", "BR", "", "SQ", nq), ("k", "BC", "TK + ", "SK", nk)] {
+        for i in 0..count {
+            if vec {
+                let _ = writeln!(
+                    s,
+                    "            if (e{x}{i} < {n} * BK / 4u) {{
+                let w = {base}4u * c{x}{i} * {stride} + r{x}{i};
+                qk_set(w, x{x}{i}.x);
+                qk_set(w + {stride}, x{x}{i}.y);
+                qk_set(w + 2u * {stride}, x{x}{i}.z);
+                qk_set(w + 3u * {stride}, x{x}{i}.w);
+            }}"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "            if (e{x}{i} < {n} * BK) {{ qk_set({base}c{x}{i} * {stride} + r{x}{i}, x{x}{i}); }}"
+                );
+            }
+        }
     }
     s
 }
 
-/// Loads per invocation of one V step (`BKV` rows of `DVP` columns).
-fn flash_v_loads(t: FlashTiles, dv: usize) -> usize {
-    (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256)
+/// Loads per invocation of one V step (`BKV` rows of `DVP` columns): scalars, or
+/// (`vec`) vec4s.
+fn flash_v_loads(t: FlashTiles, dv: usize, vec: bool) -> usize {
+    let w = if vec { 4 } else { 1 };
+    (t.bkv(dv) * FlashTiles::dvp(dv)).div_ceil(256 * w)
 }
 
-/// The staging registers of V (elements t + 256·i of a step).
-fn flash_v_decl(t: FlashTiles, dv: usize) -> String {
+/// The staging registers of V: element (or vec4) e = t + 256·i of a step, row-major.
+fn flash_v_decl(t: FlashTiles, dv: usize, vec: bool) -> String {
     let mut s = String::new();
-    for i in 0..flash_v_loads(t, dv) {
-        let _ = writeln!(s, "    let ev{i} = t + {}u;\n    var xv{i} = 0.0;", 256 * i);
+    let zero = if vec { "vec4<f32>(0.0)" } else { "0.0" };
+    for i in 0..flash_v_loads(t, dv, vec) {
+        let _ = writeln!(
+            s,
+            "    let ev{i} = t + {}u;\n    var xv{i} = {zero};",
+            256 * i
+        );
     }
     s
 }
 
 /// The loads of the V rows from tile key `kl` into the staging registers (zero past Skv
 /// and Dv), all issued before any is used.
-fn flash_v_load(t: FlashTiles, dv: usize) -> String {
+fn flash_v_load(t: FlashTiles, dv: usize, vec: bool) -> String {
     let mut s = String::new();
-    for i in 0..flash_v_loads(t, dv) {
-        let _ = writeln!(
-            s,
-            "            xv{i} = 0.0;
+    for i in 0..flash_v_loads(t, dv, vec) {
+        if vec {
+            let _ = writeln!(
+                s,
+                "            xv{i} = vec4<f32>(0.0);
+            if (ev{i} < BKV * DVP / 4u && kv0 + kl + ev{i} / (DVP / 4u) < P.skv && 4u * (ev{i} % (DVP / 4u)) < DV) {{
+                xv{i} = load4_v((vbase + (kv0 + kl + ev{i} / (DVP / 4u)) * P.v_ss + 4u * (ev{i} % (DVP / 4u))) / 4u);
+            }}"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "            xv{i} = 0.0;
             if (ev{i} < BKV * DVP && kv0 + kl + ev{i} / DVP < P.skv && ev{i} % DVP < DV) {{
                 xv{i} = load_v(vbase + (kv0 + kl + ev{i} / DVP) * P.v_ss + (ev{i} % DVP) * P.v_sd);
             }}"
-        );
+            );
+        }
     }
     s
 }
 
 /// The V staging registers into `stage` (row-major, `DVP` columns).
-fn flash_v_store(t: FlashTiles, dv: usize) -> String {
+fn flash_v_store(t: FlashTiles, dv: usize, vec: bool) -> String {
     let mut s = String::new();
-    for i in 0..flash_v_loads(t, dv) {
-        let _ = writeln!(
-            s,
-            "            if (ev{i} < BKV * DVP) {{ stage_set(ev{i}, xv{i}); }}"
-        );
+    for i in 0..flash_v_loads(t, dv, vec) {
+        if vec {
+            let _ = writeln!(
+                s,
+                "            if (ev{i} < BKV * DVP / 4u) {{ stage[ev{i}] = xv{i}; }}"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "            if (ev{i} < BKV * DVP) {{ stage_set(ev{i}, xv{i}); }}"
+            );
+        }
     }
     s
 }
 
-/// The WGSL of the prefill kernel (also used by the naga tests).
-pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> String {
+/// Bindings of the prefill kernel: Q, K and V as vec4s where `vec`.
+pub(crate) fn flash_bindings(dtype: DType, vec: bool) -> [(&'static str, Slot); 4] {
+    let slot = if vec {
+        Slot::InputVec4(dtype)
+    } else {
+        Slot::Input(dtype)
+    };
+    [("q", slot), ("k", slot), ("v", slot), ("out", Slot::OutF32)]
+}
+
+/// The WGSL of the prefill kernel (also used by the naga tests); `vec` reads Q, K and V
+/// as vec4s (the host checks alignment: see `attention::flash_vec`).
+pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles, vec: bool) -> String {
     let (tm, tn) = (t.br / 16, t.bc / 16);
+    let qk = if t.vk > 0 { "ps" } else { "stage" };
     let dvp = FlashTiles::dvp(dv);
     let nj = dvp / 16;
     let vec_v = flash_vec_v(dv);
     assemble(
         FLASH_WGSL,
-        &bindings(dtype),
+        &flash_bindings(dtype, vec),
         &[
             ("ROWS", flash_rows(tm)),
-            ("QK_DECL", flash_qk_decl(t)),
-            ("QK_LOAD", flash_qk_load(t)),
-            ("QK_STORE", flash_qk_store(t)),
-            ("V_DECL", flash_v_decl(t, dv)),
-            ("V_LOAD", flash_v_load(t, dv)),
-            ("V_STORE", flash_v_store(t, dv)),
+            ("QK_DECL", flash_qk_decl(t, vec)),
+            ("QK_LOAD", flash_qk_load(t, vec)),
+            ("QK_STORE", flash_qk_store(t, vec)),
+            ("V_DECL", flash_v_decl(t, dv, vec)),
+            ("V_LOAD", flash_v_load(t, dv, vec)),
+            ("V_STORE", flash_v_store(t, dv, vec)),
             ("RESCALE", flash_rescale(tm, nj)),
             ("STORE", flash_store(tm, nj, vec_v)),
-            ("MICRO", flash_micro(tm, tn)),
+            ("MICRO", flash_micro_step(t, qk)),
+            ("QK", qk.to_string()),
+            ("TQ", flash_tq(tm).to_string()),
             ("WRITE_S", flash_write_s(tm, tn)),
             ("PV_MASKED", flash_pv(tm, nj, vec_v, true)),
-            ("PV", flash_pv(tm, nj, vec_v, false)),
+            ("PV", flash_pv_step(t, dv)),
             ("D", d.to_string()),
             ("DV", dv.to_string()),
             ("BR", t.br.to_string()),
@@ -362,7 +545,7 @@ pub(crate) fn flash_source(dtype: DType, d: usize, dv: usize, t: FlashTiles) -> 
             ("DVP", dvp.to_string()),
             ("STAGE_LEN4", t.stage_words(dv).div_ceil(4).to_string()),
             ("TN", tn.to_string()),
-            ("PS_LEN4", (t.bc * (t.br + 4) / 4).to_string()),
+            ("PS_LEN4", t.ps_words().div_ceil(4).to_string()),
             ("TM_TN", (tm * tn).to_string()),
             ("TM_NJ", (tm * nj).to_string()),
             ("TM", tm.to_string()),

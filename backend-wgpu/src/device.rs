@@ -120,6 +120,8 @@ pub(crate) struct Gpu {
     pub(crate) column_vec4: bool,
     /// The decode attention's tunables (`XKERN_WGPU_DECODE_*`, read once here).
     pub(crate) decode: crate::attention::DecodeTuning,
+    /// The forced prefill attention tiling, if any (`XKERN_WGPU_ATTN_TILE`).
+    pub(crate) attn_tile: Option<crate::attention::FlashTiles>,
     lost: Arc<Mutex<Option<String>>>,
     lost_flag: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -267,6 +269,15 @@ impl Gpu {
                 reason,
             }
         })?;
+        let attn_tile = match std::env::var("XKERN_WGPU_ATTN_TILE") {
+            Ok(v) => crate::attention::FlashTiles::parse(&v).map_err(|reason| {
+                Error::BackendUnavailable {
+                    name: "wgpu".into(),
+                    reason,
+                }
+            })?,
+            Err(_) => None,
+        };
         let coop_wanted =
             (opts.with_coop_matrix || env_on("XKERN_WGPU_COOP")) && !env_off("XKERN_WGPU_COOP");
         if coop_wanted && adapter.features().contains(COOP) {
@@ -397,6 +408,7 @@ impl Gpu {
             max_groups,
             matmul_block,
             decode,
+            attn_tile,
             lost,
             lost_flag,
             uncaptured,

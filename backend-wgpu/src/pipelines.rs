@@ -30,9 +30,11 @@ pub(crate) enum Slot {
     /// A read-only input decoded to f32 by `load_<name>`.
     Input(DType),
     /// A read-only input bound as four-element vectors (`vec4<f32>`, `vec4<f16>`, or
-    /// `vec2<u32>` holding four bf16), decoded by `load4_<name>(q) -> vec4<f32>`, which
-    /// returns elements `4q .. 4q + 3`: one 16- or 8-byte load instead of four. Only for
-    /// kernels whose host side guarantees that every vector read lies inside the tensor.
+    /// `vec2<u32>` holding four bf16), decoded by `load4_<name>(i) -> vec4<f32>`, which
+    /// returns elements `4i .. 4i + 3`: one 16- or 8-byte load instead of four (the
+    /// parameter is not named `q`, which is a binding of the attention kernels). Only
+    /// for kernels whose host side guarantees that every vector read lies inside the
+    /// tensor.
     InputVec4(DType),
     /// A read-only array of raw 32-bit words (`array<u32>`).
     Words,
@@ -73,12 +75,12 @@ fn declarations(bindings: &[Binding]) -> String {
             }
             Slot::InputVec4(DType::F32) => {
                 s += &decl("read", "vec4<f32>");
-                s += &format!("fn load4_{name}(q: u32) -> vec4<f32> {{ return {name}[q]; }}\n");
+                s += &format!("fn load4_{name}(i: u32) -> vec4<f32> {{ return {name}[i]; }}\n");
             }
             Slot::InputVec4(DType::F16) => {
                 s += &decl("read", "vec4<f16>");
                 s += &format!(
-                    "fn load4_{name}(q: u32) -> vec4<f32> {{ return vec4<f32>({name}[q]); }}\n"
+                    "fn load4_{name}(i: u32) -> vec4<f32> {{ return vec4<f32>({name}[i]); }}\n"
                 );
             }
             Slot::InputVec4(DType::BF16) => {
@@ -86,13 +88,13 @@ fn declarations(bindings: &[Binding]) -> String {
                 // the high element is masked in place.
                 s += &decl("read", "vec2<u32>");
                 s += &format!(
-                    "fn load4_{name}(q: u32) -> vec4<f32> {{ let w = {name}[q]; return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u)); }}\n"
+                    "fn load4_{name}(i: u32) -> vec4<f32> {{ let w = {name}[i]; return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u)); }}\n"
                 );
             }
             Slot::InputVec4(DType::U32) => {
                 s += &decl("read", "vec4<u32>");
                 s += &format!(
-                    "fn load4_{name}(q: u32) -> vec4<f32> {{ return vec4<f32>({name}[q]); }}\n"
+                    "fn load4_{name}(i: u32) -> vec4<f32> {{ return vec4<f32>({name}[i]); }}\n"
                 );
             }
             Slot::Input(DType::U32) => {

@@ -1,7 +1,7 @@
 //! Validates every generated WGSL variant with naga (parse + full validation with the
 //! capabilities the device would grant), without a GPU.
 
-use crate::attention::FLASH_TILES;
+use crate::attention::{FLASH_TILES, FORCED_TILES, TEST_TILES};
 use crate::attention_wgsl::{attention_source, decode_source, flash_source, merge_source};
 use crate::copy::{cast_source, strided_source};
 use crate::matmul::{
@@ -121,12 +121,22 @@ fn every_kernel_variant_validates() {
         // The fast attention kernels at the head dims the host bakes in: the common ones,
         // odd and tiny ones, and the largest (256).
         for (d, dv) in ATTENTION_DIMS {
-            for t in FLASH_TILES {
-                validate(
-                    &format!("attention-flash {dtype} d={d} dv={dv} {t:?}"),
-                    &flash_source(dtype, d, dv, t),
-                );
-                n += 1;
+            for t in FLASH_TILES
+                .into_iter()
+                .chain(FORCED_TILES)
+                .chain(TEST_TILES)
+            {
+                // vec4 Q/K/V loads only where D and Dv are multiples of 4.
+                for vec in [false, true] {
+                    if vec && (d % 4 != 0 || dv % 4 != 0) {
+                        continue;
+                    }
+                    validate(
+                        &format!("attention-flash {dtype} d={d} dv={dv} {t:?} vec={vec}"),
+                        &flash_source(dtype, d, dv, t, vec),
+                    );
+                    n += 1;
+                }
             }
             for rows in [4, 8] {
                 // vec4 K/V loads only where D and Dv are multiples of 4.
@@ -187,15 +197,17 @@ fn every_kernel_variant_validates() {
         n += 1;
     }
     // Per float dtype: 8 epilogues × (strided + split-K sum + 2 GEMV + 3 blocks × 16
-    // tiled layouts), attention (fallback, and 3 prefill tilings + 2 decode row counts
-    // per head-dim pair, and 2 vec4 decodes where D and Dv are multiples of 4), 7
+    // tiled layouts), attention (fallback, and the prefill tilings (host and test ones) +
+    // 2 decode row counts per head-dim pair, and as many vec4 prefills and 2 vec4
+    // decodes where D and Dv are multiples of 4), 7
     // reductions × 2 trees, 3 normalisations × weight × 2 trees × 6 register caches
     // (none, 1, 2, 4, 8, 16 vec4s per invocation) × 2 workgroup sizes; the merge per output dtype.
     let vec_dims = ATTENTION_DIMS
         .iter()
         .filter(|(d, dv)| d % 4 == 0 && dv % 4 == 0)
         .count();
-    let fast = ATTENTION_DIMS.len() * (FLASH_TILES.len() + 2) + 2 * vec_dims;
+    let flash = FLASH_TILES.len() + FORCED_TILES.len() + TEST_TILES.len();
+    let fast = ATTENTION_DIMS.len() * (flash + 2) + (flash + 2) * vec_dims;
     assert_eq!(
         n,
         16 + 2 + 3 * (8 * (2 + 2 + 3 * 16) + 1 + fast + 2 * 7 + 2 * 6 * 6 * 2) + 3
