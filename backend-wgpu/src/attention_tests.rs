@@ -509,7 +509,7 @@ fn plans_follow_the_workgroup_memory_limit() {
         plan(&spec, 8192, &DecodeTuning::default(), None),
         Plan::Fallback
     );
-    // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 64 chunks of 128.
+    // Decode: Sq up to DECODE_MAX_SQ; the benchmark shape splits into 32 chunks of 256.
     let decode = spec_of(
         &dev,
         &Case {
@@ -530,8 +530,8 @@ fn plans_follow_the_workgroup_memory_limit() {
             plan(&bench, wg, &DecodeTuning::default(), None),
             Plan::Decode {
                 rows,
-                splits: 64,
-                chunk: 128,
+                splits: 32,
+                chunk: 256,
                 prefetch_v: true,
                 split_dot: false
             }

@@ -77,12 +77,14 @@ pub struct DeviceOptions {
     /// `XKERN_WGPU_COOP=on` does the same for every device; `XKERN_WGPU_COOP=off` keeps
     /// them off even when this is set.
     pub with_coop_matrix: bool,
-    /// Build the kernels whose bounds the host guarantees (the block matmuls) as trusted
-    /// modules, without wgpu's run-time checks (index clamps, loop bounding, guarded
-    /// integer division). Opt-in: on the H100 the checked modules ran faster (see
-    /// matmul.rs). `XKERN_WGPU_TRUSTED=on` does the same for every device; a comma list
-    /// of `bounds`, `loops`, `div` drops only those checks (A/B timing).
-    pub trusted_shaders: bool,
+    /// The run-time checks of the kernels whose bounds the host guarantees (the block
+    /// matmuls): `None` (the default) lets each kernel drop the checks measured to slow
+    /// it (the f16 block kernels drop the index clamps, see matmul.rs); `Some(true)`
+    /// drops every check (index clamps, loop bounding, guarded integer division) from all
+    /// of them, `Some(false)` keeps every check. `XKERN_WGPU_TRUSTED=on|off` does the
+    /// same for every device; a comma list of `bounds`, `loops`, `div` drops only those
+    /// checks (A/B timing).
+    pub trusted_shaders: Option<bool>,
 }
 
 /// The opened device and what it offers; shared by every handle of one backend.
@@ -107,7 +109,8 @@ pub(crate) struct Gpu {
     pub(crate) max_groups: u32,
     /// The forced matmul block, if any (options or `XKERN_WGPU_MATMUL_TILE`).
     pub(crate) matmul_block: Option<crate::MatmulBlock>,
-    /// The run-time checks of kernels marked trusted; `None`: all checks.
+    /// The run-time checks of kernels marked trusted: `None` each kernel's own choice,
+    /// else these for all of them (options or `XKERN_WGPU_TRUSTED`).
     pub(crate) trusted: Option<wgpu::ShaderRuntimeChecks>,
     /// Elements per workgroup of large split `vec4` reductions (`XKERN_WGPU_REDUCE_CHUNK`,
     /// for A/B timing; see reduce.rs).
@@ -356,18 +359,23 @@ impl Gpu {
             max_workgroup_size_x: limits.max_compute_workgroup_size_x,
             max_workgroup_bytes: limits.max_compute_workgroup_storage_size,
         });
-        let trusted = if opts.trusted_shaders {
-            Some(parse_trusted("on").unwrap_or_else(|_| wgpu::ShaderRuntimeChecks::checked()))
-        } else {
-            match std::env::var("XKERN_WGPU_TRUSTED") {
-                Ok(v) if !env_off("XKERN_WGPU_TRUSTED") => Some(parse_trusted(&v).map_err(
-                    |reason| Error::BackendUnavailable {
+        let trusted = match opts.trusted_shaders {
+            Some(true) => {
+                Some(parse_trusted("on").unwrap_or_else(|_| wgpu::ShaderRuntimeChecks::checked()))
+            }
+            Some(false) => Some(wgpu::ShaderRuntimeChecks::checked()),
+            None => match std::env::var("XKERN_WGPU_TRUSTED") {
+                Ok(_) if env_off("XKERN_WGPU_TRUSTED") => {
+                    Some(wgpu::ShaderRuntimeChecks::checked())
+                }
+                Ok(v) => Some(
+                    parse_trusted(&v).map_err(|reason| Error::BackendUnavailable {
                         name: "wgpu".into(),
                         reason,
-                    },
-                )?),
-                _ => None,
-            }
+                    })?,
+                ),
+                Err(_) => None,
+            },
         };
         let reduce_big_chunk = match std::env::var("XKERN_WGPU_REDUCE_CHUNK") {
             Ok(v) => {

@@ -244,19 +244,21 @@ impl WgpuBackend {
             .kernel(&self.inner.pipelines, key, bindings, source)
     }
 
-    /// [`WgpuBackend::kernel`] as a trusted module (see `Gpu::kernel_with` for what the
-    /// caller vouches for).
+    /// [`WgpuBackend::kernel`] as a trusted module keeping only the checks `checks`
+    /// unless the device overrides them (see `Gpu::kernel_with` for what the caller
+    /// vouches for).
     pub(crate) fn trusted_kernel(
         &self,
         key: &str,
         bindings: &[Binding],
+        checks: wgpu::ShaderRuntimeChecks,
         source: impl FnOnce() -> String,
     ) -> Result<Arc<Kernel>> {
         self.gpu().kernel_with(
             &self.inner.pipelines,
             key,
             bindings,
-            crate::pipelines::Checks::Trusted,
+            crate::pipelines::Checks::Trusted(checks),
             source,
         )
     }

@@ -105,14 +105,16 @@
 //! layouts, [`MatmulBlock::workgroup_bytes`]) is within the device's limit. Kernels check every load against M, N and K (zero-filling the ragged edge of a
 //! tile) and every store against M and N, so no size needs to be a multiple of a tile.
 //!
-//! **Trusted modules, measured and not taken by default.** The block kernels (64 × 64,
-//! 128 × 64, 128 × 128, also as split-K's partial products) may be built without wgpu's
-//! run-time checks (`DeviceOptions::trusted_shaders`, `XKERN_WGPU_TRUSTED=on`, or a
-//! comma list of `bounds`, `loops`, `div` to drop only some). On the H100 (driver 580)
-//! dropping all of them made these kernels slower, not faster: f32 8192³ 32.0 ms against
-//! 29.4–29.6 ms checked, f16 8192³ 44.0 against 30.7–30.8 ms (GPU time, A/B/A/B in one
-//! run), so the checked modules stay the default. Why the kernels would be safe without
-//! the checks: global loads are guarded by `gx < M/N && gk < K` and stores by
+//! **Trusted modules, chosen by measurement.** The block kernels (64 × 64, 128 × 64,
+//! 128 × 128, also as split-K's partial products) are built as trusted modules that keep
+//! only the run-time checks measured not to slow them ([`block_checks`]): on the H100
+//! (driver 580, GPU time, one run each) dropping the index clamps (`bounds`) took f16
+//! 8192³ from 30.7 to 28.5 ms (38.6 TFLOP/s) but f32 from 29.3 to 34.5 ms; dropping the
+//! loop bounding made both slower (f16 33.3, f32 35.9 ms), the guarded division changed
+//! nothing, and dropping all three gave f16 44.0 and f32 32.0 ms. So f16 drops the
+//! clamps and f32/bf16 keep every check. `DeviceOptions::trusted_shaders` or
+//! `XKERN_WGPU_TRUSTED=on|off|bounds,loops,div` override the choice for A/B runs. Why
+//! the kernels are safe without the checks: global loads are guarded by `gx < M/N && gk < K` and stores by
 //! `row < M && col < N` as above, and the guarded indices lie inside the views the host
 //! validated (the bounds above); the batch table is read at `g / (tiles_m · tiles_n) <
 //! batches` since `g < groups`; workgroup-memory indices come from `at_*(r · THREADS +
@@ -890,6 +892,16 @@ fn key_of(dtype: DType, act: Option<Activation>, has_bias: bool, plan: Plan) -> 
     }
 }
 
+/// The run-time checks the block kernels keep for `dtype` (see the module doc): f16
+/// drops the index clamps (measured faster on the H100), f32 and bf16 keep everything.
+fn block_checks(dtype: DType) -> wgpu::ShaderRuntimeChecks {
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    if dtype == DType::F16 {
+        checks.bounds_checks = false;
+    }
+    checks
+}
+
 impl WgpuBackend {
     /// [`xkern_core::Backend::matmul`].
     pub(crate) fn matmul_impl(
@@ -1004,6 +1016,7 @@ impl WgpuBackend {
             let part_kernel = self.trusted_kernel(
                 &key_of(dtype, None, false, tiled),
                 &bindings(dtype, la.vec4, lb.vec4),
+                block_checks(dtype),
                 || block_source(dtype, None, false, la, lb, block),
             )?;
             let sum_kernel = self.kernel(&key, &splitk_bindings(dtype), || {
@@ -1055,9 +1068,12 @@ impl WgpuBackend {
                 b: lb,
                 block,
             } => (
-                self.trusted_kernel(&key, &bindings(dtype, la.vec4, lb.vec4), || {
-                    block_source(dtype, act, has_bias, la, lb, block)
-                })?,
+                self.trusted_kernel(
+                    &key,
+                    &bindings(dtype, la.vec4, lb.vec4),
+                    block_checks(dtype),
+                    || block_source(dtype, act, has_bias, la, lb, block),
+                )?,
                 block.tiling().bm,
                 block.tiling().bn,
             ),

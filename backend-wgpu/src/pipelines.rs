@@ -172,15 +172,16 @@ impl Pipelines {
 }
 
 /// How a kernel's shader module is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Checks {
     /// With wgpu's run-time checks: indices into fixed-size arrays clamped, loops
     /// bounded, buffer accesses bounds-checked where the platform does not.
     Checked,
-    /// A trusted module without them. Only for kernels whose every index stays in
-    /// bounds and every loop terminates by construction, as their module docs argue; see
-    /// [`Gpu::kernel`].
-    Trusted,
+    /// A trusted module with only these checks (by default: the device may override
+    /// them). Only for kernels whose every index stays in bounds, every loop terminates
+    /// and no divisor is zero by construction, as their module docs argue; see
+    /// [`Gpu::kernel_with`].
+    Trusted(wgpu::ShaderRuntimeChecks),
 }
 
 impl Gpu {
@@ -196,8 +197,8 @@ impl Gpu {
         self.kernel_with(cache, key, bindings, Checks::Checked, source)
     }
 
-    /// [`Gpu::kernel`], built as `checks` says where the device was opened with trusted
-    /// shaders (else checked). A caller asking for [`Checks::Trusted`] vouches for its
+    /// [`Gpu::kernel`], built as `checks` says, or for a trusted kernel with the checks
+    /// the device was opened with, if any. A caller asking for [`Checks::Trusted`] vouches for its
     /// WGSL: every storage-buffer access is guarded by explicit comparisons with the
     /// sizes the host bound (so the clamps wgpu would add never change an index), every
     /// workgroup and private array index is in range by the kernel's constants, every
@@ -263,7 +264,15 @@ impl Gpu {
                     label: Some(key),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
                 };
-                let module = if let (Checks::Trusted, Some(runtime)) = (checks, self.trusted) {
+                let runtime = match (checks, self.trusted) {
+                    (Checks::Checked, _) => None,
+                    (Checks::Trusted(_), Some(forced)) => Some(forced),
+                    (Checks::Trusted(own), None) => Some(own),
+                };
+                let all_on = |c: &wgpu::ShaderRuntimeChecks| {
+                    c.bounds_checks && c.force_loop_bounding && c.int_div_checks
+                };
+                let module = if let Some(runtime) = runtime.filter(|c| !all_on(c)) {
                     // SAFETY: only kernels whose WGSL keeps every index in bounds, every
                     // loop finite and every divisor non-zero by construction ask for
                     // Checks::Trusted (the contract of `kernel_with`, argued per kernel in

@@ -300,26 +300,40 @@ fn gpu_timing_reads_timestamps_without_changing_results() {
 
 #[test]
 fn trusted_and_checked_modules_agree_bit_for_bit() {
-    // A device opened with trusted shaders builds the block matmul kernels without
-    // wgpu's run-time checks (index clamps, loop bounds, guarded division); the default
-    // device builds the same WGSL with them. In-bounds kernels give the same bits
-    // either way, on ragged tiles and split-K.
-    let checked = device();
-    let trusted = WgpuBackend::with_options(&DeviceOptions {
-        trusted_shaders: true,
-        ..DeviceOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("needs a wgpu adapter: {e}"));
-    for (m, k, n) in [(131, 77, 69), (64, 2048, 64), (200, 300, 257)] {
-        let run = |dev: &WgpuBackend| {
-            let a = Tensor::randn(dev, &[m, k], DType::F32, 7).unwrap();
-            let b = Tensor::randn(dev, &[k, n], DType::F32, 8).unwrap();
-            a.matmul(&b).unwrap().to_vec::<f32>().unwrap()
-        };
-        let (x, y) = (run(&trusted), run(&checked));
-        assert!(
-            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
-            "{m}x{k}x{n}: trusted and checked modules differ"
-        );
+    // The block matmul kernels are trusted modules keeping some checks by default (f16
+    // drops the index clamps), none with trusted shaders on, all with them off; the
+    // WGSL is the same. In-bounds kernels give the same bits every way, on ragged tiles
+    // and split-K, f32 and f16.
+    let open = |t: Option<bool>| {
+        WgpuBackend::with_options(&DeviceOptions {
+            trusted_shaders: t,
+            ..DeviceOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("needs a wgpu adapter: {e}"))
+    };
+    let devs = [open(None), open(Some(true)), open(Some(false))];
+    let dtypes: Vec<DType> = [DType::F32, DType::F16]
+        .into_iter()
+        .filter(|d| devs[0].info().dtypes.contains(d))
+        .collect();
+    assert!(dtypes.contains(&DType::F32), "{dtypes:?}");
+    for dtype in dtypes {
+        for (m, k, n) in [(131, 77, 69), (64, 2048, 64), (200, 300, 257)] {
+            let run = |dev: &WgpuBackend| {
+                let a = Tensor::randn(dev, &[m, k], dtype, 7).unwrap();
+                let b = Tensor::randn(dev, &[k, n], dtype, 8).unwrap();
+                a.matmul(&b).unwrap().to_f64_vec().unwrap()
+            };
+            let want = run(&devs[2]);
+            for dev in &devs[..2] {
+                let got = run(dev);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "{dtype} {m}x{k}x{n}: trusted and checked modules differ"
+                );
+            }
+        }
     }
 }
