@@ -118,9 +118,6 @@ pub(crate) struct Gpu {
     /// Invocations per workgroup of the normalisations (`XKERN_WGPU_NORM_WG`: 128, the
     /// default, or 256; A/B timing).
     pub(crate) norm_wg: usize,
-    /// Column reductions on vec4 loads where inner allows (`XKERN_WGPU_COLUMN_VEC4=off`
-    /// keeps them scalar; A/B timing).
-    pub(crate) column_vec4: bool,
     /// The decode attention's tunables (`XKERN_WGPU_DECODE_*`, read once here).
     pub(crate) decode: crate::attention::DecodeTuning,
     /// The forced prefill attention tiling, if any (`XKERN_WGPU_ATTN_TILE`).
@@ -399,7 +396,6 @@ impl Gpu {
             }
         };
         Ok(Gpu {
-            column_vec4: !env_off("XKERN_WGPU_COLUMN_VEC4"),
             norm_wg,
             trusted,
             reduce_big_chunk,

@@ -12,13 +12,15 @@
 //! warp reads one contiguous run (32 neighbouring elements of an axis row, or for small
 //! inner several whole neighbouring rows) where one workgroup per column read a
 //! separate sector per element (a 4-byte read costs a 32-byte sector: ⅛ of the
-//! bandwidth for f32). Each invocation folds at most 128 positions of its column (four
-//! accumulators, eight loads in flight); a tree over the axis lanes of each column
-//! combines them; axes longer than `128 · 128 / cx` positions split into chunks, so a
-//! tall column spreads over the GPU and keeps the short sequential runs of the accuracy
-//! argument below. Their partial states are written chunk-major and merged by one
-//! invocation per output in chunk order where there are at most 64 chunks (an 8192-row
-//! column sum: 16), else by the row merge's workgroup per output and tree.
+//! bandwidth for f32). Each invocation folds at most 64 positions of its column (four
+//! accumulators, four loads in flight); a tree over the axis lanes of each column
+//! combines them; axes longer than `64 · 128 / cx` positions split into chunks whose
+//! partial states the row merge (phase 2) folds, so a tall column spreads over the GPU
+//! and keeps the short sequential runs of the accuracy argument below. On the H100 an
+//! 8192² column sum took 0.136 ms of GPU time (1.97 TB/s; PyTorch 0.108 ms in that
+//! run). A variant with 128 positions per invocation, eight loads in flight, vec4 loads
+//! of four columns and a merge of one output per invocation measured 0.18–0.19 ms in
+//! six runs (one outlier at 0.107), so it was taken out again.
 //!
 //! Trees: on adapters with `SUBGROUP` (and subgroups of at most 128 lanes) the
 //! workgroup-wide combines run on subgroup shuffles (`tree_subgroup.wgsl`: three
@@ -99,12 +101,8 @@ const BIG_REDUCTION: usize = 1 << 24;
 
 /// Sequential axis positions per invocation of the column kernel (inner > 1): a
 /// workgroup folds `COL_DEPTH · AY` positions of its columns, each of its four
-/// accumulators at most `COL_DEPTH / 4` of them in order (as the row kernels' 32).
-const COL_DEPTH: usize = 128;
-
-/// Most chunks of a column reduction merged one output per invocation (phase 3, that
-/// many partial states added in order).
-const COL_MERGE_MAX: usize = 64;
+/// accumulators at most `COL_DEPTH / 4` of them in order.
+const COL_DEPTH: usize = 64;
 
 /// Columns per workgroup of the column kernel for `inner` (> 1): 32, so that a warp
 /// reads 32 neighbouring elements, or fewer for narrower rows (then a warp's lanes cover
@@ -374,24 +372,13 @@ impl WgpuBackend {
     ) -> Result<WgpuStorage> {
         let rows = spec.outer * spec.inner;
         let sg = self.subgroup_trees();
-        // The column kernel for inner > 1: `cols` lanes of columns per workgroup, each
-        // lane 4 columns on vec4 loads where inner and the offset allow (not for
-        // argmax/argmin, whose index search stays scalar).
-        let arg = matches!(spec.kind, ReduceKind::ArgMax | ReduceKind::ArgMin);
-        let col_vec = spec.inner > 1
-            && spec.inner.is_multiple_of(4)
-            && spec.offset.is_multiple_of(4)
-            && !arg
-            && self.gpu().column_vec4;
-        let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset) || col_vec;
-        let cols = if col_vec {
-            (spec.inner / 4).next_power_of_two().min(32)
-        } else if spec.inner > 1 {
+        let vec = vec4_rows(spec.inner, spec.axis_len, spec.offset);
+        // The column kernel for inner > 1: `cols` columns per workgroup.
+        let cols = if spec.inner > 1 {
             col_lanes(spec.inner)
         } else {
             0
         };
-        let col_width = if col_vec { 4 * cols } else { cols };
         let (chunk, split) = if cols > 0 {
             (col_chunk(cols), spec.axis_len > col_chunk(cols))
         } else {
@@ -401,11 +388,10 @@ impl WgpuBackend {
             )
         };
         let kernel_for = |phase: u32| {
-            // The merges read only partial states: one kernel each for every layout.
-            let merge = phase >= 2;
-            let v = vec && !merge;
-            let cx = if merge { 0 } else { cols };
-            let c = if merge { CHUNK } else { chunk };
+            // The merge phase reads only partial states: one kernel for every layout.
+            let v = vec && phase != 2;
+            let cx = if phase == 2 { 0 } else { cols };
+            let c = if phase == 2 { CHUNK } else { chunk };
             let key = format!(
                 "reduce/{}/{}/{phase}/{}/{}/{c}/{cx}",
                 spec.dtype,
@@ -419,7 +405,7 @@ impl WgpuBackend {
         };
         // Workgroups per chunk of the axis: a row each, or a block of `cols` columns.
         let per_chunk = if cols > 0 {
-            spec.outer * spec.inner.div_ceil(col_width)
+            spec.outer * spec.inner.div_ceil(cols)
         } else {
             rows
         };
@@ -435,26 +421,16 @@ impl WgpuBackend {
         } else {
             1
         };
-        // Partial states: row-major from the row kernels, chunk-major from the columns.
-        let (p_rs, p_cs) = if cols > 0 { (1, rows) } else { (chunks, 1) };
         let params = || -> Result<Params> {
             Params::default()
                 .u(spec.axis_len)?
                 .u(spec.inner.max(1))?
                 .u(spec.offset)?
-                .u(chunks)?
-                .u(rows)?
-                .u(p_rs)?
-                .u(p_cs)
+                .u(chunks)
         };
         if split {
             let partial = kernel_for(1)?;
-            // Few chunks of columns: one invocation per output (phase 3); else a
-            // workgroup per output with a tree (phase 2), which keeps the sequential
-            // runs short.
-            let per_output = cols > 0 && chunks <= COL_MERGE_MAX;
-            let merge = kernel_for(if per_output { 3 } else { 2 })?;
-            let merge_groups = if per_output { rows.div_ceil(128) } else { rows };
+            let merge = kernel_for(2)?;
             let overflow = || Error::Backend {
                 backend: "wgpu",
                 message: format!("{rows} rows of {chunks} chunks overflow"),
@@ -463,7 +439,7 @@ impl WgpuBackend {
             let states = rows.checked_mul(2 * chunks).ok_or_else(overflow)?;
             let part = self.alloc_storage(DType::U32, states)?;
             rec.dispatch(&partial, &[x, x, &part], groups, params()?)?;
-            rec.dispatch(&merge, &[x, &part, &out], merge_groups, params()?)?;
+            rec.dispatch(&merge, &[x, &part, &out], rows, params()?)?;
         } else {
             let single = kernel_for(0)?;
             rec.dispatch(&single, &[x, x, &out], per_chunk, params()?)?;
@@ -583,7 +559,7 @@ mod tests {
     fn split_phases_validate() {
         for dtype in DType::FLOATS {
             for kind in ReduceKind::ALL {
-                for phase in [0, 1, 2, 3] {
+                for phase in [0, 1, 2] {
                     for sg in [false, true] {
                         for (vec, chunk, cols) in [
                             (false, super::CHUNK, 0),
@@ -592,8 +568,6 @@ mod tests {
                             (false, super::col_chunk(2), 2),
                             (false, super::col_chunk(8), 8),
                             (false, super::col_chunk(32), 32),
-                            (true, super::col_chunk(1), 1),
-                            (true, super::col_chunk(32), 32),
                         ] {
                             validate_with(
                                 &format!(

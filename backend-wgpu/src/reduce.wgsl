@@ -1,12 +1,11 @@
-// reduce.wgsl: reductions of the canonical [outer, axis, inner] problem, in phases
+// reduce.wgsl: reductions of the canonical [outer, axis, inner] problem, in three phases
 // chosen from Rust (PHASE):
 //   0  one workgroup per output row (rows of at most SPLIT_MIN elements);
 //   1  long rows: workgroup g folds chunk g % chunks (CHUNK elements) of row g / chunks
 //      and writes a two-word partial state to out[2g], out[2g + 1];
-//   2  long rows: one workgroup per row folds that row's `chunks` partials in order;
-//   3  columns (COLS below) with few chunks: one invocation per output folds them.
-// In phases 0 to 2 the 128 invocations fold strided slices in order, then a workgroup
-// tree (log2 128 = 7 steps) combines them: never serial per row.
+//   2  long rows: one workgroup per row folds that row's `chunks` partials in order.
+// In each, the 128 invocations fold strided slices in order, then a workgroup tree
+// (log2 128 = 7 steps) combines them: never serial per row.
 // NaN propagates (max/min); argmax/argmin prefer NaN, then the better value, then the
 // lower index, so ties and NaN go to the first index. logsumexp = m + log Σ exp(x − m),
 // or m itself when m is ±∞ or NaN; an empty axis gives 0 (sum), NaN (mean), −∞ (lse).
@@ -21,21 +20,14 @@
 // step reads are whole runs of memory (for inner ≥ 32, a warp reads 32 neighbouring
 // elements; for smaller inner, several neighbouring axis rows that are themselves
 // contiguous). Each invocation folds axis positions a0 + ay + AY·j of its column in
-// order into four accumulators (eight loads in flight), then a tree over the AY lanes of
-// each column (col_op / col_arg) combines them. A workgroup folds at most CHUNK = 128 · AY
-// axis positions (at most 32 elements per accumulator); longer axes are split into
-// chunks, whose partial states (chunk-major) phase 3 merges one output per invocation
-// where they are few, else phase 2 with a workgroup per output, as for long rows.
+// order into four accumulators (loads four at a time), then a tree over the AY lanes of
+// each column (col_op / col_arg) combines them. A workgroup folds at most CHUNK = 64 · AY
+// axis positions (at most 16 elements per accumulator); longer axes are split into
+// chunks whose partial states phase 2 merges, as for long rows.
 // Partial states: sum/mean (partial sum, 0); max/min (extreme, 0); argmax/argmin
 // (value bits, absolute index); logsumexp (m, Σ exp(x − m)) with the sum 0 when m is
 // not finite, merged as M = max m, S = Σ s·exp(m − M) over the chunks with m > −∞.
-// rows: outputs (outer · inner); the partial state of (output r, chunk c) is at word
-// 2 · (r · p_rs + c · p_cs): row-major (p_rs = chunks, p_cs = 1) from the row kernels,
-// chunk-major (p_rs = 1, p_cs = rows) from the column kernel.
-struct Params {
-    groups: u32, axis_len: u32, inner: u32, offset: u32, chunks: u32, rows: u32, p_rs: u32,
-    p_cs: u32,
-}
+struct Params { groups: u32, axis_len: u32, inner: u32, offset: u32, chunks: u32 }
 //!BINDINGS
 {{LOAD_SHIM}}
 // 0 sum, 1 mean, 2 max, 3 min, 4 argmax, 5 argmin, 6 logsumexp.
@@ -82,13 +74,13 @@ fn finish(r: f32, s: f32) -> f32 {
 
 // Phase 2: folds the `chunks` partial states of row g.
 fn merge_partials(g: u32, lid: u32) {
-    let pb = g * P.p_rs;
+    let pb = g * P.chunks;
     if (KIND == 4u || KIND == 5u) {
         var bv = 0.0;
         var bi = NONE;
         for (var c = lid; c < P.chunks; c = c + WG) {
-            let v = bitcast<f32>(part[2u * (pb + c * P.p_cs)]);
-            let ix = part[2u * (pb + c * P.p_cs) + 1u];
+            let v = bitcast<f32>(part[2u * (pb + c)]);
+            let ix = part[2u * (pb + c) + 1u];
             if (arg_better(v, ix, bv, bi, WANT_MAX)) { bv = v; bi = ix; }
         }
         let best = tree_arg(lid, bv, bi, WANT_MAX);
@@ -97,55 +89,21 @@ fn merge_partials(g: u32, lid: u32) {
     }
     var acc = identity();
     for (var c = lid; c < P.chunks; c = c + WG) {
-        acc = combine(acc, bitcast<f32>(part[2u * (pb + c * P.p_cs)]));
+        acc = combine(acc, bitcast<f32>(part[2u * (pb + c)]));
     }
     let r = tree_op(lid, acc, OP);
     var s = 0.0;
     if (KIND == 6u) {
         var e = 0.0;
         for (var c = lid; c < P.chunks; c = c + WG) {
-            let m = bitcast<f32>(part[2u * (pb + c * P.p_cs)]);
+            let m = bitcast<f32>(part[2u * (pb + c)]);
             if (m > neg_inf_f32()) {
-                e = e + bitcast<f32>(part[2u * (pb + c * P.p_cs) + 1u]) * exp(m - r);
+                e = e + bitcast<f32>(part[2u * (pb + c) + 1u]) * exp(m - r);
             }
         }
         s = tree_op(lid, e, 0u);
     }
     if (lid == 0u) { out[g] = bitcast<u32>(finish(r, s)); }
-}
-
-// Phase 3: the column kernel's partial states (few chunks, chunk-major) merged by one
-// invocation per output, the chunks in order: coalesced reads, and no workgroup per
-// output as in phase 2.
-fn merge_columns(g: u32, lid: u32) {
-    let r = g * WG + lid;
-    if (r >= P.rows) { return; }
-    if (KIND == 4u || KIND == 5u) {
-        var bv = 0.0;
-        var bi = NONE;
-        for (var c = 0u; c < P.chunks; c = c + 1u) {
-            let at = 2u * (r + c * P.rows);
-            let v = bitcast<f32>(part[at]);
-            let ix = part[at + 1u];
-            if (arg_better(v, ix, bv, bi, WANT_MAX)) { bv = v; bi = ix; }
-        }
-        out[r] = bi;
-        return;
-    }
-    var acc = identity();
-    for (var c = 0u; c < P.chunks; c = c + 1u) {
-        acc = combine(acc, bitcast<f32>(part[2u * (r + c * P.rows)]));
-    }
-    var s = 0.0;
-    if (KIND == 6u) {
-        for (var c = 0u; c < P.chunks; c = c + 1u) {
-            let m = bitcast<f32>(part[2u * (r + c * P.rows)]);
-            if (m > neg_inf_f32()) {
-                s = s + bitcast<f32>(part[2u * (r + c * P.rows) + 1u]) * exp(m - acc);
-            }
-        }
-    }
-    out[r] = bitcast<u32>(finish(acc, s));
 }
 
 // Phase 1 writes workgroup g's partial state, phase 0 the row's result.
@@ -257,74 +215,6 @@ fn col_arg(lid: u32, v: f32, i: u32) -> Arg {
     return r;
 }
 
-// Phases 0 and 1 of the column kernel on vec4 loads (COLS = 1 and VEC = 1: inner and
-// the offset multiples of 4; not argmax/argmin): each lane takes 4 neighbouring columns,
-// CX lanes 4·CX columns, so a warp's load is up to 512 contiguous bytes; one tree per
-// component.
-fn fold_cols_vec4(g: u32, lid: u32) {
-    let inner4 = P.inner / 4u;
-    let blocks = (inner4 + CX - 1u) / CX;
-    var rest = g;
-    var a0 = 0u;
-    var a1 = P.axis_len;
-    if (PHASE == 1u) {
-        rest = g / P.chunks;
-        a0 = (g % P.chunks) * CHUNK;
-        a1 = min(a0 + CHUNK, P.axis_len);
-    }
-    let o = rest / blocks;
-    let i4 = (rest % blocks) * CX + lid % CX;
-    let ay = lid / CX;
-    let live = i4 < inner4;
-    let base = (P.offset + o * P.axis_len * P.inner) / 4u + i4;
-    var slot = o * P.inner + 4u * i4;
-    if (PHASE == 1u) { slot = slot + (g % P.chunks) * P.rows; }
-    var k0 = vec4<f32>(identity());
-    var k1 = k0;
-    var k2 = k0;
-    var k3 = k0;
-    if (live) {
-        var a = a0 + ay;
-        for (; a + 7u * AY < a1; a = a + 8u * AY) {
-            let v0 = load4_x(base + a * inner4);
-            let v1 = load4_x(base + (a + AY) * inner4);
-            let v2 = load4_x(base + (a + 2u * AY) * inner4);
-            let v3 = load4_x(base + (a + 3u * AY) * inner4);
-            let v4 = load4_x(base + (a + 4u * AY) * inner4);
-            let v5 = load4_x(base + (a + 5u * AY) * inner4);
-            let v6 = load4_x(base + (a + 6u * AY) * inner4);
-            let v7 = load4_x(base + (a + 7u * AY) * inner4);
-            k0 = combine4(combine4(k0, v0), v4);
-            k1 = combine4(combine4(k1, v1), v5);
-            k2 = combine4(combine4(k2, v2), v6);
-            k3 = combine4(combine4(k3, v3), v7);
-        }
-        for (; a < a1; a = a + AY) {
-            k0 = combine4(k0, load4_x(base + a * inner4));
-        }
-    }
-    let acc = combine4(combine4(k0, k1), combine4(k2, k3));
-    let r = vec4<f32>(col_op(lid, acc.x, OP), col_op(lid, acc.y, OP), col_op(lid, acc.z, OP),
-        col_op(lid, acc.w, OP));
-    var s = vec4<f32>(0.0);
-    if (KIND == 6u) {
-        var e = vec4<f32>(0.0);
-        if (live) {
-            for (var a = a0 + ay; a < a1; a = a + AY) {
-                e = e + exp(load4_x(base + a * inner4) - r);
-            }
-        }
-        s = vec4<f32>(col_op(lid, e.x, 0u), col_op(lid, e.y, 0u), col_op(lid, e.z, 0u),
-            col_op(lid, e.w, 0u));
-    }
-    if (ay == 0u && live) {
-        write_value(slot, r.x, s.x);
-        write_value(slot + 1u, r.y, s.y);
-        write_value(slot + 2u, r.z, s.z);
-        write_value(slot + 3u, r.w, s.w);
-    }
-}
-
 // Phases 0 and 1 for inner > 1 (COLS = 1): workgroup g takes CX columns of one outer
 // index (and, in phase 1, chunk g % chunks of the axis).
 fn fold_cols(g: u32, lid: u32) {
@@ -344,7 +234,7 @@ fn fold_cols(g: u32, lid: u32) {
     let base = P.offset + o * P.axis_len * P.inner + i;
     // Where this column's result (phase 0) or partial state (phase 1) goes.
     var slot = o * P.inner + i;
-    if (PHASE == 1u) { slot = slot + (g % P.chunks) * P.rows; }
+    if (PHASE == 1u) { slot = slot * P.chunks + g % P.chunks; }
     if (KIND == 4u || KIND == 5u) {
         var bv = 0.0;
         var bi = NONE;
@@ -375,19 +265,15 @@ fn fold_cols(g: u32, lid: u32) {
     var k3 = k0;
     if (live) {
         var a = a0 + ay;
-        for (; a + 7u * AY < a1; a = a + 8u * AY) {
+        for (; a + 3u * AY < a1; a = a + 4u * AY) {
             let v0 = load_x(base + a * P.inner);
             let v1 = load_x(base + (a + AY) * P.inner);
             let v2 = load_x(base + (a + 2u * AY) * P.inner);
             let v3 = load_x(base + (a + 3u * AY) * P.inner);
-            let v4 = load_x(base + (a + 4u * AY) * P.inner);
-            let v5 = load_x(base + (a + 5u * AY) * P.inner);
-            let v6 = load_x(base + (a + 6u * AY) * P.inner);
-            let v7 = load_x(base + (a + 7u * AY) * P.inner);
-            k0 = combine(combine(k0, v0), v4);
-            k1 = combine(combine(k1, v1), v5);
-            k2 = combine(combine(k2, v2), v6);
-            k3 = combine(combine(k3, v3), v7);
+            k0 = combine(k0, v0);
+            k1 = combine(k1, v1);
+            k2 = combine(k2, v2);
+            k3 = combine(k3, v3);
         }
         for (; a < a1; a = a + AY) {
             k0 = combine(k0, load_x(base + a * P.inner));
@@ -415,14 +301,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (g >= P.groups) { return; }
     if (PHASE == 2u) {
         merge_partials(g, lid);
-        return;
-    }
-    if (PHASE == 3u) {
-        merge_columns(g, lid);
-        return;
-    }
-    if (COLS == 1u && VEC == 1u && KIND != 4u && KIND != 5u) {
-        fold_cols_vec4(g, lid);
         return;
     }
     if (COLS == 1u) {
