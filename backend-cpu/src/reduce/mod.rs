@@ -412,16 +412,18 @@ pub(crate) fn normalize(
         }
         _ => None,
     };
-    let row = |x: &[f32], o: &mut [f32]| {
+    // `next`: the row to come, which softmax prefetches while it computes this one.
+    let row_next = |x: &[f32], o: &mut [f32], next: &[f32]| {
         // SAFETY: `k` was built for an ISA detected on this CPU.
         unsafe {
             match spec.kind {
-                NormKind::Softmax => (k.softmax)(x, o, false),
-                NormKind::LogSoftmax => (k.softmax)(x, o, true),
+                NormKind::Softmax => (k.softmax)(x, o, false, next),
+                NormKind::LogSoftmax => (k.softmax)(x, o, true, next),
                 NormKind::RmsNorm { eps } => (k.rms_norm)(x, o, w.as_deref(), eps),
             }
         }
     };
+    let row = |x: &[f32], o: &mut [f32]| row_next(x, o, &[]);
     let len = outer * axis * inner;
     if inner == 1 && len > 0 {
         // 16-bit rows are widened and narrowed one row at a time in L1, instead of three
@@ -454,11 +456,14 @@ pub(crate) fn normalize(
     if out.is_empty() {
         return CpuStorage::from_f32(spec.dtype, out);
     }
-    out.par_chunks_mut(axis * inner)
-        .zip(xs.par_chunks(axis * inner))
-        .for_each(|(o_blk, x_blk)| {
+    let blk = axis * inner;
+    out.par_chunks_mut(blk)
+        .zip(xs.par_chunks(blk))
+        .enumerate()
+        .for_each(|(r, (o_blk, x_blk))| {
             if inner == 1 {
-                row(x_blk, o_blk);
+                let next = xs.get((r + 1) * blk..(r + 2) * blk).unwrap_or(&[]);
+                row_next(x_blk, o_blk, next);
                 return;
             }
             let (mut xr, mut or) = (vec![0.0f32; axis], vec![0.0f32; axis]);
