@@ -323,6 +323,17 @@ fn decode_matches_the_reference() {
     }
 }
 
+/// The values of `h` one element further into a new buffer of `dtype` (a view at
+/// offset 1 then reads them with rows that are not 4-aligned).
+fn shifted(dev: &WgpuBackend, h: &HostTensor, dtype: DType) -> Tensor<WgpuBackend> {
+    let mut data = vec![0.0f32];
+    data.extend(h.data.iter().map(|&x| x as f32));
+    Tensor::from_slice(dev, &[data.len()], &data)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
 /// The decode kernel's scalar K/V loads where the vec4 ones must not be used: K and V
 /// rows starting one element past a multiple of 4 (D = Dv = 64, so only the offset
 /// breaks the alignment), with the device's plan and with rows of 8 in three splits.
@@ -338,15 +349,7 @@ fn decode_reads_unaligned_rows_as_scalars() {
         let (q, hq) = operand(&dev, &c, c.hq, c.sq, c.d, dtype, 7, false);
         let (k, hk) = operand(&dev, &c, c.hkv, c.skv, c.d, dtype, 8, false);
         let (v, hv) = operand(&dev, &c, c.hkv, c.skv, c.dv, dtype, 9, false);
-        // The same values one element further into their buffers.
-        let shifted = |h: &HostTensor| {
-            let mut data = vec![0.0f32];
-            data.extend(h.data.iter().map(|&x| x as f32));
-            Tensor::from_slice(&dev, &[data.len()], &data)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap()
-        };
+        let shifted = |h: &HostTensor| shifted(&dev, h, dtype);
         let (ks, vs) = (shifted(&hk), shifted(&hv));
         let mut spec = AttentionSpec::new(&q, &k, &v, &opts).unwrap();
         assert!(decode_vec(&spec), "contiguous rows of 64 read vec4s");
@@ -389,15 +392,7 @@ fn prefill_reads_unaligned_rows_as_scalars() {
         let (q, hq) = operand(&dev, &c, c.hq, c.sq, c.d, dtype, 17, false);
         let (k, hk) = operand(&dev, &c, c.hkv, c.skv, c.d, dtype, 18, false);
         let (v, hv) = operand(&dev, &c, c.hkv, c.skv, c.dv, dtype, 19, false);
-        // The same values one element further into their buffers.
-        let shifted = |h: &HostTensor| {
-            let mut data = vec![0.0f32];
-            data.extend(h.data.iter().map(|&x| x as f32));
-            Tensor::from_slice(&dev, &[data.len()], &data)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap()
-        };
+        let shifted = |h: &HostTensor| shifted(&dev, h, dtype);
         let (qs, ks, vs) = (shifted(&hq), shifted(&hk), shifted(&hv));
         let mut spec = AttentionSpec::new(&q, &k, &v, &opts).unwrap();
         assert!(flash_vec(&spec), "contiguous rows of 64 read vec4s");
