@@ -148,11 +148,20 @@ impl Drop for F32Input<'_> {
 /// An element type a kernel can read as f32.
 pub(crate) trait Scalar: Copy + Send + Sync {
     fn to_f32(self) -> f32;
+    /// The elements themselves where they already are f32 (no copy needed to read them
+    /// as f32), else `None`.
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
 }
 
 impl Scalar for f32 {
     fn to_f32(self) -> f32 {
         self
+    }
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
     }
 }
 impl Scalar for f16 {
