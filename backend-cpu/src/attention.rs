@@ -383,14 +383,19 @@ fn decode<T: Scalar>(
         l: vec![0.0; rows],
         o: vec![0.0; rows * dv],
     };
-    let (mut kr, mut vr) = (vec![0.0f32; d], vec![0.0f32; DECODE_BLOCK * dv]);
+    // f32 rows with unit stride are read in place, others converted into `kr` / `vr`.
+    let k_in_place = (spec.k.strides[3] == 1).then(|| T::as_f32(k)).flatten();
+    let v_in_place = (spec.v.strides[3] == 1).then(|| T::as_f32(v)).flatten();
+    let mut kr = vec![0.0f32; if k_in_place.is_some() { 0 } else { d }];
+    let mut vr = vec![
+        0.0f32;
+        if v_in_place.is_some() {
+            0
+        } else {
+            DECODE_BLOCK * dv
+        }
+    ];
     let mut s = vec![f32::NEG_INFINITY; rows * DECODE_BLOCK];
-    // f32 value rows with unit stride are read in place, others converted into `vr`.
-    let v_in_place = if spec.v.strides[3] == 1 {
-        T::as_f32(v)
-    } else {
-        None
-    };
     for j0 in (lo..hi).step_by(DECODE_BLOCK) {
         let bk = DECODE_BLOCK.min(hi - j0);
         for j in 0..bk {
@@ -399,11 +404,10 @@ fn decode<T: Scalar>(
                 prefetch_row(k, spec.k.row(b, kvh, ahead), spec.k.strides[3], d);
                 prefetch_row(v, spec.v.row(b, kvh, ahead), spec.v.strides[3], dv);
             }
-            // An f32 key row with unit stride is read in place; others are converted.
             let kb = spec.k.row(b, kvh, j0 + j);
-            let krow: &[f32] = match (spec.k.strides[3], T::as_f32(k)) {
-                (1, Some(k32)) => &k32[kb..kb + d],
-                _ => {
+            let krow: &[f32] = match k_in_place {
+                Some(k32) => &k32[kb..kb + d],
+                None => {
                     gather_row(k, kb, spec.k.strides[3], &mut kr);
                     &kr
                 }
@@ -488,19 +492,12 @@ const PREFETCH_KEYS: usize = 8;
 /// without this each key waits for its rows' misses one after another.
 #[inline(always)]
 fn prefetch_row<T>(src: &[T], base: usize, stride: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
     if stride == 1 {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let bytes = len * std::mem::size_of::<T>();
-        let start = src.as_ptr().wrapping_add(base).cast::<i8>();
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: SSE is part of the x86-64 baseline; a prefetch never faults and
-            // reads nothing the program sees, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off)) };
+        let start = src.as_ptr().wrapping_add(base).cast::<u8>();
+        for off in (0..len * std::mem::size_of::<T>()).step_by(64) {
+            crate::simd::prefetch(start.wrapping_add(off));
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (src, base, stride, len);
 }
 
 /// Reads `dst.len()` elements `base + c·stride` as f32 (a plain converting copy when the

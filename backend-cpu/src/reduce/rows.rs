@@ -25,15 +25,15 @@ const LANES: usize = 16;
 
 /// The pieces an ISA may do better than the generic code compiled for it, with the same
 /// bits: `exp(x − m)` of one 16-lane chunk, and the NaN-propagating extreme of a row.
-trait Exp16 {
+trait RowOps {
     fn exp16(x: &[f32; LANES], m: f32) -> [f32; LANES];
     fn extreme(x: &[f32], sign: f32) -> f32;
 }
 
 /// The scalar [`exp`] per lane (which compilers vectorise) and [`extreme`] as written.
-struct LaneExp;
+struct PortableOps;
 
-impl Exp16 for LaneExp {
+impl RowOps for PortableOps {
     #[inline(always)]
     fn exp16(x: &[f32; LANES], m: f32) -> [f32; LANES] {
         let mut o = [0.0f32; LANES];
@@ -54,13 +54,13 @@ impl Exp16 for LaneExp {
 /// element against 0.09 for the AVX2 code (Zen 4, `rows_speed`). Only the AVX-512
 /// kernels use it.
 #[cfg(target_arch = "x86_64")]
-struct Avx512Exp;
+struct Avx512Ops;
 
 #[cfg(target_arch = "x86_64")]
-impl Exp16 for Avx512Exp {
+impl RowOps for Avx512Ops {
     #[inline(always)]
     fn exp16(x: &[f32; LANES], m: f32) -> [f32; LANES] {
-        // SAFETY: `Avx512Exp` is named only by the `avx512` kernels below, which run only
+        // SAFETY: `Avx512Ops` is named only by the `avx512` kernels below, which run only
         // on CPUs where AVX-512F was detected.
         unsafe { crate::simd::exp::exp16_avx512(x, m) }
     }
@@ -72,18 +72,13 @@ impl Exp16 for Avx512Exp {
     }
 }
 
-/// Starts loading the cache line of `next` holding element `at` (a hint: no effect on
-/// results), so that the next row streams in while this one is computed from cache.
+/// Starts loading the cache line of `next` holding element `at` (none past its end), so
+/// that the next row streams in while this one is computed from cache.
 #[inline(always)]
 fn prefetch(next: &[f32], at: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(p) = next.get(at) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: SSE is part of the x86-64 baseline; `p` points into `next`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(p).cast::<i8>()) };
+        crate::simd::prefetch(p);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (next, at);
 }
 
 /// The 16 lanes of an exact chunk as an array (chunks of `chunks_exact(LANES)`).
@@ -124,7 +119,7 @@ fn sum(x: &[f32]) -> f64 {
 
 /// Σ exp(x − m), in f64.
 #[inline(always)]
-fn sum_exp<E: Exp16>(x: &[f32], m: f32) -> f64 {
+fn sum_exp<E: RowOps>(x: &[f32], m: f32) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -163,7 +158,7 @@ fn extreme(x: &[f32], sign: f32) -> f32 {
 /// then the first position holding it, found 16 lanes at a time (the row is in cache
 /// from the first pass). ±0 compare equal, so the first zero wins, as with a strict `>`.
 #[inline(always)]
-fn arg<E: Exp16>(x: &[f32], sign: f32) -> Option<(f32, u32)> {
+fn arg<E: RowOps>(x: &[f32], sign: f32) -> Option<(f32, u32)> {
     if x.is_empty() {
         return None;
     }
@@ -197,11 +192,10 @@ fn first(x: &[f32], hit: impl Fn(f32) -> bool) -> Option<usize> {
 }
 
 /// `out ← exp(x − m)` element-wise (exact 16-lane chunks, then the tail, so the loop
-/// vectorises without bounds checks).
-/// Returns Σ out in f64, added as [`sum`] adds (16 lanes, then the tail, then the lanes
+/// vectorises without bounds checks); returns Σ out in f64, added as [`sum`] adds (16 lanes, then the tail, then the lanes
 /// pairwise), and prefetches `next` one cache line per chunk.
 #[inline(always)]
-fn exp_into<E: Exp16>(x: &[f32], out: &mut [f32], m: f32, next: &[f32]) -> f64 {
+fn exp_into<E: RowOps>(x: &[f32], out: &mut [f32], m: f32, next: &[f32]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let mut oc = out.chunks_exact_mut(LANES);
     let mut xc = x.chunks_exact(LANES);
@@ -227,7 +221,7 @@ fn exp_into<E: Exp16>(x: &[f32], out: &mut [f32], m: f32, next: &[f32]) -> f64 {
 
 /// `x ← exp(x − m)` in place, returning the f32 sum (the online-softmax step of attention).
 #[inline(always)]
-fn exp_shift<E: Exp16>(x: &mut [f32], m: f32) -> f32 {
+fn exp_shift<E: RowOps>(x: &mut [f32], m: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = x.chunks_exact_mut(LANES);
     for c in &mut chunks {
@@ -251,15 +245,15 @@ fn exp_shift<E: Exp16>(x: &mut [f32], m: f32) -> f32 {
 /// non-temporal stores from a scratch row was tried: 14.4 ms against 7.0 for a 4096²
 /// softmax on Zen 4, so the output goes through the cache.)
 #[inline(always)]
-fn softmax<E: Exp16>(x: &[f32], out: &mut [f32], log: bool, next: &[f32]) {
+fn softmax<E: RowOps>(x: &[f32], out: &mut [f32], log: bool, next: &[f32]) {
     let m = E::extreme(x, 1.0);
     if log {
         let lse = sum_exp::<E>(x, m).ln() as f32;
-        for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-            if j % LANES == 0 {
-                prefetch(next, j);
+        for (ci, (o, v)) in out.chunks_mut(LANES).zip(x.chunks(LANES)).enumerate() {
+            prefetch(next, ci * LANES);
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o = v - m - lse;
             }
-            *o = v - m - lse;
         }
     } else {
         let inv = (1.0 / exp_into::<E>(x, out, m, next)) as f32;
@@ -377,7 +371,7 @@ fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
 }
 
 /// Compiles the kernels above inside wrappers carrying the ISA's attributes, with the
-/// ISA's 16-lane exp. One expansion: `isa_kernels!(avx2, LaneExp, [cfg(target_arch =
+/// ISA's 16-lane exp. One expansion: `isa_kernels!(avx2, PortableOps, [cfg(target_arch =
 /// "x86_64")], [target_feature(enable = "avx2,fma")])` gives `#[cfg(..)] mod avx2 { #[target_feature(..)] unsafe fn sum(x:
 /// &[f32]) -> f64 { super::sum(x) } ... pub(super) const KERNELS: RowKernels = .. }`.
 macro_rules! isa_kernels {
@@ -399,7 +393,7 @@ macro_rules! isa_kernels {
             }
             $(#[$fn_attr])*
             unsafe fn extreme(x: &[f32], s: f32) -> f32 {
-                <$exp as super::Exp16>::extreme(x, s)
+                <$exp as super::RowOps>::extreme(x, s)
             }
             $(#[$fn_attr])*
             unsafe fn arg(x: &[f32], s: f32) -> Option<(f32, u32)> {
@@ -452,17 +446,17 @@ macro_rules! isa_kernels {
 }
 isa_kernels!(
     avx512,
-    Avx512Exp,
+    Avx512Ops,
     [cfg(target_arch = "x86_64")],
     [target_feature(enable = "avx512f")]
 );
 isa_kernels!(
     avx2,
-    LaneExp,
+    PortableOps,
     [cfg(target_arch = "x86_64")],
     [target_feature(enable = "avx2,fma")]
 );
-isa_kernels!(generic, LaneExp, [], []);
+isa_kernels!(generic, PortableOps, [], []);
 
 impl RowKernels {
     /// The kernels compiled for `isa`. Calling them is sound because a device only holds
@@ -487,15 +481,15 @@ mod tests {
         let mut x = vec![0.0f32; 100];
         x[37] = 5.0;
         x[70] = 5.0;
-        assert_eq!(arg::<LaneExp>(&x, 1.0), Some((5.0, 37)));
+        assert_eq!(arg::<PortableOps>(&x, 1.0), Some((5.0, 37)));
         x[90] = f32::NAN;
         x[50] = f32::NAN;
-        assert_eq!(arg::<LaneExp>(&x, 1.0).map(|(_, i)| i), Some(50));
-        assert_eq!(arg::<LaneExp>(&[3.0, 1.0, 1.0], -1.0), Some((1.0, 1)));
-        assert_eq!(arg::<LaneExp>(&[], 1.0), None);
+        assert_eq!(arg::<PortableOps>(&x, 1.0).map(|(_, i)| i), Some(50));
+        assert_eq!(arg::<PortableOps>(&[3.0, 1.0, 1.0], -1.0), Some((1.0, 1)));
+        assert_eq!(arg::<PortableOps>(&[], 1.0), None);
         let all_neg_inf = vec![f32::NEG_INFINITY; 40];
         assert_eq!(
-            arg::<LaneExp>(&all_neg_inf, 1.0),
+            arg::<PortableOps>(&all_neg_inf, 1.0),
             Some((f32::NEG_INFINITY, 0))
         );
     }

@@ -3,6 +3,20 @@
 
 pub(crate) mod exp;
 
+/// Asks the CPU to start loading the cache line holding `p` (a hint: it never faults,
+/// reads nothing the program sees and changes no result, whatever the address).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86-64 baseline; a prefetch does not dereference.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// `max` that propagates NaN (`f32::max` ignores it); inlined into every ISA's kernels.
 #[inline(always)]
 pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
