@@ -27,11 +27,11 @@
 //! f16 product against 34.8 for the register-tiled kernel (GPU time, same run), so it is
 //! not the default until it is faster.
 //!
-//! Tunables read here, once per device, so that one GPU run can sweep them: besides
-//! `XKERN_WGPU_MATMUL_TILE`, `XKERN_WGPU_DECODE_GROUPS`, `XKERN_WGPU_DECODE_MIN_CHUNK`,
-//! `XKERN_WGPU_DECODE_SPLITS` and `XKERN_WGPU_DECODE_ROWS` (the split-KV decode
-//! attention's plan: `attention::DecodeTuning`); a value that does not parse makes the
-//! device unavailable with a message naming the variable.
+//! Tunables read here, once per device, so that one GPU run can sweep them:
+//! `XKERN_WGPU_MATMUL_TILE`, `XKERN_WGPU_ATTN_TILE`, `XKERN_WGPU_DECODE_*` (the split-KV
+//! decode attention's plan: `attention::DecodeTuning`), `XKERN_WGPU_TRUSTED`,
+//! `XKERN_WGPU_REDUCE_CHUNK` and `XKERN_WGPU_NORM_WG`; a value that does not parse makes
+//! the device unavailable with a message naming the variable.
 //!
 //! Faults: every op runs inside thread-local error scopes (out-of-memory, validation,
 //! internal), so a failure becomes an `Err` of the op that caused it, on the thread that
@@ -151,10 +151,34 @@ fn env_off(name: &str) -> bool {
         .is_ok_and(|v| matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "false"))
 }
 
-/// The checks kept by `XKERN_WGPU_TRUSTED=v`: `on` drops every one, a comma list of
-/// `bounds`, `loops`, `div` drops those.
+/// The wgpu error for a device refused because of a bad tunable (`reason` names it).
+fn unavailable(reason: String) -> Error {
+    Error::BackendUnavailable {
+        name: "wgpu".into(),
+        reason,
+    }
+}
+
+/// The tunable environment variable `name` through `parse`; `None` when unset, and a
+/// value `parse` refuses makes the device unavailable with its message.
+fn tunable<T>(
+    name: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    std::env::var(name)
+        .ok()
+        .map(|v| parse(&v))
+        .transpose()
+        .map_err(unavailable)
+}
+
+/// The checks kept by `XKERN_WGPU_TRUSTED=v`: `off` keeps every one, `on` drops every
+/// one, a comma list of `bounds`, `loops`, `div` drops those.
 fn parse_trusted(v: &str) -> std::result::Result<wgpu::ShaderRuntimeChecks, String> {
     let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    if matches!(v.trim().to_lowercase().as_str(), "off" | "0" | "false") {
+        return Ok(checks);
+    }
     for word in v.split(',').map(|w| w.trim().to_lowercase()) {
         match word.as_str() {
             "on" | "1" | "true" => {
@@ -253,31 +277,11 @@ impl Gpu {
         }
         let matmul_block = match opts.matmul_block {
             Some(b) => Some(b),
-            None => match std::env::var("XKERN_WGPU_MATMUL_TILE") {
-                Ok(v) => {
-                    crate::MatmulBlock::parse(&v).map_err(|reason| Error::BackendUnavailable {
-                        name: "wgpu".into(),
-                        reason,
-                    })?
-                }
-                Err(_) => None,
-            },
+            None => tunable("XKERN_WGPU_MATMUL_TILE", crate::MatmulBlock::parse)?.flatten(),
         };
-        let decode = crate::attention::DecodeTuning::from_env().map_err(|reason| {
-            Error::BackendUnavailable {
-                name: "wgpu".into(),
-                reason,
-            }
-        })?;
-        let attn_tile = match std::env::var("XKERN_WGPU_ATTN_TILE") {
-            Ok(v) => crate::attention::FlashTiles::parse(&v).map_err(|reason| {
-                Error::BackendUnavailable {
-                    name: "wgpu".into(),
-                    reason,
-                }
-            })?,
-            Err(_) => None,
-        };
+        let decode = crate::attention::DecodeTuning::from_env().map_err(unavailable)?;
+        let attn_tile =
+            tunable("XKERN_WGPU_ATTN_TILE", crate::attention::FlashTiles::parse)?.flatten();
         let coop_wanted =
             (opts.with_coop_matrix || env_on("XKERN_WGPU_COOP")) && !env_off("XKERN_WGPU_COOP");
         if coop_wanted && adapter.features().contains(COOP) {
@@ -361,40 +365,18 @@ impl Gpu {
                 Some(parse_trusted("on").unwrap_or_else(|_| wgpu::ShaderRuntimeChecks::checked()))
             }
             Some(false) => Some(wgpu::ShaderRuntimeChecks::checked()),
-            None => match std::env::var("XKERN_WGPU_TRUSTED") {
-                Ok(_) if env_off("XKERN_WGPU_TRUSTED") => {
-                    Some(wgpu::ShaderRuntimeChecks::checked())
-                }
-                Ok(v) => Some(
-                    parse_trusted(&v).map_err(|reason| Error::BackendUnavailable {
-                        name: "wgpu".into(),
-                        reason,
-                    })?,
-                ),
-                Err(_) => None,
-            },
+            None => tunable("XKERN_WGPU_TRUSTED", parse_trusted)?,
         };
-        let reduce_big_chunk = match std::env::var("XKERN_WGPU_REDUCE_CHUNK") {
-            Ok(v) => {
-                crate::reduce::parse_big_chunk(&v).map_err(|reason| Error::BackendUnavailable {
-                    name: "wgpu".into(),
-                    reason,
-                })?
-            }
-            Err(_) => crate::reduce::CHUNK_VEC_BIG,
-        };
-        let norm_wg = match std::env::var("XKERN_WGPU_NORM_WG").as_deref() {
-            Err(_) | Ok("128") => 128,
-            Ok("256") if limits.max_compute_invocations_per_workgroup >= 256 => 256,
-            Ok(other) => {
-                return Err(Error::BackendUnavailable {
-                    name: "wgpu".into(),
-                    reason: format!(
-                        "XKERN_WGPU_NORM_WG={other:?}: expected 128 or 256 (within the adapter's invocation limit)"
-                    ),
-                });
-            }
-        };
+        let reduce_big_chunk = tunable("XKERN_WGPU_REDUCE_CHUNK", crate::reduce::parse_big_chunk)?
+            .unwrap_or(crate::reduce::CHUNK_VEC_BIG);
+        let norm_wg = tunable("XKERN_WGPU_NORM_WG", |v| match v.trim() {
+            "128" => Ok(128),
+            "256" if limits.max_compute_invocations_per_workgroup >= 256 => Ok(256),
+            other => Err(format!(
+                "XKERN_WGPU_NORM_WG={other:?}: expected 128 or 256 (within the adapter's invocation limit)"
+            )),
+        })?
+        .unwrap_or(128);
         Ok(Gpu {
             norm_wg,
             trusted,
