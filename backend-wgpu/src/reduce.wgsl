@@ -215,6 +215,13 @@ fn col_arg(lid: u32, v: f32, i: u32) -> Arg {
     return r;
 }
 
+// Axis positions a, a + AY, a + 2·AY, a + 3·AY of the column starting at `base`: the
+// four loads of one step of fold_cols, issued together.
+fn col_step(base: u32, a: u32) -> vec4<f32> {
+    return vec4<f32>(load_x(base + a * P.inner), load_x(base + (a + AY) * P.inner),
+        load_x(base + (a + 2u * AY) * P.inner), load_x(base + (a + 3u * AY) * P.inner));
+}
+
 // Phases 0 and 1 for inner > 1 (COLS = 1): workgroup g takes CX columns of one outer
 // index (and, in phase 1, chunk g % chunks of the axis).
 fn fold_cols(g: u32, lid: u32) {
@@ -241,14 +248,11 @@ fn fold_cols(g: u32, lid: u32) {
         if (live) {
             var a = a0 + ay;
             for (; a + 3u * AY < a1; a = a + 4u * AY) {
-                let v0 = load_x(base + a * P.inner);
-                let v1 = load_x(base + (a + AY) * P.inner);
-                let v2 = load_x(base + (a + 2u * AY) * P.inner);
-                let v3 = load_x(base + (a + 3u * AY) * P.inner);
-                if (arg_better(v0, a, bv, bi, WANT_MAX)) { bv = v0; bi = a; }
-                if (arg_better(v1, a + AY, bv, bi, WANT_MAX)) { bv = v1; bi = a + AY; }
-                if (arg_better(v2, a + 2u * AY, bv, bi, WANT_MAX)) { bv = v2; bi = a + 2u * AY; }
-                if (arg_better(v3, a + 3u * AY, bv, bi, WANT_MAX)) { bv = v3; bi = a + 3u * AY; }
+                let v = col_step(base, a);
+                if (arg_better(v.x, a, bv, bi, WANT_MAX)) { bv = v.x; bi = a; }
+                if (arg_better(v.y, a + AY, bv, bi, WANT_MAX)) { bv = v.y; bi = a + AY; }
+                if (arg_better(v.z, a + 2u * AY, bv, bi, WANT_MAX)) { bv = v.z; bi = a + 2u * AY; }
+                if (arg_better(v.w, a + 3u * AY, bv, bi, WANT_MAX)) { bv = v.w; bi = a + 3u * AY; }
             }
             for (; a < a1; a = a + AY) {
                 let v = load_x(base + a * P.inner);
@@ -266,14 +270,11 @@ fn fold_cols(g: u32, lid: u32) {
     if (live) {
         var a = a0 + ay;
         for (; a + 3u * AY < a1; a = a + 4u * AY) {
-            let v0 = load_x(base + a * P.inner);
-            let v1 = load_x(base + (a + AY) * P.inner);
-            let v2 = load_x(base + (a + 2u * AY) * P.inner);
-            let v3 = load_x(base + (a + 3u * AY) * P.inner);
-            k0 = combine(k0, v0);
-            k1 = combine(k1, v1);
-            k2 = combine(k2, v2);
-            k3 = combine(k3, v3);
+            let v = col_step(base, a);
+            k0 = combine(k0, v.x);
+            k1 = combine(k1, v.y);
+            k2 = combine(k2, v.z);
+            k3 = combine(k3, v.w);
         }
         for (; a < a1; a = a + AY) {
             k0 = combine(k0, load_x(base + a * P.inner));
