@@ -579,22 +579,32 @@ pub(crate) fn micro_kernel(t: Tiling) -> String {
     s
 }
 
-/// The unrolled write-back: `store(batch, row + 16i, col + 16j, acc[4i + j])` for 4 × 4.
-pub(crate) fn write_back(t: Tiling) -> String {
-    let (wx, wy) = (t.bn / t.tn, t.bm / t.tm);
+/// The unrolled stores of the micro-tile: `store(batch, row + row_of(i), col +
+/// col_of(j), acc[i·TN + j])` for every element (i, j).
+fn store_tile(
+    t: Tiling,
+    row_of: impl Fn(usize) -> usize,
+    col_of: impl Fn(usize) -> usize,
+) -> String {
     let mut s = String::new();
     for i in 0..t.tm {
         for j in 0..t.tn {
             let _ = writeln!(
                 s,
                 "    store(batch, row + {}u, col + {}u, acc[{}]);",
-                i * wy,
-                j * wx,
+                row_of(i),
+                col_of(j),
                 i * t.tn + j
             );
         }
     }
     s
+}
+
+/// The unrolled write-back: `store(batch, row + 16i, col + 16j, acc[4i + j])` for 4 × 4.
+pub(crate) fn write_back(t: Tiling) -> String {
+    let (wx, wy) = (t.bn / t.tn, t.bm / t.tm);
+    store_tile(t, |i| i * wy, |j| j * wx)
 }
 
 /// The WGSL of one variant of the register-tiled kernel (also used by the naga tests).
@@ -689,19 +699,11 @@ pub(crate) fn wide_micro_kernel(t: Tiling, sa: usize, sb: usize) -> String {
 /// `ty·4 + i % 4 + 4·WY·(i / 4)` and column `tx·4 + j % 4 + 4·WX·(j / 4)` of the block.
 pub(crate) fn wide_write_back(t: Tiling) -> String {
     let (wx, wy) = (t.bn / t.tn, t.bm / t.tm);
-    let mut s = String::new();
-    for i in 0..t.tm {
-        for j in 0..t.tn {
-            let _ = writeln!(
-                s,
-                "    store(batch, row + {}u, col + {}u, acc[{}]);",
-                (i / 4) * 4 * wy + i % 4,
-                (j / 4) * 4 * wx + j % 4,
-                i * t.tn + j
-            );
-        }
-    }
-    s
+    store_tile(
+        t,
+        |i| (i / 4) * 4 * wy + i % 4,
+        |j| (j / 4) * 4 * wx + j % 4,
+    )
 }
 
 /// The unrolled global fetch of both operands' next tiles into registers (`kf` is the
