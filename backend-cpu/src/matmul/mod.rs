@@ -35,6 +35,7 @@ pub(crate) mod kernel_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod kernel_avx512_bf16;
 pub(crate) mod kernel_generic;
+mod skinny;
 
 use crate::simd::Isa;
 use crate::storage::{CpuStorage, Scalar, try_vec};
@@ -124,6 +125,9 @@ impl<T: Scalar> View<'_, T> {
 /// depths `p0 + ku·s + u` (`u < ku`), zero past `extent` or `kc`. `v.at(x, p)` addresses
 /// the operand by panel index and depth: A as it is, B through its transposed view. With
 /// `ku = 2` each slot holds two bf16 values (see [`bf16_pair`]).
+/// Panels packed together by one task: a 2 KiB run of a row-major B row for 32-wide panels.
+const GROUP: usize = 16;
+
 #[allow(clippy::too_many_arguments)]
 fn pack<T: Scalar>(
     v: View<'_, T>,
@@ -137,20 +141,10 @@ fn pack<T: Scalar>(
 ) {
     let steps = kc.div_ceil(ku);
     let get = |x: usize, k: usize| if k < kc { v.at(x, p0 + k) } else { 0.0 };
-    let pack_panel = |(q, out): (usize, &mut [f32])| {
+    let panel_len = w * steps;
+    let pack_panel = |q: usize, out: &mut [f32]| {
         let x0 = q * w;
         let valid = w.min(extent.saturating_sub(x0));
-        if ku == 1 && v.rs == 1 {
-            // Panel lanes are contiguous in memory (B row-major, A transposed): copy runs.
-            for (s, slot) in out.chunks_exact_mut(w).enumerate() {
-                let start = v.offset + (p0 + s) * v.cs + x0;
-                for (o, e) in slot[..valid].iter_mut().zip(&v.data[start..start + valid]) {
-                    *o = e.to_f32();
-                }
-                slot[valid..].fill(0.0);
-            }
-            return;
-        }
         if v.cs == 1 {
             // Each lane is contiguous along the depth (A row-major, B transposed): read it
             // as one slice and scatter it down its column of the (L1-resident) panel.
@@ -177,16 +171,19 @@ fn pack<T: Scalar>(
                 }
             }
             if ku == 1 {
-                // Transpose 8-deep blocks through a register-sized tile: eight contiguous
-                // reads per lane, then eight contiguous slot writes (a strided store per
-                // element measured as slow as the matmul itself at 4096×4096×128).
-                const D: usize = 8;
+                // Transpose 16-deep blocks (a cache line of f32 per lane) through a small
+                // tile: contiguous reads per lane, then contiguous slot writes (a strided
+                // store per element measured as slow as the matmul itself at
+                // 4096×4096×128).
+                const D: usize = 16;
                 let mut tile = [[0.0f32; D]; 32];
                 let lanes = valid.min(32);
                 let blocks = if w <= 32 { kc / D } else { 0 };
                 for sb in 0..blocks {
                     for (i, row) in tile.iter_mut().enumerate().take(lanes) {
                         let start = v.offset + (x0 + i) * v.rs + p0 + sb * D;
+                        // Each lane is its own stream, rows apart: fetch 4 lines ahead.
+                        crate::simd::prefetch(v.data.as_ptr().wrapping_add(start + 4 * D));
                         for (t, e) in row.iter_mut().zip(&v.data[start..start + D]) {
                             *t = e.to_f32();
                         }
@@ -217,12 +214,50 @@ fn pack<T: Scalar>(
             }
         }
     };
+    // Packs panels `g·GROUP ..` into `out` (whole panels, the last group maybe fewer).
+    let pack_group = |(g, out): (usize, &mut [f32])| {
+        let q0 = g * GROUP;
+        let panels = out.len() / panel_len;
+        if ku == 1 && v.rs == 1 {
+            // Panel lanes are contiguous in memory (B row-major, A transposed): walk the
+            // group's rows in order, each a run of up to GROUP·w contiguous elements
+            // copied into the group's panels (walking one panel's rows at a time read
+            // 128-byte pieces rows apart and stalled on every load).
+            let x0 = q0 * w;
+            let valid = (panels * w).min(extent.saturating_sub(x0));
+            for s in 0..kc {
+                let start = v.offset + (p0 + s) * v.cs + x0;
+                if s + 2 < kc {
+                    let ahead = v.data.as_ptr().wrapping_add(start + 2 * v.cs);
+                    for l in (0..valid).step_by(16) {
+                        crate::simd::prefetch(ahead.wrapping_add(l));
+                    }
+                }
+                let row = &v.data[start..start + valid];
+                for (qi, out) in out.chunks_exact_mut(panel_len).enumerate() {
+                    let slot = &mut out[s * w..(s + 1) * w];
+                    let src = row.get(qi * w..).unwrap_or(&[]);
+                    let n = src.len().min(w);
+                    for (o, e) in slot[..n].iter_mut().zip(src) {
+                        *o = e.to_f32();
+                    }
+                    slot[n..].fill(0.0);
+                }
+            }
+            return;
+        }
+        for (qi, out) in out.chunks_exact_mut(panel_len).enumerate() {
+            pack_panel(q0 + qi, out);
+        }
+    };
     if parallel {
-        dst.par_chunks_mut(w * steps)
+        dst.par_chunks_mut(panel_len * GROUP)
             .enumerate()
-            .for_each(pack_panel);
+            .for_each(pack_group);
     } else {
-        dst.chunks_mut(w * steps).enumerate().for_each(pack_panel);
+        dst.chunks_mut(panel_len * GROUP)
+            .enumerate()
+            .for_each(pack_group);
     }
 }
 
