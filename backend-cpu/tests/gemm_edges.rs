@@ -144,3 +144,55 @@ fn forced_isa_must_exist() {
     }
     assert!(Isa::parse("AVX2") == Some(Isa::Avx2) && Isa::parse("sse").is_none());
 }
+
+/// 2 ≤ M ≤ 16 against a row-major f32 B: the streaming skinny path on AVX-512 (every row
+/// count, so each tile height 4, 8 and 16 with every ragged row count), columns around
+/// its 16/32/64-wide tiles, its 256-column copy groups and 512-column tasks (on 2 threads), depths
+/// around its 64-row blocks; other ISAs take the packed path on the same shapes.
+#[test]
+fn skinny_rows_against_streamed_b() {
+    each_isa(|dev, _, _| {
+        for m in 2..=16 {
+            check(dev, &[], m, 65, 77, false, false, DType::F32, m % 5 == 0);
+        }
+        // Tasks are N / (4 · threads) columns up to 512: N = 4700 on 2 threads gives
+        // full 256-column groups and a ragged last task.
+        for n in [1, 15, 16, 17, 33, 63, 65, 255, 257, 513, 1100, 4700] {
+            check(dev, &[], 16, 70, n, false, false, DType::F32, false);
+            check(dev, &[], 7, 70, n, false, false, DType::F32, true);
+        }
+        for k in [1, 63, 64, 65, 129, 1000] {
+            check(dev, &[], 12, k, 300, false, false, DType::F32, false);
+            check(dev, &[], 3, k, 300, true, false, DType::F32, false);
+        }
+        // Large enough per matrix for the batched entries to take the skinny path too.
+        check(dev, &[2], 16, 130, 1100, false, false, DType::F32, true);
+    });
+}
+
+/// The skinny path on B rows that are not packed back to back: a batch read through a
+/// permuted view (row stride = batch · N, each matrix at its own offset) and a B
+/// broadcast over the batch.
+#[test]
+fn skinny_rows_against_strided_and_broadcast_b() {
+    each_isa(|dev, _, _| {
+        let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
+        let (batch, m, k, n) = (3, 9, 300, 1200);
+        let a = Tensor::randn(dev, &[batch, m, k], DType::F32, 11).unwrap();
+        let b = Tensor::randn(dev, &[k, batch, n], DType::F32, 12)
+            .unwrap()
+            .permute(&[1, 0, 2])
+            .unwrap();
+        let got = a.matmul(&b).unwrap();
+        let want = reference::matmul(&host(&a), &host(&b), None, None);
+        Tolerance::for_dtype(DType::F32)
+            .check(&got.to_f64_vec().unwrap(), &want.data)
+            .unwrap();
+        let w = Tensor::randn(dev, &[k, n], DType::F32, 13).unwrap();
+        let got = a.matmul(&w).unwrap();
+        let want = reference::matmul(&host(&a), &host(&w), None, None);
+        Tolerance::for_dtype(DType::F32)
+            .check(&got.to_f64_vec().unwrap(), &want.data)
+            .unwrap();
+    });
+}

@@ -608,6 +608,19 @@ fn matmul_typed<K: MicroKernel, T: Scalar>(
             return Ok(());
         }
     }
+    if matches!(isa, Isa::Avx512) && (batch == 1 || m * n * k > SMALL) && (2..=16).contains(&m) {
+        // Few rows of A: B streamed in place (see `skinny`); every entry or none.
+        let mut done = true;
+        for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
+            if !skinny::skinny(av(bi), bv(bi), c, (m, k, n), epi)? {
+                done = false;
+                break;
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
     if batch > 1 && m * n * k <= SMALL {
         // Many small matrices: one matrix per task, each with its own packing buffers.
         return out
