@@ -494,6 +494,69 @@ mod tests {
         );
     }
 
+    /// The single pass against the plain definition (first strict maximum of sign·x, or
+    /// the first NaN) on rows full of ties, ±0, ±∞ and NaNs, at every length around the
+    /// 16-lane chunks, for both signs and every ISA's kernel.
+    #[test]
+    fn arg_matches_the_definition_on_ties_and_special_values() {
+        fn want(x: &[f32], sign: f32) -> Option<u32> {
+            if let Some(j) = x.iter().position(|v| v.is_nan()) {
+                return Some(j as u32);
+            }
+            let mut best: Option<(f32, usize)> = None;
+            for (j, &v) in x.iter().enumerate() {
+                if best.is_none_or(|(b, _)| sign * v > sign * b) {
+                    best = Some((v, j));
+                }
+            }
+            best.map(|(_, j)| j as u32)
+        }
+        let pool = [
+            f32::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            1.0,
+            2.0,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        let mut state = 0x2545_f491_u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        for isa in Isa::available() {
+            let k = RowKernels::for_isa(isa);
+            for len in (0..70).chain([255, 256, 257, 1000]) {
+                for trial in 0..60 {
+                    // Fewer distinct values in some trials (more ties), NaN in few rows.
+                    let kinds = if trial % 3 == 0 { 7 } else { 3 + trial % 4 };
+                    let x: Vec<f32> = (0..len)
+                        .map(|_| {
+                            let r = next() as usize;
+                            if r % 97 == 0 && trial % 4 == 0 {
+                                f32::NAN
+                            } else {
+                                pool[r % kinds]
+                            }
+                        })
+                        .collect();
+                    for sign in [1.0, -1.0] {
+                        // SAFETY: `isa` is available on this CPU.
+                        let got = unsafe { (k.arg)(&x, sign) };
+                        assert_eq!(got.map(|(_, j)| j), want(&x, sign), "{isa:?} {x:?} {sign}");
+                        if let Some((v, j)) = got {
+                            assert_eq!(v.to_bits(), x[j as usize].to_bits());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_isa_gives_the_same_bits() {
         let x: Vec<f32> = (0..10_007)
