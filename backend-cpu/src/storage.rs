@@ -154,6 +154,11 @@ pub(crate) trait Scalar: Copy + Send + Sync {
         let _ = s;
         None
     }
+    /// The bits of the value rounded to bf16 (its own bits for a bf16 element, so packing
+    /// bf16 pairs is a shift and an or).
+    fn bf16_bits(self) -> u16 {
+        bf16::from_f32(self.to_f32()).to_bits()
+    }
 }
 
 impl Scalar for f32 {
@@ -172,6 +177,9 @@ impl Scalar for f16 {
 impl Scalar for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+    fn bf16_bits(self) -> u16 {
+        self.to_bits()
     }
 }
 impl Scalar for u32 {

@@ -120,14 +120,14 @@ impl<T: Scalar> View<'_, T> {
     }
 }
 
+/// Panels packed together by one task: a 2 KiB run of a row-major B row for 32-wide panels.
+const GROUP: usize = 16;
+
 /// Packs a `kc`-deep block of an operand into `w`-wide panels of `ku`-element slots:
 /// slot `s`, lane `i` of panel `q` holds the elements at panel index `x = q·w + i` and
 /// depths `p0 + ku·s + u` (`u < ku`), zero past `extent` or `kc`. `v.at(x, p)` addresses
 /// the operand by panel index and depth: A as it is, B through its transposed view. With
 /// `ku = 2` each slot holds two bf16 values (see [`bf16_pair`]).
-/// Panels packed together by one task: a 2 KiB run of a row-major B row for 32-wide panels.
-const GROUP: usize = 16;
-
 #[allow(clippy::too_many_arguments)]
 fn pack<T: Scalar>(
     v: View<'_, T>,
@@ -163,10 +163,10 @@ fn pack<T: Scalar>(
                 } else {
                     let mut pairs = lane.chunks_exact(2);
                     for (s, pr) in (&mut pairs).enumerate() {
-                        out[s * w + i] = bf16_pair(pr[0].to_f32(), pr[1].to_f32());
+                        out[s * w + i] = pair(pr[0], pr[1]);
                     }
                     if let [last] = pairs.remainder() {
-                        out[(kc / 2) * w + i] = bf16_pair(last.to_f32(), 0.0);
+                        out[(kc / 2) * w + i] = f32::from_bits(u32::from(last.bf16_bits()));
                     }
                 }
             }
@@ -218,28 +218,53 @@ fn pack<T: Scalar>(
     let pack_group = |(g, out): (usize, &mut [f32])| {
         let q0 = g * GROUP;
         let panels = out.len() / panel_len;
-        if ku == 1 && v.rs == 1 {
+        if v.rs == 1 {
             // Panel lanes are contiguous in memory (B row-major, A transposed): walk the
             // group's rows in order, each a run of up to GROUP·w contiguous elements
             // copied into the group's panels (walking one panel's rows at a time read
-            // 128-byte pieces rows apart and stalled on every load).
+            // 128-byte pieces rows apart and stalled on every load). With `ku = 2` a slot
+            // pairs the same lane of two consecutive rows.
             let x0 = q0 * w;
             let valid = (panels * w).min(extent.saturating_sub(x0));
-            for s in 0..kc {
-                let start = v.offset + (p0 + s) * v.cs + x0;
-                if s + 2 < kc {
-                    let ahead = v.data.as_ptr().wrapping_add(start + 2 * v.cs);
-                    for l in (0..valid).step_by(16) {
-                        crate::simd::prefetch(ahead.wrapping_add(l));
+            let row = |d: usize| {
+                let start = v.offset + (p0 + d) * v.cs + x0;
+                &v.data[start..start + valid]
+            };
+            for s in 0..steps {
+                let d = s * ku;
+                // The rows two slots ahead, a line at a time.
+                for ahead in d + 2 * ku..(d + 3 * ku).min(kc) {
+                    let start = v
+                        .data
+                        .as_ptr()
+                        .wrapping_add(v.offset + (p0 + ahead) * v.cs + x0);
+                    for l in (0..valid).step_by(64 / std::mem::size_of::<T>()) {
+                        crate::simd::prefetch(start.wrapping_add(l));
                     }
                 }
-                let row = &v.data[start..start + valid];
+                let r0 = row(d);
+                let r1 = (ku == 2 && d + 1 < kc).then(|| row(d + 1));
                 for (qi, out) in out.chunks_exact_mut(panel_len).enumerate() {
                     let slot = &mut out[s * w..(s + 1) * w];
-                    let src = row.get(qi * w..).unwrap_or(&[]);
-                    let n = src.len().min(w);
-                    for (o, e) in slot[..n].iter_mut().zip(src) {
-                        *o = e.to_f32();
+                    let lo = (qi * w).min(valid);
+                    let n = (valid - lo).min(w);
+                    let src0 = &r0[lo..lo + n];
+                    match (ku, r1) {
+                        (1, _) => {
+                            for (o, e) in slot[..n].iter_mut().zip(src0) {
+                                *o = e.to_f32();
+                            }
+                        }
+                        (_, Some(r1)) => {
+                            for ((o, a), b) in slot[..n].iter_mut().zip(src0).zip(&r1[lo..lo + n]) {
+                                *o = pair(*a, *b);
+                            }
+                        }
+                        (_, None) => {
+                            for (o, a) in slot[..n].iter_mut().zip(src0) {
+                                *o = f32::from_bits(u32::from(a.bf16_bits()));
+                            }
+                        }
                     }
                     slot[n..].fill(0.0);
                 }
@@ -302,12 +327,14 @@ pub(crate) fn pack_b<T: Scalar>(
 /// Two bf16 values in one 32-bit slot (the lower half holds the even k), reinterpreted as
 /// f32 so pair panels share the f32 panels' buffers. Exact for bf16 sources, the only ones
 /// the pair kernel is used for.
+#[inline(always)]
+fn pair<T: Scalar>(lo: T, hi: T) -> f32 {
+    f32::from_bits(u32::from(lo.bf16_bits()) | (u32::from(hi.bf16_bits()) << 16))
+}
+
+/// [`pair`] of two f32 values (the generic depth walk reads elements as f32).
 fn bf16_pair(lo: f32, hi: f32) -> f32 {
-    let (lo, hi) = (
-        half::bf16::from_f32(lo).to_bits(),
-        half::bf16::from_f32(hi).to_bits(),
-    );
-    f32::from_bits(u32::from(lo) | (u32::from(hi) << 16))
+    pair(lo, hi)
 }
 
 /// A packing buffer whose start is 64-byte aligned, so every vector load of a packed panel
