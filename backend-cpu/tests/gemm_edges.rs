@@ -92,6 +92,22 @@ fn depths_around_the_packed_panel() {
         for k in [1, 2, KC - 1, KC, KC + 1, 2 * KC + 1] {
             check(dev, &[], mr + 1, k, nr + 1, false, false, DType::F32, false);
         }
+        // The bf16 pair kernel packs 2·KC depths per panel (pairs of bf16 in a slot):
+        // odd depths leave a half-empty last pair in each panel.
+        for k in [2 * KC - 1, 2 * KC, 2 * KC + 1, 4 * KC + 3] {
+            check(
+                dev,
+                &[],
+                mr + 1,
+                k,
+                nr + 1,
+                false,
+                false,
+                DType::BF16,
+                false,
+            );
+            check(dev, &[], mr + 1, k, nr + 1, true, false, DType::BF16, false);
+        }
     });
 }
 

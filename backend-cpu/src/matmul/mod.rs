@@ -544,6 +544,9 @@ fn gemm<K: MicroKernel, T: Scalar>(
         mc,
         ncb,
     } = blocking();
+    // KC counts depths: pair kernels (KU = 2) take twice as many in the same panel bytes,
+    // halving the C tile's loads and stores per multiply-add.
+    let kc_max = kc_max * K::KU;
     if k == 0 {
         c.fill(0.0);
         for row in c.chunks_exact_mut(n) {

@@ -537,7 +537,7 @@ mod tests {
                     let x: Vec<f32> = (0..len)
                         .map(|_| {
                             let r = next() as usize;
-                            if r % 97 == 0 && trial % 4 == 0 {
+                            if r.is_multiple_of(97) && trial % 4 == 0 {
                                 f32::NAN
                             } else {
                                 pool[r % kinds]
