@@ -3,17 +3,22 @@
 //! Algorithm (Dao et al., "FlashAttention", 2022; online softmax of Milakov & Gimelshein,
 //! 2018), per (batch, key/value head):
 //!
-//! 1. Kᵀ and V are packed once into the micro-kernel's B-panel layout (converting f16/bf16
-//!    to f32 and reading any strides in place), shared by every query head of the group
-//!    (GQA/MQA by index mapping, never by copying K/V per head).
-//! 2. Each task owns `BQ` query rows of one head: Q is packed once as A panels, then for
-//!    each tile of `BK` visible keys: `S = Q·Kᵀ` by the micro-kernel, the scale, the causal
-//!    mask on the tiles that cross the diagonal (tiles above it are never visited), the
-//!    online-softmax update (running max `m`, sum `l`, output rescaled by `exp(m_old −
-//!    m_new)`) with the vectorised exp of `reduce::rows`, and `O += P·V` by the
-//!    micro-kernel. A tile where some row sees only part of the keys accumulates `P·V`
-//!    row by row over exactly the visible keys, so a masked key never contributes (not even
-//!    a NaN or ∞ of its value).
+//! 1. K and Vᵀ are packed once as the micro-kernel's A panels (MR keys, resp. MR rows of
+//!    the value dimension, per panel; converting f16/bf16 to f32 and reading any strides
+//!    in place), shared by every query head of the group (GQA/MQA by index mapping, never
+//!    by copying K/V per head).
+//! 2. Each task owns `BQ` query rows of one head, computed transposed: Qᵀ is packed once
+//!    as B panels of NR queries, then for each tile of `BK` visible keys `Sᵀ = K·Qᵀ` by
+//!    the micro-kernel lands in NR-wide key-major panels, and every query is a lane of a
+//!    vertical online softmax (`RowKernels::softmax_cols`: the scale, the causal mask on
+//!    tiles that cross the diagonal — tiles above it are never visited —, running max
+//!    `m`, sum `l`, and `Oᵀ` rescaled by `exp(m_old − m_new)`), with no horizontal
+//!    reduction per row and no repacking: those panels are the B panels of
+//!    `Oᵀ += Vᵀ·P`. (The query-major version — `S = Q·Kᵀ`, a softmax along each row,
+//!    P packed again as A panels — ran 1.12–1.22× slower, end to end, on Zen 4.) Where a
+//!    V chunk holds NaN or ∞ and the tile crosses the diagonal, each query adds exactly
+//!    its visible keys one by one, so a masked key never contributes (a zero probability
+//!    times ∞ would be NaN). `Oᵀ` becomes rows once, at the end of the task.
 //! 3. Decode-shaped problems (all queries in one tile, many keys) also split the keys into
 //!    fixed ranges of `DECODE_SPLIT`, computed in parallel and merged in order; the split
 //!    depends only on the shape, so results are the same for any thread count.
@@ -31,30 +36,31 @@
 #![allow(clippy::indexing_slicing)]
 
 use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b};
-use crate::reduce::rows::RowKernels;
+use crate::reduce::rows::{ColState, RowKernels};
 use crate::simd::exp::exp;
 use crate::simd::{Isa, nan_max};
 use crate::storage::{CpuStorage, Scalar, try_vec};
 use rayon::prelude::*;
 use xkern_core::{AttentionSpec, Error, Result};
 
-/// Query rows per task: a multiple of every micro-kernel's MR (12, 6, 4).
-const BQ: usize = 48;
-/// Keys per tile: a multiple of every micro-kernel's NR (32, 16).
-const BK: usize = 128;
-/// Keys per split of a decode-shaped problem.
-const DECODE_SPLIT: usize = 1024;
+/// Query rows per task: a multiple of every micro-kernel's NR (32, 16).
+const BQ: usize = 64;
+/// Keys per tile: a multiple of every micro-kernel's MR (12, 6, 4).
+const BK: usize = 96;
+/// Keys per split of a decode-shaped problem (a multiple of BK: tiles start on K panels).
+const DECODE_SPLIT: usize = 960;
 /// Query rows per kv head up to which attention streams K/V instead of packing them.
 const DECODE_ROWS: usize = 8;
 /// Keys per block of the streaming decode path.
 const DECODE_BLOCK: usize = 64;
 
-/// Kᵀ and V of one (batch, kv head) in B-panel layout.
+/// K and Vᵀ of one (batch, kv head) in A-panel layout.
 struct KvPack {
-    /// Kᵀ (`D × Skv`) in NR-wide panels of all `D` rows.
-    kt: Vec<f32>,
-    /// V (`Skv × Dv`) in chunks of `BK` keys, each chunk in NR-wide panels.
-    v: Vec<f32>,
+    /// K (`Skv × D`) in MR-tall panels of keys, `D` deep.
+    k: Vec<f32>,
+    /// Vᵀ (`Dv × Skv`) in chunks of `BK` keys, each chunk in MR-tall panels (rows of the
+    /// value dimension, zero-padded to a multiple of MR) as deep as the chunk.
+    vt: Vec<f32>,
     /// Per chunk of V: every value is finite, so a masked key (probability exactly 0)
     /// contributes exactly 0 through the micro-kernel on a diagonal tile.
     finite: Vec<bool>,
@@ -184,7 +190,7 @@ fn split_range(s: usize, splits: usize, kv_seq: usize) -> (usize, usize) {
     }
 }
 
-/// Packs Kᵀ and V of (batch, kv head) `bh`.
+/// Packs K and Vᵀ of (batch, kv head) `bh` as A panels.
 fn pack_kv<K: MicroKernel, T: Scalar>(
     spec: &AttentionSpec,
     k: &[T],
@@ -192,45 +198,56 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
     bh: usize,
 ) -> Result<KvPack> {
     let (b, h) = (bh / spec.kv_heads, bh % spec.kv_heads);
-    let (skv, d, dv, nr) = (spec.kv_seq, spec.head_dim, spec.v_head_dim, K::NR);
-    // Kᵀ[p, j] = K[j, p]: the key axis becomes the columns of B.
-    let kt_view = View {
+    let (skv, d, dv, mr) = (spec.kv_seq, spec.head_dim, spec.v_head_dim, K::MR);
+    // K[j, p]: keys are the rows of A, the head dimension its depth.
+    let k_view = View {
         data: k,
         offset: spec.k.row(b, h, 0),
-        rs: spec.k.strides[3],
-        cs: spec.k.strides[2],
+        rs: spec.k.strides[2],
+        cs: spec.k.strides[3],
     };
-    let mut kt = try_vec(skv.div_ceil(nr) * nr * d, 0.0f32)?;
-    pack_b(kt_view, skv, 0, d, nr, 1, &mut kt, false);
-    let v_view = View {
+    let mut kp = try_vec(skv.div_ceil(mr) * mr * d, 0.0f32)?;
+    pack_a(k_view, skv, 0, d, mr, 1, &mut kp, false);
+    // Vᵀ[c, j] = V[j, c]: the value dimension is the rows of A, the keys its depth.
+    let vt_view = View {
         data: v,
         offset: spec.v.row(b, h, 0),
-        rs: spec.v.strides[2],
-        cs: spec.v.strides[3],
+        rs: spec.v.strides[3],
+        cs: spec.v.strides[2],
     };
-    let dvp = dv.div_ceil(nr) * nr;
-    let mut vp = try_vec(skv.div_ceil(BK) * dvp * BK, 0.0f32)?;
-    for (c, chunk) in vp.chunks_mut(dvp * BK).enumerate() {
+    let dvr = dv.div_ceil(mr) * mr;
+    let mut vp = try_vec(skv.div_ceil(BK) * dvr * BK, 0.0f32)?;
+    for (c, chunk) in vp.chunks_mut(dvr * BK).enumerate() {
         let len = BK.min(skv - c * BK);
-        pack_b(
-            v_view,
+        pack_a(
+            vt_view,
             dv,
             c * BK,
             len,
-            nr,
+            mr,
             1,
-            &mut chunk[..dvp * len],
+            &mut chunk[..dvr * len],
             false,
         );
     }
     let finite = vp
-        .chunks(dvp * BK)
+        .chunks(dvr * BK)
         .map(|c| c.iter().all(|x| x.is_finite()))
         .collect();
-    Ok(KvPack { kt, v: vp, finite })
+    Ok(KvPack {
+        k: kp,
+        vt: vp,
+        finite,
+    })
 }
 
 /// The softmax state of rows `i0..i0 + rows` of head (b, h) over keys `lo..hi`.
+///
+/// Computed transposed, so that the softmax runs down columns and no tile is repacked:
+/// `Sᵀ = K·Qᵀ` (A = K panels, B = Qᵀ panels of NR queries) lands in NR-wide key-major
+/// panels, which are exactly the B panels of `Oᵀ += Vᵀ·P` (A = Vᵀ panels). Each query is
+/// a lane of the online softmax ([`RowKernels::softmax_cols`]); `Oᵀ` is turned back into
+/// rows once, at the end.
 fn tile<K: MicroKernel, T: Scalar>(
     spec: &AttentionSpec,
     q: &[T],
@@ -240,118 +257,119 @@ fn tile<K: MicroKernel, T: Scalar>(
     (lo, hi): (usize, usize),
 ) -> Partial {
     let (d, dv, mr, nr) = (spec.head_dim, spec.v_head_dim, K::MR, K::NR);
-    let dvp = dv.div_ceil(nr) * nr;
-    let mut st = Partial {
-        m: vec![f32::NEG_INFINITY; rows],
-        l: vec![0.0; rows],
-        o: vec![0.0; rows * dv],
-    };
+    let dvr = dv.div_ceil(mr) * mr;
+    // Query lanes computed: whole panels (the padding lanes hold zero queries).
+    let wq = rows.div_ceil(nr) * nr;
     let q_view = View {
         data: q,
         offset: spec.q.row(b, h, i0),
-        rs: spec.q.strides[2],
-        cs: spec.q.strides[3],
+        rs: spec.q.strides[3],
+        cs: spec.q.strides[2],
     };
-    let mut qa = vec![0.0f32; rows.div_ceil(mr) * mr * d];
-    pack_a(q_view, rows, 0, d, mr, 1, &mut qa, false);
-    let mut s = vec![0.0f32; BQ * BK];
-    let mut pa = vec![0.0f32; BQ.div_ceil(mr) * mr * BK];
+    let mut qb = vec![0.0f32; wq * d];
+    pack_b(q_view, rows, 0, d, nr, 1, &mut qb, false);
+    let (mut m, mut l, mut corr) = (
+        vec![f32::NEG_INFINITY; wq],
+        vec![0.0f32; wq],
+        vec![0.0f32; wq],
+    );
+    let mut ot = vec![0.0f32; dvr * wq];
+    let mut st = vec![0.0f32; wq * BK];
+    // Keys each lane sees (padding lanes: all, their scores are zeros).
+    let visible: Vec<usize> = (0..wq)
+        .map(|r| {
+            if r < rows {
+                spec.visible_keys(i0 + r)
+            } else {
+                spec.kv_seq
+            }
+        })
+        .collect();
     // Keys beyond what the tile's last row sees are never visited.
     let end = hi.min(spec.visible_keys(i0 + rows - 1));
     for j0 in (lo..end).step_by(BK) {
         let bk = BK.min(end - j0);
         let chunk_len = BK.min(spec.kv_seq - j0);
-        let kt = Packed {
-            a: &qa,
-            a_stride: mr * d,
-            b: &kv.kt[j0 / nr * nr * d..],
-            b_stride: nr * d,
-            kc: d,
-        };
-        // SAFETY: `s` holds `rows ≤ BQ` rows of BK floats, owned by this task.
-        unsafe { macro_tile::<K>((0, rows, 0, bk), kt, CPtr(s.as_mut_ptr()), BK, false, None) };
-        let mut partial_tile = false;
-        for r in 0..rows {
-            let visible = spec.visible_keys(i0 + r).saturating_sub(j0).min(bk);
-            partial_tile |= visible < bk;
-            let row = &mut s[r * BK..r * BK + bk];
-            for x in &mut row[..visible] {
-                *x *= spec.scale;
-            }
-            row[visible..].fill(f32::NEG_INFINITY);
-            // SAFETY: `rk` was built for an ISA detected on this CPU.
-            let m_new = nan_max(st.m[r], unsafe { (rk.extreme)(&row[..visible], 1.0) });
-            if m_new == f32::NEG_INFINITY {
-                // No key seen yet: nothing to add, and exp(−∞ − (−∞)) would be NaN.
-                row.fill(0.0);
-                continue;
-            }
-            let correction = exp(st.m[r] - m_new);
-            // SAFETY: `rk` was built for an ISA detected on this CPU.
-            let sum = unsafe { (rk.exp_shift)(row, m_new) };
-            st.l[r] = st.l[r] * correction + sum;
-            // Masked keys get probability exactly 0 (whatever exp(−∞) rounds to).
-            row[visible..].fill(0.0);
-            if correction != 1.0 {
-                st.o[r * dv..(r + 1) * dv]
-                    .iter_mut()
-                    .for_each(|x| *x *= correction);
-            }
-            st.m[r] = m_new;
-        }
-        let v_chunk = &kv.v[j0 / BK * dvp * BK..];
-        // With a finite V chunk, the zero probabilities of masked keys add exactly 0, so
-        // a diagonal tile runs entirely on the micro-kernel.
-        let partial_tile = partial_tile && !kv.finite[j0 / BK];
-        // Keys every row of the tile sees go through the micro-kernel; on a tile that
-        // crosses the diagonal of a V chunk holding NaN or ∞, each row adds its remaining
-        // visible keys one by one, so a masked key never contributes (0 · ∞ would be NaN).
-        let shared = if partial_tile {
-            spec.visible_keys(i0).saturating_sub(j0).min(bk)
-        } else {
-            bk
-        };
-        if shared > 0 {
-            let p_view = View {
-                data: &s[..],
-                offset: 0,
-                rs: BK,
-                cs: 1,
+        // Some lane sees only part of the tile's keys (the tile crosses the diagonal).
+        let partial = visible[0] < j0 + bk;
+        for (jq, panel) in st.chunks_exact_mut(BK * nr).enumerate() {
+            let sp = Packed {
+                a: &kv.k[j0 / mr * mr * d..],
+                a_stride: mr * d,
+                b: &qb[jq * nr * d..],
+                b_stride: nr * d,
+                kc: d,
             };
-            let pa = &mut pa[..rows.div_ceil(mr) * mr * shared];
-            pack_a(p_view, rows, 0, shared, mr, 1, pa, false);
-            let pv = Packed {
-                a: pa,
-                a_stride: mr * shared,
-                b: v_chunk,
-                b_stride: nr * chunk_len,
-                kc: shared,
-            };
-            // SAFETY: `st.o` holds `rows` rows of `dv` floats, owned by this task.
+            // SAFETY: the panel holds BK ≥ bk rows of NR floats, owned by this task.
             unsafe {
                 macro_tile::<K>(
-                    (0, rows, 0, dv),
-                    pv,
-                    CPtr(st.o.as_mut_ptr()),
-                    dv,
-                    true,
+                    (0, bk, 0, nr),
+                    sp,
+                    CPtr(panel.as_mut_ptr()),
+                    nr,
+                    false,
                     None,
                 )
             };
+            let lanes = jq * nr..(jq + 1) * nr;
+            // Masked keys of a tile crossing the diagonal: key p is hidden from lane q
+            // from p = limit[q] on.
+            let limit: Vec<u32> = if partial {
+                visible[lanes.clone()]
+                    .iter()
+                    .map(|&vis| vis.saturating_sub(j0).min(bk) as u32)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let state = ColState {
+                m: &mut m[lanes.clone()],
+                l: &mut l[lanes.clone()],
+                corr: &mut corr[lanes],
+            };
+            // SAFETY: `rk` was built for an ISA detected on this CPU.
+            unsafe { (rk.softmax_cols)(&mut panel[..bk * nr], nr, spec.scale, &limit, state) };
         }
-        if partial_tile {
-            for r in 0..rows {
-                let visible = spec.visible_keys(i0 + r).saturating_sub(j0).min(bk);
-                for j in shared..visible {
-                    let p = s[r * BK + j];
-                    for (c, o) in st.o[r * dv..(r + 1) * dv].iter_mut().enumerate() {
-                        *o += p * v_chunk[c / nr * nr * chunk_len + j * nr + c % nr];
+        for row in ot.chunks_exact_mut(wq) {
+            for (o, &c) in row.iter_mut().zip(&corr) {
+                *o *= c;
+            }
+        }
+        let v_chunk = &kv.vt[j0 / BK * dvr * BK..];
+        if partial && !kv.finite[j0 / BK] {
+            // A V chunk holding NaN or ∞ on a tile that crosses the diagonal: each lane
+            // adds exactly its visible keys (a masked key's 0 · ∞ would be NaN).
+            for (r, &vis) in visible.iter().enumerate().take(rows) {
+                let (jq, lane) = (r / nr, r % nr);
+                for p in 0..vis.saturating_sub(j0).min(bk) {
+                    let pr = st[(jq * BK + p) * nr + lane];
+                    for c in 0..dv {
+                        ot[c * wq + r] += pr * v_chunk[c / mr * mr * chunk_len + p * mr + c % mr];
                     }
                 }
             }
+            continue;
+        }
+        // Masked keys have probability exactly 0 and the chunk is finite: they add 0.
+        let pv = Packed {
+            a: v_chunk,
+            a_stride: mr * chunk_len,
+            b: &st,
+            b_stride: BK * nr,
+            kc: bk,
+        };
+        // SAFETY: `ot` holds dvr rows of wq floats, owned by this task.
+        unsafe { macro_tile::<K>((0, dvr, 0, wq), pv, CPtr(ot.as_mut_ptr()), wq, true, None) };
+    }
+    let mut o = vec![0.0f32; rows * dv];
+    for (c, orow) in ot.chunks_exact(wq).take(dv).enumerate() {
+        for (r, &x) in orow.iter().take(rows).enumerate() {
+            o[r * dv + c] = x;
         }
     }
-    st
+    m.truncate(rows);
+    l.truncate(rows);
+    Partial { m, l, o }
 }
 
 /// The softmax state of all query rows of (batch, kv head) `bkv` (rows ordered head by

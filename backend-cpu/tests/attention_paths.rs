@@ -108,3 +108,19 @@ fn a_masked_keys_nan_value_never_leaks() {
             .unwrap();
     });
 }
+
+/// Query counts around the 64-query task and its 32/16-lane panels, key counts around
+/// the 96-key tiles (and the 12/6/4-key panels inside them), causal and not, including
+/// more queries than keys (early rows see no key) and fewer.
+#[test]
+fn tiles_around_the_query_and_key_blocks() {
+    each_isa(|dev| {
+        for sq in [9, 31, 63, 64, 65, 129] {
+            for skv in [1, 95, 96, 97, 193] {
+                check(dev, 2, 1, sq, skv, 40, sq % 2 == 1, DType::F32);
+            }
+        }
+        check(dev, 1, 1, 130, 70, 24, true, DType::F32);
+        check(dev, 1, 1, 70, 130, 24, true, DType::BF16);
+    });
+}

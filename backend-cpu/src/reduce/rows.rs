@@ -238,6 +238,84 @@ fn exp_shift<E: RowOps>(x: &mut [f32], m: f32) -> f32 {
     fold_lanes(acc, |a, b| a + b)
 }
 
+/// One online-softmax step of flash attention over a key-major tile `s[p·w + q]` of raw
+/// scores (key `p`, query lane `q`; `w` a multiple of 16), every lane its own softmax row:
+/// scores are scaled by `scale`, and masked (−∞) at keys `p ≥ limit[q]` when `limit` is
+/// not empty; then `m' = max(m, max_p s)` (NaN-propagating), `c = exp(m − m')`,
+/// `s ← exp(s − m')`, `l ← l·c + Σ_p s`, with `corr ← c`. A lane that has seen no key
+/// yet (`m' = −∞`) gets `s = 0` and `c = 0` (its sums and output are still zero). The
+/// lanes are vertical: no horizontal reduction per row, as the query-major tile needed.
+#[inline(always)]
+fn softmax_cols<E: RowOps>(s: &mut [f32], w: usize, scale: f32, limit: &[u32], st: ColState<'_>) {
+    let ColState { m, l, corr } = st;
+    for g in (0..w.min(m.len())).step_by(LANES) {
+        let (mg, lg, cg) = (
+            &mut m[g..g + LANES],
+            &mut l[g..g + LANES],
+            &mut corr[g..g + LANES],
+        );
+        let mut mx = [f32::NEG_INFINITY; LANES];
+        if let Some(lim) = limit.get(g..g + LANES) {
+            for (p, row) in s.chunks_exact_mut(w).enumerate() {
+                let r = &mut row[g..g + LANES];
+                for i in 0..LANES {
+                    let x = if p as u32 >= lim[i] {
+                        f32::NEG_INFINITY
+                    } else {
+                        r[i] * scale
+                    };
+                    r[i] = x;
+                    mx[i] = max_nan(mx[i], x);
+                }
+            }
+        } else {
+            for row in s.chunks_exact_mut(w) {
+                let r = &mut row[g..g + LANES];
+                for i in 0..LANES {
+                    let x = r[i] * scale;
+                    r[i] = x;
+                    mx[i] = max_nan(mx[i], x);
+                }
+            }
+        }
+        let mut shift = [0.0f32; LANES];
+        for i in 0..LANES {
+            let m_new = max_nan(mg[i], mx[i]);
+            shift[i] = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            cg[i] = exp(mg[i] - shift[i]);
+            mg[i] = m_new;
+        }
+        let mut acc = [0.0f32; LANES];
+        for row in s.chunks_exact_mut(w) {
+            let r = &mut row[g..g + LANES];
+            let mut d = [0.0f32; LANES];
+            for i in 0..LANES {
+                d[i] = r[i] - shift[i];
+            }
+            let e = E::exp16(&d, 0.0);
+            r.copy_from_slice(&e);
+            for i in 0..LANES {
+                acc[i] += e[i];
+            }
+        }
+        for i in 0..LANES {
+            lg[i] = lg[i] * cg[i] + acc[i];
+        }
+    }
+}
+
+/// The online-softmax state of a tile's query lanes: running max, sum, and the last
+/// step's correction factor.
+pub(crate) struct ColState<'a> {
+    pub m: &'a mut [f32],
+    pub l: &'a mut [f32],
+    pub corr: &'a mut [f32],
+}
+
 /// Softmax (or log-softmax) of one row into `out`: max, then `exp(x − max)` written to
 /// `out` and summed as it goes, then one scaling pass (the row is in cache). `next`, the
 /// row to come (or empty), is prefetched during the passes from cache, so that memory
@@ -298,6 +376,8 @@ fn rms_norm(x: &[f32], out: &mut [f32], weight: Option<&[f32]>, eps: f32) {
 type ArgFn = unsafe fn(&[f32], f32) -> Option<(f32, u32)>;
 /// `softmax(row, out, log, next)`: `next` is the row to come, prefetched (may be empty).
 type SoftmaxFn = unsafe fn(&[f32], &mut [f32], bool, &[f32]);
+/// `softmax_cols(tile, width, scale, limit, state)`.
+type SoftmaxColsFn = unsafe fn(&mut [f32], usize, f32, &[u32], ColState<'_>);
 /// `rms_norm(row, out, weight, eps)`.
 type RmsNormFn = unsafe fn(&[f32], &mut [f32], Option<&[f32]>, f32);
 
@@ -307,6 +387,8 @@ pub(crate) struct RowKernels {
     pub sum: unsafe fn(&[f32]) -> f64,
     pub sum_exp: unsafe fn(&[f32], f32) -> f64,
     pub exp_shift: unsafe fn(&mut [f32], f32) -> f32,
+    /// `softmax_cols(s, w, scale, limit, state)`: see [`softmax_cols`].
+    pub softmax_cols: SoftmaxColsFn,
     pub extreme: unsafe fn(&[f32], f32) -> f32,
     pub arg: ArgFn,
     pub softmax: SoftmaxFn,
@@ -392,6 +474,16 @@ macro_rules! isa_kernels {
                 super::exp_shift::<$exp>(x, m)
             }
             $(#[$fn_attr])*
+            unsafe fn softmax_cols(
+                s: &mut [f32],
+                w: usize,
+                scale: f32,
+                limit: &[u32],
+                st: super::ColState<'_>,
+            ) {
+                super::softmax_cols::<$exp>(s, w, scale, limit, st)
+            }
+            $(#[$fn_attr])*
             unsafe fn extreme(x: &[f32], s: f32) -> f32 {
                 <$exp as super::RowOps>::extreme(x, s)
             }
@@ -431,6 +523,7 @@ macro_rules! isa_kernels {
                 sum,
                 sum_exp,
                 exp_shift,
+                softmax_cols,
                 extreme,
                 arg,
                 softmax,
