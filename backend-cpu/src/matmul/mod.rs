@@ -145,6 +145,19 @@ fn pack<T: Scalar>(
     let pack_panel = |q: usize, out: &mut [f32]| {
         let x0 = q * w;
         let valid = w.min(extent.saturating_sub(x0));
+        if v.cs == 1 && ku == 1 && valid == w {
+            let done = match w {
+                12 => gather_lanes::<T, 12>(v, x0, p0, kc, out),
+                6 => gather_lanes::<T, 6>(v, x0, p0, kc, out),
+                4 => gather_lanes::<T, 4>(v, x0, p0, kc, out),
+                32 => gather_lanes::<T, 32>(v, x0, p0, kc, out),
+                16 => gather_lanes::<T, 16>(v, x0, p0, kc, out),
+                _ => false,
+            };
+            if done {
+                return;
+            }
+        }
         if v.cs == 1 {
             // Each lane is contiguous along the depth (A row-major, B transposed): read it
             // as one slice and scatter it down its column of the (L1-resident) panel.
@@ -284,6 +297,43 @@ fn pack<T: Scalar>(
             .enumerate()
             .for_each(pack_group);
     }
+}
+
+/// Packs a full `W`-lane panel whose lanes are each contiguous along the depth (A
+/// row-major, B transposed): slot `s` gathers element `s` of every lane, so each lane is
+/// read in order and each slot written whole. With `W` known the gather unrolls into
+/// plain loads and stores; the generic transposition (a runtime lane count, a compare
+/// per element) cost as much as the micro-kernel on small matrices (batch 32 of
+/// 128×64×128: 19% of the samples in packing). `false` when the lanes do not fit `v`.
+#[inline(always)]
+fn gather_lanes<T: Scalar, const W: usize>(
+    v: View<'_, T>,
+    x0: usize,
+    p0: usize,
+    kc: usize,
+    out: &mut [f32],
+) -> bool {
+    let mut lanes: [&[T]; W] = [&[]; W];
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        let start = v.offset + (x0 + i) * v.rs + p0;
+        match v.data.get(start..start + kc) {
+            Some(l) => *lane = l,
+            None => return false,
+        }
+    }
+    let ahead = 64 / std::mem::size_of::<T>();
+    for (s, slot) in out.chunks_exact_mut(W).take(kc).enumerate() {
+        if s % ahead == 0 {
+            // Each lane is its own stream, rows apart: fetch its line 4 ahead.
+            for lane in &lanes {
+                crate::simd::prefetch(lane.as_ptr().wrapping_add(s + 4 * ahead));
+            }
+        }
+        for (o, lane) in slot.iter_mut().zip(&lanes) {
+            *o = lane[s].to_f32();
+        }
+    }
+    true
 }
 
 /// Packs rows `0..m` × depths `p0..p0+kc` of A into MR-tall panels of `ku`-element slots:
