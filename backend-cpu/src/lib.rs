@@ -242,6 +242,8 @@ impl Backend for CpuBackend {
                         1.0
                     };
                     info.peak_gflops_16 = Some(p.gflops_f32 * bf16_factor);
+                    // f16 is widened to f32 when packed: it runs at the f32 rate.
+                    info.peak_gflops_f16 = Some(p.gflops_f32);
                     info.bandwidth_gbs = Some(p.bandwidth_gbs);
                 }
                 info.features.push(format!("kernels={}", self.isa().name()));

@@ -160,8 +160,12 @@ fn run() -> anyhow::Result<bool> {
         let fig = |v: Option<f64>, unit: &str| {
             v.map_or("unknown".to_string(), |x| format!("{x:.0} {unit}"))
         };
+        let f16 = match i.peak_gflops_f16 {
+            Some(p) if Some(p) != i.peak_gflops_16 => format!(" (f16 {p:.0})"),
+            _ => String::new(),
+        };
         println!(
-            "{}: {} ({} threads; f32 peak {}, 16-bit peak {}, bandwidth {})",
+            "{}: {} ({} threads; f32 peak {}, 16-bit peak {}{f16}, bandwidth {})",
             i.backend,
             i.device,
             i.threads.map_or("–".into(), |t| t.to_string()),

@@ -128,13 +128,17 @@ impl Row {
     }
 
     /// Throughput and roof % at time `t` (seconds per run): the roof is the device's FMA
-    /// peak (16-bit where `low` and known) or its bandwidth, whichever binds.
+    /// peak (16-bit where `low` and known, the f16 rate for f16 where the device gives
+    /// one) or its bandwidth, whichever binds.
     fn quote(&mut self, t: f64, info: &DeviceInfo, low: bool) {
         let t = t.max(1e-15);
-        let peak = if low {
-            info.peak_gflops_16.or(info.peak_gflops_f32)
-        } else {
-            info.peak_gflops_f32
+        let peak = match (low, self.dtype.as_str()) {
+            (false, _) => info.peak_gflops_f32,
+            (true, "f16") => info
+                .peak_gflops_f16
+                .or(info.peak_gflops_16)
+                .or(info.peak_gflops_f32),
+            (true, _) => info.peak_gflops_16.or(info.peak_gflops_f32),
         };
         let compute_s = peak.map(|p| self.flops / (p * 1e9));
         let memory_s = info.bandwidth_gbs.map(|b| self.bytes / (b * 1e9));

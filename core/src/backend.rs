@@ -35,6 +35,9 @@ pub struct DeviceInfo {
     pub peak_gflops_f32: Option<f64>,
     /// Peak 16-bit (bf16/f16) arithmetic rate in GFLOP/s, where known.
     pub peak_gflops_16: Option<f64>,
+    /// Peak f16 arithmetic rate in GFLOP/s where it differs from `peak_gflops_16` (a CPU
+    /// with a bf16 dot product but no f16 arithmetic computes f16 at its f32 rate).
+    pub peak_gflops_f16: Option<f64>,
     /// Memory bandwidth in GB/s, where known.
     pub bandwidth_gbs: Option<f64>,
 }
@@ -54,6 +57,7 @@ impl DeviceInfo {
             features: Vec::new(),
             peak_gflops_f32: None,
             peak_gflops_16: None,
+            peak_gflops_f16: None,
             bandwidth_gbs: None,
         }
     }
