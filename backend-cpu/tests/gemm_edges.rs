@@ -212,3 +212,22 @@ fn skinny_rows_against_strided_and_broadcast_b() {
             .unwrap();
     });
 }
+
+/// Wide products take the loop nest with parallel column tasks (each packing its own B
+/// blocks; N ≥ 4 tasks of 4 micro-tiles per thread): ragged last tasks and tiles, several
+/// depth blocks, the bias of every task at its own columns, every transposition, every
+/// float dtype (bf16 pairs included), and a batch of such products.
+#[test]
+fn column_tasks_with_their_own_b_blocks() {
+    each_isa(|dev, mr, _| {
+        for n in [1024, 1100, 2100] {
+            check(dev, &[], 2 * mr + 5, 600, n, false, false, DType::F32, true);
+        }
+        for dtype in DType::FLOATS {
+            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                check(dev, &[], 37, 300, 1300, a_t, b_t, dtype, true);
+            }
+        }
+        check(dev, &[2], 40, 90, 1200, false, false, DType::F32, true);
+    });
+}

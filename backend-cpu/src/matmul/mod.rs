@@ -14,6 +14,11 @@
 //!                 after the last pc: bias and activation on the tile, still in L1
 //! ```
 //!
+//! Wide products (at least four column tasks of four micro-tiles per thread, A no larger
+//! than 128 MiB packed) run the same kernels with the parallel loop over columns instead
+//! ([`gemm_columns`]): A is packed whole once, and each task packs its own B blocks, so
+//! there is no shared B and no barrier per depth block.
+//!
 //! Packing reads each operand through its strides (transposed views, permuted batches and
 //! broadcast batch axes need no copy) and converts f16/bf16 to f32, so the kernels only
 //! ever see f32 panels. Block sizes: KC = 256 keeps the B block `KC × NCB = 256 × 512`
@@ -413,6 +418,21 @@ thread_local! {
     static PACK_BUFS: std::cell::RefCell<(PackBuf, PackBuf)> = std::cell::RefCell::default();
 }
 
+thread_local! {
+    /// A packing buffer for work inside one parallel task (the column tasks' B blocks),
+    /// kept between calls; separate from [`PACK_BUFS`], which the calling thread holds
+    /// while its tasks run.
+    static TASK_BUF: std::cell::RefCell<PackBuf> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's task buffer (a fresh one if it is in use).
+fn with_task_buf<R>(f: impl FnOnce(&mut PackBuf) -> R) -> R {
+    TASK_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut PackBuf::default()),
+    })
+}
+
 /// Runs `f` with this thread's packing buffers (fresh ones if they are already in use
 /// further up the stack, which a nested call could do).
 fn with_pack_bufs<R>(f: impl FnOnce(&mut PackBuf, &mut PackBuf) -> R) -> R {
@@ -606,7 +626,6 @@ fn gemm<K: MicroKernel, T: Scalar>(
     }
     let a_len = m.div_ceil(mr) * mr * kc_max.min(k).div_ceil(K::KU);
     let b_len = n.div_ceil(nr) * nr * kc_max.min(k).div_ceil(K::KU);
-    let (a_pack, b_pack) = (a_pack.get(a_len)?, b_pack.get(b_len)?);
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
@@ -624,6 +643,10 @@ fn gemm<K: MicroKernel, T: Scalar>(
         },
         threads,
     );
+    if parallel && gemm_columns::<K, T>(a, b, c, (m, k, n), epi, (kc_max, ncb), a_pack)? {
+        return Ok(());
+    }
+    let (a_pack, b_pack) = (a_pack.get(a_len)?, b_pack.get(b_len)?);
     let cp = CPtr(c.as_mut_ptr());
     for p0 in (0..k).step_by(kc_max) {
         let kc = kc_max.min(k - p0);
@@ -654,6 +677,107 @@ fn gemm<K: MicroKernel, T: Scalar>(
         }
     }
     Ok(())
+}
+
+/// Packed A floats up to which [`gemm_columns`] packs all of A at once (128 MiB).
+const COLUMNS_MAX_A: usize = 32 << 20;
+
+/// The loop nest with the parallel loop over column blocks of C (BLIS's `jc` loop): all of
+/// A is packed once, in one parallel pass; then each task owns `width` columns of C and,
+/// for every depth block, packs its own block of B into a buffer that stays in its L2 and
+/// runs every row panel against it. No B block is shared, so there is no barrier per depth
+/// block and a task's packing (memory-bound) overlaps the other threads' kernels. The
+/// per-depth-block nest it replaces packed all of B and all of A for each depth block,
+/// each in its own parallel pass, then ran the tiles: three barriers per block, and the
+/// packed B (`KC × N`) written to and read back from L3 or memory (at 128×4096×11008, 11
+/// MiB per block). `Ok(false)` where it does not apply: fewer than four column tasks of
+/// four micro-tiles per thread, or A too large to pack whole.
+fn gemm_columns<K: MicroKernel, T: Scalar>(
+    a: View<'_, T>,
+    b: View<'_, T>,
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    epi: Epilogue<'_>,
+    (kc_max, ncb): (usize, usize),
+    a_pack: &mut PackBuf,
+) -> Result<bool> {
+    let (mr, nr) = (K::MR, K::NR);
+    let threads = rayon::current_num_threads().max(1);
+    let width = n
+        .div_ceil(4 * threads)
+        .next_multiple_of(nr)
+        .min(ncb.next_multiple_of(nr));
+    let panels = m.div_ceil(mr);
+    // (first depth, depth, offset in the packed A) of every depth block.
+    let mut blocks = Vec::new();
+    let mut total = 0;
+    for p0 in (0..k).step_by(kc_max) {
+        let kc = kc_max.min(k - p0);
+        blocks.push((p0, kc, total));
+        total += panels * mr * kc.div_ceil(K::KU);
+    }
+    if width < 4 * nr || total > COLUMNS_MAX_A {
+        return Ok(false);
+    }
+    let ap = a_pack.get(total)?;
+    let mut parts = Vec::with_capacity(blocks.len());
+    let mut rest = &mut ap[..];
+    for &(p0, kc, _) in &blocks {
+        let (part, tail) = rest.split_at_mut(panels * mr * kc.div_ceil(K::KU));
+        parts.push((p0, kc, part));
+        rest = tail;
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(p0, kc, part)| pack_a(a, m, p0, kc, mr, K::KU, part, false));
+    let ap = &*ap;
+    let cp = CPtr(c.as_mut_ptr());
+    (0..n.div_ceil(width))
+        .into_par_iter()
+        .try_for_each(|t| -> Result<()> {
+            let c_base = cp; // the whole (Sync) wrapper, not its raw field
+            let (j0, j1) = (t * width, ((t + 1) * width).min(n));
+            let w = j1 - j0;
+            let bv = View {
+                offset: b.offset + j0 * b.cs,
+                ..b
+            };
+            // The epilogue sees the task's columns from 0: its bias starts at j0.
+            let epi_t = Epilogue {
+                bias: epi.bias.map(|x| &x[j0..]),
+                activation: epi.activation,
+            };
+            with_task_buf(|buf| {
+                let buf = buf.get(w.div_ceil(nr) * nr * kc_max.min(k).div_ceil(K::KU))?;
+                for &(p0, kc, off) in &blocks {
+                    let steps = kc.div_ceil(K::KU);
+                    let bp = &mut buf[..w.div_ceil(nr) * nr * steps];
+                    pack_b(bv, w, p0, kc, nr, K::KU, bp, false);
+                    let packed = Packed {
+                        a: &ap[off..off + panels * mr * steps],
+                        a_stride: mr * steps,
+                        b: bp,
+                        b_stride: nr * steps,
+                        kc: steps,
+                    };
+                    let last = (p0 + kc == k).then_some(epi_t);
+                    // SAFETY: C is m × n with row stride n; columns j0..j1 of every row
+                    // belong to this task alone.
+                    unsafe {
+                        macro_tile::<K>(
+                            (0, m, 0, w),
+                            packed,
+                            CPtr(c_base.0.add(j0)),
+                            n,
+                            p0 > 0,
+                            last,
+                        )
+                    };
+                }
+                Ok(())
+            })
+        })?;
+    Ok(true)
 }
 
 fn matmul_typed<K: MicroKernel, T: Scalar>(
