@@ -214,7 +214,7 @@ fn skinny_rows_against_strided_and_broadcast_b() {
 }
 
 /// Wide products take the loop nest with parallel column tasks (each packing its own B
-/// blocks; N ≥ 4 tasks of 4 micro-tiles per thread): ragged last tasks and tiles, several
+/// blocks; N ≥ 4 tasks of 2 micro-tiles per thread): ragged last tasks and tiles, several
 /// depth blocks, the bias of every task at its own columns, every transposition, every
 /// float dtype (bf16 pairs included), and a batch of such products.
 #[test]

@@ -14,7 +14,7 @@
 //!                 after the last pc: bias and activation on the tile, still in L1
 //! ```
 //!
-//! Wide products (at least four column tasks of four micro-tiles per thread, A no larger
+//! Wide products (at least four column tasks of two micro-tiles per thread, A no larger
 //! than 128 MiB packed) run the same kernels with the parallel loop over columns instead
 //! ([`gemm_columns`]): A is packed whole once, and each task packs its own B blocks, so
 //! there is no shared B and no barrier per depth block.
@@ -691,7 +691,7 @@ const COLUMNS_MAX_A: usize = 32 << 20;
 /// each in its own parallel pass, then ran the tiles: three barriers per block, and the
 /// packed B (`KC × N`) written to and read back from L3 or memory (at 128×4096×11008, 11
 /// MiB per block). `Ok(false)` where it does not apply: fewer than four column tasks of
-/// four micro-tiles per thread, or A too large to pack whole.
+/// two micro-tiles per thread, or A too large to pack whole.
 fn gemm_columns<K: MicroKernel, T: Scalar>(
     a: View<'_, T>,
     b: View<'_, T>,
@@ -716,7 +716,7 @@ fn gemm_columns<K: MicroKernel, T: Scalar>(
         blocks.push((p0, kc, total));
         total += panels * mr * kc.div_ceil(K::KU);
     }
-    if width < 4 * nr || total > COLUMNS_MAX_A {
+    if width < 2 * nr || total > COLUMNS_MAX_A {
         return Ok(false);
     }
     let ap = a_pack.get(total)?;
