@@ -231,3 +231,22 @@ fn column_tasks_with_their_own_b_blocks() {
         check(dev, &[2], 40, 90, 1200, false, false, DType::F32, true);
     });
 }
+
+/// Tall, narrow products take the row tasks (B packed whole, each task packing its own A
+/// blocks): ragged last tasks, several depth blocks, N down to one column (not the
+/// matrix-vector path when A is transposed), every transposition and dtype, a batch.
+#[test]
+fn row_tasks_with_their_own_a_blocks() {
+    each_isa(|dev, mr, nr| {
+        for (m, n) in [(1000, 33), (300, nr - 1), (8 * mr + 5, 2 * nr + 3)] {
+            check(dev, &[], m, 600, n, false, false, DType::F32, true);
+        }
+        check(dev, &[], 700, 50, 2, true, true, DType::F32, true);
+        for dtype in DType::FLOATS {
+            for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                check(dev, &[], 500, 300, 70, a_t, b_t, dtype, true);
+            }
+        }
+        check(dev, &[2], 900, 90, 40, false, false, DType::F32, true);
+    });
+}

@@ -14,10 +14,11 @@
 //!                 after the last pc: bias and activation on the tile, still in L1
 //! ```
 //!
-//! Wide products (at least four column tasks of two micro-tiles per thread, A no larger
+//! Products with at least four column tasks of two micro-tiles per thread (A no larger
 //! than 128 MiB packed) run the same kernels with the parallel loop over columns instead
-//! ([`gemm_columns`]): A is packed whole once, and each task packs its own B blocks, so
-//! there is no shared B and no barrier per depth block.
+//! ([`gemm_split`]): A is packed whole once, and each task packs its own B blocks, so
+//! there is no shared B and no barrier per depth block; narrower ones with enough rows
+//! split C's rows the same way, with B packed whole.
 //!
 //! Packing reads each operand through its strides (transposed views, permuted batches and
 //! broadcast batch axes need no copy) and converts f16/bf16 to f32, so the kernels only
@@ -643,8 +644,13 @@ fn gemm<K: MicroKernel, T: Scalar>(
         },
         threads,
     );
-    if parallel && gemm_columns::<K, T>(a, b, c, (m, k, n), epi, (kc_max, ncb), a_pack)? {
-        return Ok(());
+    if parallel {
+        let mut split = |s, block, buf: &mut PackBuf| {
+            gemm_split::<K, T>(s, a, b, &mut *c, (m, k, n), epi, (kc_max, block), buf)
+        };
+        if split(Split::Columns, ncb, a_pack)? || split(Split::Rows, mc, b_pack)? {
+            return Ok(());
+        }
     }
     let (a_pack, b_pack) = (a_pack.get(a_len)?, b_pack.get(b_len)?);
     let cp = CPtr(c.as_mut_ptr());
@@ -679,99 +685,141 @@ fn gemm<K: MicroKernel, T: Scalar>(
     Ok(())
 }
 
-/// Packed A floats up to which [`gemm_columns`] packs all of A at once (128 MiB).
-const COLUMNS_MAX_A: usize = 32 << 20;
+/// Packed floats up to which [`gemm_split`] packs a whole operand at once (128 MiB).
+const SPLIT_MAX_WHOLE: usize = 32 << 20;
 
-/// The loop nest with the parallel loop over column blocks of C (BLIS's `jc` loop): all of
-/// A is packed once, in one parallel pass; then each task owns `width` columns of C and,
-/// for every depth block, packs its own block of B into a buffer that stays in its L2 and
-/// runs every row panel against it. No B block is shared, so there is no barrier per depth
-/// block and a task's packing (memory-bound) overlaps the other threads' kernels. The
-/// per-depth-block nest it replaces packed all of B and all of A for each depth block,
-/// each in its own parallel pass, then ran the tiles: three barriers per block, and the
-/// packed B (`KC × N`) written to and read back from L3 or memory (at 128×4096×11008, 11
-/// MiB per block). `Ok(false)` where it does not apply: fewer than four column tasks of
-/// two micro-tiles per thread, or A too large to pack whole.
-fn gemm_columns<K: MicroKernel, T: Scalar>(
+/// Which dimension of C [`gemm_split`]'s tasks divide.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Split {
+    /// Column tasks: A packed whole, each task packs its own B blocks.
+    Columns,
+    /// Row tasks: B packed whole, each task packs its own A blocks.
+    Rows,
+}
+
+/// The loop nest with the parallel loop over blocks of C's columns (BLIS's `jc` loop) or,
+/// for narrow products, of its rows: one operand is packed whole once, in one parallel
+/// pass; then each task owns `width` columns (rows) of C and, for every depth block, packs
+/// its own block of the other operand into a buffer that stays in its L2, and runs its
+/// tiles against it. No block is shared, so there is no barrier per depth block, and a
+/// task's packing (memory-bound) overlaps the other threads' kernels. The per-depth-block
+/// nest it replaces packed all of B and all of A for each depth block, each in its own
+/// parallel pass, then ran the tiles: three barriers per block, and the packed B (`KC ×
+/// N`) written to and read back from L3 or memory (at 128×4096×11008, 11 MiB per block).
+/// `Ok(false)` where it does not apply: fewer than four tasks of two micro-tiles per
+/// thread, or the whole operand larger than [`SPLIT_MAX_WHOLE`] packed.
+#[allow(clippy::too_many_arguments)]
+fn gemm_split<K: MicroKernel, T: Scalar>(
+    split: Split,
     a: View<'_, T>,
     b: View<'_, T>,
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
     epi: Epilogue<'_>,
-    (kc_max, ncb): (usize, usize),
-    a_pack: &mut PackBuf,
+    (kc_max, block): (usize, usize),
+    whole_pack: &mut PackBuf,
 ) -> Result<bool> {
     let (mr, nr) = (K::MR, K::NR);
+    // The divided extent, its micro-tile, and the whole operand's extent and micro-tile.
+    let (extent, tile, whole_extent, whole_tile) = match split {
+        Split::Columns => (n, nr, m, mr),
+        Split::Rows => (m, mr, n, nr),
+    };
     let threads = rayon::current_num_threads().max(1);
-    let width = n
+    let width = extent
         .div_ceil(4 * threads)
-        .next_multiple_of(nr)
-        .min(ncb.next_multiple_of(nr));
-    let panels = m.div_ceil(mr);
-    // (first depth, depth, offset in the packed A) of every depth block.
+        .next_multiple_of(tile)
+        .min(block.next_multiple_of(tile));
+    let whole_len = whole_extent.div_ceil(whole_tile) * whole_tile;
+    // (first depth, depth, offset in the whole packed operand) of every depth block.
     let mut blocks = Vec::new();
     let mut total = 0;
     for p0 in (0..k).step_by(kc_max) {
         let kc = kc_max.min(k - p0);
         blocks.push((p0, kc, total));
-        total += panels * mr * kc.div_ceil(K::KU);
+        total += whole_len * kc.div_ceil(K::KU);
     }
-    if width < 2 * nr || total > COLUMNS_MAX_A {
+    if width < 2 * tile || total > SPLIT_MAX_WHOLE {
         return Ok(false);
     }
-    let ap = a_pack.get(total)?;
+    let wp = whole_pack.get(total)?;
     let mut parts = Vec::with_capacity(blocks.len());
-    let mut rest = &mut ap[..];
+    let mut rest = &mut wp[..];
     for &(p0, kc, _) in &blocks {
-        let (part, tail) = rest.split_at_mut(panels * mr * kc.div_ceil(K::KU));
+        let (part, tail) = rest.split_at_mut(whole_len * kc.div_ceil(K::KU));
         parts.push((p0, kc, part));
         rest = tail;
     }
     parts
         .into_par_iter()
-        .for_each(|(p0, kc, part)| pack_a(a, m, p0, kc, mr, K::KU, part, false));
-    let ap = &*ap;
+        .for_each(|(p0, kc, part)| match split {
+            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, false),
+            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, false),
+        });
+    let wp = &*wp;
     let cp = CPtr(c.as_mut_ptr());
-    (0..n.div_ceil(width))
+    (0..extent.div_ceil(width))
         .into_par_iter()
         .try_for_each(|t| -> Result<()> {
             let c_base = cp; // the whole (Sync) wrapper, not its raw field
-            let (j0, j1) = (t * width, ((t + 1) * width).min(n));
-            let w = j1 - j0;
-            let bv = View {
-                offset: b.offset + j0 * b.cs,
-                ..b
-            };
-            // The epilogue sees the task's columns from 0: its bias starts at j0.
-            let epi_t = Epilogue {
-                bias: epi.bias.map(|x| &x[j0..]),
-                activation: epi.activation,
+            let (x0, x1) = (t * width, ((t + 1) * width).min(extent));
+            let w = x1 - x0;
+            // The task's part of C, of the operand it packs, and its tile range; the
+            // epilogue sees a column task's columns from 0, so its bias starts at x0.
+            let (own_a, own_b, range, corner, epi_t) = match split {
+                Split::Columns => (
+                    a,
+                    View {
+                        offset: b.offset + x0 * b.cs,
+                        ..b
+                    },
+                    (0, m, 0, w),
+                    x0,
+                    Epilogue {
+                        bias: epi.bias.map(|x| &x[x0..]),
+                        activation: epi.activation,
+                    },
+                ),
+                Split::Rows => (
+                    View {
+                        offset: a.offset + x0 * a.rs,
+                        ..a
+                    },
+                    b,
+                    (0, w, 0, n),
+                    x0 * n,
+                    epi,
+                ),
             };
             with_task_buf(|buf| {
-                let buf = buf.get(w.div_ceil(nr) * nr * kc_max.min(k).div_ceil(K::KU))?;
+                let own_len = w.div_ceil(tile) * tile;
+                let buf = buf.get(own_len * kc_max.min(k).div_ceil(K::KU))?;
                 for &(p0, kc, off) in &blocks {
                     let steps = kc.div_ceil(K::KU);
-                    let bp = &mut buf[..w.div_ceil(nr) * nr * steps];
-                    pack_b(bv, w, p0, kc, nr, K::KU, bp, false);
+                    let own = &mut buf[..own_len * steps];
+                    let whole = &wp[off..off + whole_len * steps];
+                    let (pa, pb) = match split {
+                        Split::Columns => {
+                            pack_b(own_b, w, p0, kc, nr, K::KU, own, false);
+                            (whole, &*own)
+                        }
+                        Split::Rows => {
+                            pack_a(own_a, w, p0, kc, mr, K::KU, own, false);
+                            (&*own, whole)
+                        }
+                    };
                     let packed = Packed {
-                        a: &ap[off..off + panels * mr * steps],
+                        a: pa,
                         a_stride: mr * steps,
-                        b: bp,
+                        b: pb,
                         b_stride: nr * steps,
                         kc: steps,
                     };
                     let last = (p0 + kc == k).then_some(epi_t);
-                    // SAFETY: C is m × n with row stride n; columns j0..j1 of every row
-                    // belong to this task alone.
+                    // SAFETY: C is m × n with row stride n; the task's columns (rows) of
+                    // it, from `corner` on, belong to this task alone.
                     unsafe {
-                        macro_tile::<K>(
-                            (0, m, 0, w),
-                            packed,
-                            CPtr(c_base.0.add(j0)),
-                            n,
-                            p0 > 0,
-                            last,
-                        )
+                        macro_tile::<K>(range, packed, CPtr(c_base.0.add(corner)), n, p0 > 0, last)
                     };
                 }
                 Ok(())
