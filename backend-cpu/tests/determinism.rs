@@ -38,6 +38,18 @@ fn run_all(dev: &CpuBackend) -> Vec<Vec<u64>> {
             .unwrap(),
         ),
     ];
+    // One product per GEMM loop nest (skinny rows, column tasks, row tasks, per depth
+    // block), whose task splits follow the thread count while sums must not.
+    for (m, k, n) in [
+        (12, 500, 1300),
+        (100, 300, 1300),
+        (700, 300, 40),
+        (200, 300, 200),
+    ] {
+        let a = Tensor::randn(dev, &[m, k], DType::F32, 7).unwrap();
+        let b = Tensor::randn(dev, &[k, n], DType::F32, 8).unwrap();
+        out.push(bits(a.matmul(&b).unwrap()));
+    }
     for kind in ReduceKind::ALL {
         out.push(bits(x.reduce(kind, 1, false).unwrap()));
         out.push(bits(x.reduce(kind, 0, false).unwrap()));
