@@ -18,9 +18,7 @@
 #![allow(clippy::indexing_slicing)]
 
 use crate::simd::Isa;
-use crate::simd::exp::exp;
-#[cfg(target_arch = "x86_64")]
-use crate::simd::exp::exp_fma;
+use crate::simd::exp::{exp, exp_fma};
 use crate::simd::nan_max as max_nan;
 
 const LANES: usize = 16;
@@ -35,48 +33,29 @@ trait RowOps {
     fn extreme(x: &[f32], sign: f32) -> f32;
 }
 
-/// The scalar [`exp`] per lane (which compilers vectorise) and [`extreme`] as written.
-struct PortableOps;
+/// The scalar exp per lane (which compilers vectorise) and [`extreme`] as written: [`exp`]
+/// in the portable kernels (`FMA = false`), [`exp_fma`] in kernels compiled with FMA, where
+/// its `mul_add`s are single instructions (16 operations per lane where [`exp`] takes 24;
+/// bit for bit what the AVX-512 exp gives).
+struct ScalarOps<const FMA: bool>;
 
-impl RowOps for PortableOps {
+/// The portable kernels' operations.
+type PortableOps = ScalarOps<false>;
+/// The AVX2+FMA kernels' operations.
+#[cfg(target_arch = "x86_64")]
+type FmaOps = ScalarOps<true>;
+
+impl<const FMA: bool> RowOps for ScalarOps<FMA> {
     #[inline(always)]
     fn exp1(x: f32) -> f32 {
-        exp(x)
+        if FMA { exp_fma(x) } else { exp(x) }
     }
 
     #[inline(always)]
     fn exp16(x: &[f32; LANES], m: f32) -> [f32; LANES] {
         let mut o = [0.0f32; LANES];
         for i in 0..LANES {
-            o[i] = exp(x[i] - m);
-        }
-        o
-    }
-
-    #[inline(always)]
-    fn extreme(x: &[f32], sign: f32) -> f32 {
-        extreme(x, sign)
-    }
-}
-
-/// [`exp_fma`] per lane, for kernels compiled with FMA (its `mul_add`s are then single
-/// instructions, and the compiler vectorises the lanes): 16 operations per lane where
-/// [`exp`] takes 24. Bit for bit what the AVX-512 exp gives.
-#[cfg(target_arch = "x86_64")]
-struct FmaOps;
-
-#[cfg(target_arch = "x86_64")]
-impl RowOps for FmaOps {
-    #[inline(always)]
-    fn exp1(x: f32) -> f32 {
-        exp_fma(x)
-    }
-
-    #[inline(always)]
-    fn exp16(x: &[f32; LANES], m: f32) -> [f32; LANES] {
-        let mut o = [0.0f32; LANES];
-        for i in 0..LANES {
-            o[i] = exp_fma(x[i] - m);
+            o[i] = Self::exp1(x[i] - m);
         }
         o
     }
@@ -496,7 +475,7 @@ fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
 }
 
 /// Compiles the kernels above inside wrappers carrying the ISA's attributes, with the
-/// ISA's 16-lane exp. One expansion: `isa_kernels!(avx2, PortableOps, [cfg(target_arch =
+/// ISA's 16-lane exp. One expansion: `isa_kernels!(avx2, FmaOps, [cfg(target_arch =
 /// "x86_64")], [target_feature(enable = "avx2,fma")])` gives `#[cfg(..)] mod avx2 { #[target_feature(..)] unsafe fn sum(x:
 /// &[f32]) -> f64 { super::sum(x) } ... pub(super) const KERNELS: RowKernels = .. }`.
 macro_rules! isa_kernels {
