@@ -14,8 +14,9 @@
 //!                 after the last pc: bias and activation on the tile, still in L1
 //! ```
 //!
-//! Products with at least four column tasks of two micro-tiles per thread (A no larger
-//! than 128 MiB packed) run the same kernels with the parallel loop over columns instead
+//! Products wide enough for column tasks of at least two micro-tiles, about four per
+//! thread (A no larger than 128 MiB packed), run the same kernels with the parallel loop
+//! over columns instead
 //! ([`gemm_split`]): A is packed whole once, and each task packs its own B blocks, so
 //! there is no shared B and no barrier per depth block; narrower ones with enough rows
 //! split C's rows the same way, with B packed whole.
@@ -177,7 +178,7 @@ fn pack<T: Scalar>(
                 let start = v.offset + (x0 + i) * v.rs + p0;
                 let lane = &v.data[start..start + kc];
                 if ku == 1 {
-                    // Done below, eight depths at a time for all lanes together.
+                    // Done below, a block of depths at a time for all lanes together.
                     continue;
                 } else {
                     let mut pairs = lane.chunks_exact(2);
@@ -410,6 +411,13 @@ impl PackBuf {
         }
         let skip = self.data.as_ptr().align_offset(64).min(ALIGN);
         Ok(&mut self.data[skip..skip + len])
+    }
+
+    /// Frees the buffer if it holds more than `floats` floats.
+    fn release_above(&mut self, floats: usize) {
+        if self.data.len() > floats {
+            self.data = Vec::new();
+        }
     }
 }
 
@@ -706,8 +714,9 @@ enum Split {
 /// nest it replaces packed all of B and all of A for each depth block, each in its own
 /// parallel pass, then ran the tiles: three barriers per block, and the packed B (`KC ×
 /// N`) written to and read back from L3 or memory (at 128×4096×11008, 11 MiB per block).
-/// `Ok(false)` where it does not apply: fewer than four tasks of two micro-tiles per
-/// thread, or the whole operand larger than [`SPLIT_MAX_WHOLE`] packed.
+/// `Ok(false)` where it does not apply: tasks (about four per thread) narrower than two
+/// micro-tiles, the whole operand larger than [`SPLIT_MAX_WHOLE`] packed, or no memory
+/// for it.
 #[allow(clippy::too_many_arguments)]
 fn gemm_split<K: MicroKernel, T: Scalar>(
     split: Split,
@@ -742,7 +751,11 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
     if width < 2 * tile || total > SPLIT_MAX_WHOLE {
         return Ok(false);
     }
-    let wp = whole_pack.get(total)?;
+    // Short of memory for the whole operand, the per-depth-block nest (which needs far
+    // less) runs instead.
+    let Ok(wp) = whole_pack.get(total) else {
+        return Ok(false);
+    };
     let mut parts = Vec::with_capacity(blocks.len());
     let mut rest = &mut wp[..];
     for &(p0, kc, _) in &blocks {
@@ -750,11 +763,14 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
         parts.push((p0, kc, part));
         rest = tail;
     }
+    // In parallel over depth blocks, and within each where there are fewer blocks than
+    // threads.
+    let inner = parts.len() < threads;
     parts
         .into_par_iter()
         .for_each(|(p0, kc, part)| match split {
-            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, false),
-            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, false),
+            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, inner),
+            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, inner),
         });
     let wp = &*wp;
     let cp = CPtr(c.as_mut_ptr());
@@ -825,6 +841,9 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
                 Ok(())
             })
         })?;
+    // A whole operand beyond 32 MiB is not kept in the thread's cache of buffers (at
+    // 4096² it would hold 64 MiB per calling thread for good).
+    whole_pack.release_above(8 << 20);
     Ok(true)
 }
 

@@ -49,8 +49,8 @@ pub(super) fn skinny<T: Scalar>(
         let Some(bd) = T::as_f32(b.data) else {
             return Ok(false);
         };
-        // The last element of B the kernels read must lie inside its buffer (the spec was
-        // validated, so this only guards the unchecked reads below).
+        // The last element of B the copies read must lie inside its buffer (the spec was
+        // validated; this keeps `copy_block`'s slicing from panicking on a bad view).
         let in_bounds = k
             .checked_sub(1)
             .and_then(|last| last.checked_mul(b.rs))
@@ -247,7 +247,13 @@ unsafe fn tile<const R: usize, const V: usize>(
     }
     for (i, acc_i) in acc.iter().enumerate().take(rows) {
         for v in 0..V {
-            // SAFETY: masked lanes lie within row i's `cols` writable floats of the tile.
+            if mask[v] == 0 {
+                // Past the ragged edge: not even an address is formed (it could lie past
+                // the end of C).
+                continue;
+            }
+            // SAFETY: vector v has lanes inside row i's `cols` writable floats of the
+            // tile, and only those lanes are loaded and stored.
             unsafe {
                 let at = c.add(i * ldc + 16 * v);
                 let mut r = acc_i[v];

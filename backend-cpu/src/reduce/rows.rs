@@ -5,9 +5,9 @@
 //! hide add latency and to fill a 512-bit register — written so the compiler vectorises
 //! it; the `isa_kernels!` macro compiles the same bodies inside `#[target_feature]`
 //! functions for AVX-512 and AVX2, and [`RowKernels::for_isa`] picks the set once per
-//! call site. Lanes are combined in a fixed order, so results do not depend on the ISA's
-//! scheduling, only on the ISA (wider registers do not change the 16-lane order: the
-//! results are the same on every ISA).
+//! call site. Lanes are combined in a fixed order (wider registers do not change the
+//! 16-lane order), so the AVX2 and AVX-512 kernels give the same bits; the portable ones
+//! differ only where an exp is taken (unfused [`exp`] against [`exp_fma`], ≤ 2 ulp each).
 //!
 //! Sums accumulate in f64 (these kernels are bound by memory bandwidth, where the f64
 //! adds are free); max/min propagate NaN; argmax/argmin keep the first index on ties and
