@@ -232,7 +232,10 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
     }
     let finite = vp
         .chunks(dvr * BK)
-        .map(|c| c.iter().all(|x| x.is_finite()))
+        // The largest exponent field of the chunk, without an early exit so that the scan
+        // vectorises (the short-circuiting `all(is_finite)` ran one element at a time:
+        // 3.7% of attention's samples at S512).
+        .map(|c| c.iter().fold(0u32, |m, x| m.max(x.to_bits() & 0x7f80_0000)) < 0x7f80_0000)
         .collect();
     Ok(KvPack {
         k: kp,

@@ -75,37 +75,48 @@ fn wide_heads_and_ragged_tiles() {
 
 #[test]
 fn a_masked_keys_nan_value_never_leaks() {
+    // NaN and ∞ together, and each alone (the finiteness check of a V chunk must see an
+    // ∞ by itself as well as a NaN).
+    let poisons: [&[(usize, f32)]; 3] = [
+        &[(40, f32::NAN), (50, f32::INFINITY)],
+        &[(40, f32::NAN)],
+        &[(40, f32::INFINITY)],
+    ];
     each_isa(|dev| {
         let (sq, skv, d) = (64, 64, 16);
         let q = Tensor::randn(dev, &[1, 1, sq, d], DType::F32, 4).unwrap();
         let k = Tensor::randn(dev, &[1, 1, skv, d], DType::F32, 5).unwrap();
-        let mut vv = Tensor::randn(dev, &[1, 1, skv, d], DType::F32, 6)
-            .unwrap()
-            .to_vec::<f32>()
+        for poison in poisons {
+            let mut vv = Tensor::randn(dev, &[1, 1, skv, d], DType::F32, 6)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            // Key 40 is seen by queries 40.. only.
+            for &(key, x) in poison {
+                vv[key * d + 3] = x;
+            }
+            let v = Tensor::from_slice(dev, &[1, 1, skv, d], &vv).unwrap();
+            let got = attention(
+                &q,
+                &k,
+                &v,
+                &AttentionOptions {
+                    causal: true,
+                    scale: None,
+                },
+            )
             .unwrap();
-        vv[40 * d + 3] = f32::NAN; // key 40: seen by queries 40.. only
-        vv[50 * d] = f32::INFINITY;
-        let v = Tensor::from_slice(dev, &[1, 1, skv, d], &vv).unwrap();
-        let got = attention(
-            &q,
-            &k,
-            &v,
-            &AttentionOptions {
-                causal: true,
-                scale: None,
-            },
-        )
-        .unwrap();
-        let want = reference::attention(&host(&q), &host(&k), &host(&v), true, 0.25);
-        let g = got.to_f64_vec().unwrap();
-        assert!(
-            g[..40 * d].iter().all(|x| x.is_finite()),
-            "{:?}: a query before key 40 saw its NaN",
-            dev.isa()
-        );
-        Tolerance::for_dtype(DType::F32)
-            .check(&g, &want.data)
-            .unwrap();
+            let want = reference::attention(&host(&q), &host(&k), &host(&v), true, 0.25);
+            let g = got.to_f64_vec().unwrap();
+            assert!(
+                g[..40 * d].iter().all(|x| x.is_finite()),
+                "{:?} {poison:?}: a query before key 40 saw its value",
+                dev.isa()
+            );
+            Tolerance::for_dtype(DType::F32)
+                .check(&g, &want.data)
+                .unwrap();
+        }
     });
 }
 
