@@ -333,11 +333,8 @@ fn tile<K: MicroKernel, T: Scalar>(
             // SAFETY: `rk` was built for an ISA detected on this CPU.
             unsafe { (rk.softmax_cols)(&mut panel[..bk * nr], nr, spec.scale, &limit, state) };
         }
-        for row in ot.chunks_exact_mut(wq) {
-            for (o, &c) in row.iter_mut().zip(&corr) {
-                *o *= c;
-            }
-        }
+        // SAFETY: `rk` was built for an ISA detected on this CPU.
+        unsafe { (rk.mul_cols)(&mut ot, &corr) };
         let v_chunk = &kv.vt[j0 / BK * dvr * BK..];
         if partial && !kv.finite[j0 / BK] {
             // A V chunk holding NaN or ∞ on a tile that crosses the diagonal: each lane

@@ -330,6 +330,20 @@ fn softmax_cols<E: RowOps>(s: &mut [f32], w: usize, scale: f32, limit: &[u32], s
     }
 }
 
+/// `x[r·w + j] *= f[j]` for every row `r` of `x` (`w = f.len()`): the online softmax's
+/// correction of attention's transposed output, one factor per query lane.
+#[inline(always)]
+fn mul_cols(x: &mut [f32], f: &[f32]) {
+    if f.is_empty() {
+        return;
+    }
+    for row in x.chunks_exact_mut(f.len()) {
+        for (o, &c) in row.iter_mut().zip(f) {
+            *o *= c;
+        }
+    }
+}
+
 /// The online-softmax state of a tile's query lanes: running max, sum, and the last
 /// step's correction factor.
 pub(crate) struct ColState<'a> {
@@ -411,6 +425,8 @@ pub(crate) struct RowKernels {
     pub exp_shift: unsafe fn(&mut [f32], f32) -> f32,
     /// `softmax_cols(s, w, scale, limit, state)`: see [`softmax_cols`].
     pub softmax_cols: SoftmaxColsFn,
+    /// `mul_cols(x, f)`: see [`mul_cols`].
+    pub mul_cols: unsafe fn(&mut [f32], &[f32]),
     pub extreme: unsafe fn(&[f32], f32) -> f32,
     pub arg: ArgFn,
     pub softmax: SoftmaxFn,
@@ -506,6 +522,10 @@ macro_rules! isa_kernels {
                 super::softmax_cols::<$exp>(s, w, scale, limit, st)
             }
             $(#[$fn_attr])*
+            unsafe fn mul_cols(x: &mut [f32], f: &[f32]) {
+                super::mul_cols(x, f)
+            }
+            $(#[$fn_attr])*
             unsafe fn extreme(x: &[f32], s: f32) -> f32 {
                 <$exp as super::RowOps>::extreme(x, s)
             }
@@ -546,6 +566,7 @@ macro_rules! isa_kernels {
                 sum_exp,
                 exp_shift,
                 softmax_cols,
+                mul_cols,
                 extreme,
                 arg,
                 softmax,
