@@ -5,16 +5,17 @@
 //! With M ≤ 16 each element of B takes part in at most 16 multiply-adds, so the packed
 //! GEMM's separate pass over B (read all of it, write the panels, read them again) cost
 //! more than the product: at 16×4096×4096 it spent 56% of its time packing. Here all of A
-//! is packed once (`R × K` floats), and each task copies its block of B — a run of up to
-//! 256 columns of each of 64 rows, read in row order — into an L2-resident buffer of
-//! 16·V-wide panels (a tile of rows 16 KiB apart does not stay in cache: its lines share
-//! too few sets), prefetching the next block's rows while the tiles compute:
+//! is packed once (`R × K` floats), and each task packs its own block of B — a run of up to
+//! 256 columns of each of 64 rows, read in row order by the GEMM's packing — into an
+//! L2-resident buffer of 16·V-wide panels (a tile of rows 16 KiB apart does not stay in
+//! cache: its lines share too few sets), prefetching the next block's rows while the tiles
+//! compute:
 //!
 //! ```text
 //! parallel over column chunks of C (≤ 512 columns):
 //!     for each depth block of KB = 64 rows of B:
 //!         for each group of 256 columns of the chunk:
-//!             copy B[block, group] into 16·V-wide panels
+//!             pack B[block, group] into 16·V-wide panels
 //!             for each panel:                   R × 16·V tile in R·V = 16 zmm registers
 //!                 C[:, panel] (=|+=) A[:, block] · panel   (masked at a ragged edge)
 //! ```
@@ -49,8 +50,8 @@ pub(super) fn skinny<T: Scalar>(
         let Some(bd) = T::as_f32(b.data) else {
             return Ok(false);
         };
-        // The last element of B the copies read must lie inside its buffer (the spec was
-        // validated; this keeps `copy_block`'s slicing from panicking on a bad view).
+        // The last element of B the packing reads must lie inside its buffer (the spec was
+        // validated; this keeps the packing's slicing from panicking on a bad view).
         let in_bounds = k
             .checked_sub(1)
             .and_then(|last| last.checked_mul(b.rs))
@@ -106,13 +107,20 @@ fn run<T: Scalar, const R: usize, const V: usize>(
     (0..n.div_ceil(chunk)).into_par_iter().try_for_each(|t| {
         let c_base = c_ptr; // the whole (Sync) wrapper, not its raw field
         let (j0, j1) = (t * chunk, ((t + 1) * chunk).min(n));
-        super::with_pack_bufs(|_, buf| -> Result<()> {
+        super::with_task_buf(|buf| -> Result<()> {
             let buf = buf.get(KB * GROUP)?;
             for p0 in (0..k).step_by(KB) {
                 let kb = KB.min(k - p0);
                 for jg in (j0..j1).step_by(GROUP) {
                     let gw = GROUP.min(j1 - jg);
-                    copy_block(b, p0, kb, jg, gw, width, buf);
+                    // Rows p0.. and columns jg..jg+gw of B as width-wide panels, kb deep
+                    // (the GEMM's packing: each row read as one run, in order).
+                    let group = View {
+                        offset: b.offset + jg,
+                        ..b
+                    };
+                    let panels = &mut buf[..gw.div_ceil(width) * width * kb];
+                    super::pack_b(group, gw, p0, kb, width, 1, panels, false);
                     // The block copied next: its rows are fetched while this one computes.
                     let (np, nj) = match () {
                         _ if jg + GROUP < j1 => (p0, jg + GROUP),
@@ -122,7 +130,7 @@ fn run<T: Scalar, const R: usize, const V: usize>(
                     let next = b.data.as_ptr().wrapping_add(b.offset + np * b.rs + nj);
                     for (q, jt) in (jg..jg + gw).step_by(width).enumerate() {
                         let cols = width.min(jg + gw - jt);
-                        // SAFETY: the copied panel holds kb·width floats; the packed A
+                        // SAFETY: the packed B panel holds kb·width floats; the packed A
                         // R·k floats; C's tile (m rows of n, columns jt..jt+cols) belongs
                         // to this task alone; AVX-512F was detected when the device chose
                         // this path.
@@ -156,44 +164,6 @@ fn run<T: Scalar, const R: usize, const V: usize>(
         }
         Ok(())
     })
-}
-
-/// Copies rows `p0..p0+kb`, columns `j0..j0+gw` of B into `width`-wide panels, each
-/// `kb × width` contiguous (zero past `gw`): every row of B is read as one run of up to
-/// `GROUP` floats, in order, and the panels the kernel then reads stay in L2.
-fn copy_block(
-    b: View<'_, f32>,
-    p0: usize,
-    kb: usize,
-    j0: usize,
-    gw: usize,
-    width: usize,
-    buf: &mut [f32],
-) {
-    for p in 0..kb {
-        let start = b.offset + (p0 + p) * b.rs + j0;
-        if p + 2 < kb {
-            let ahead = b.data.as_ptr().wrapping_add(start + 2 * b.rs);
-            for l in (0..gw).step_by(16) {
-                crate::simd::prefetch(ahead.wrapping_add(l));
-            }
-        }
-        let row = &b.data[start..start + gw];
-        for (q, src) in row.chunks(width).enumerate() {
-            let dst = &mut buf[(q * kb + p) * width..][..width];
-            // Whole lines by fixed-size moves (a `copy_from_slice` of the variable-width
-            // piece called memmove once per piece, slower than the reads themselves).
-            let (d16, s16) = (dst.chunks_exact_mut(16), src.chunks_exact(16));
-            let done = src.len() - s16.remainder().len();
-            for (d, s) in d16.zip(s16) {
-                if let (Ok(d), Ok(s)) = (<&mut [f32; 16]>::try_from(d), <&[f32; 16]>::try_from(s)) {
-                    *d = *s;
-                }
-            }
-            dst[done..src.len()].copy_from_slice(&src[done..]);
-            dst[src.len()..].fill(0.0);
-        }
-    }
 }
 
 /// `C[rows × cols] (=|+=) Σ_{p<kb} a[p·R..][..R] ⊗ B[p, ..cols]`, with `cols ≤ 16·V` and
