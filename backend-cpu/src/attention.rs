@@ -511,10 +511,7 @@ const PREFETCH_KEYS: usize = 8;
 #[inline(always)]
 fn prefetch_row<T>(src: &[T], base: usize, stride: usize, len: usize) {
     if stride == 1 {
-        let start = src.as_ptr().wrapping_add(base).cast::<u8>();
-        for off in (0..len * std::mem::size_of::<T>()).step_by(64) {
-            crate::simd::prefetch(start.wrapping_add(off));
-        }
+        crate::simd::prefetch_run(src.as_ptr().wrapping_add(base), len);
     }
 }
 

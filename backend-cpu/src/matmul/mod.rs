@@ -134,7 +134,7 @@ const GROUP: usize = 16;
 /// slot `s`, lane `i` of panel `q` holds the elements at panel index `x = q·w + i` and
 /// depths `p0 + ku·s + u` (`u < ku`), zero past `extent` or `kc`. `v.at(x, p)` addresses
 /// the operand by panel index and depth: A as it is, B through its transposed view. With
-/// `ku = 2` each slot holds two bf16 values (see [`bf16_pair`]).
+/// `ku = 2` each slot holds two bf16 values (see [`pair`]).
 #[allow(clippy::too_many_arguments)]
 fn pack<T: Scalar>(
     v: View<'_, T>,
@@ -229,7 +229,7 @@ fn pack<T: Scalar>(
                 out[s * w + i] = match (i < valid, ku) {
                     (false, _) => 0.0,
                     (true, 1) => get(x0 + i, s),
-                    (true, _) => bf16_pair(get(x0 + i, 2 * s), get(x0 + i, 2 * s + 1)),
+                    (true, _) => pair(get(x0 + i, 2 * s), get(x0 + i, 2 * s + 1)),
                 };
             }
         }
@@ -254,13 +254,8 @@ fn pack<T: Scalar>(
                 let d = s * ku;
                 // The rows two slots ahead, a line at a time.
                 for ahead in d + 2 * ku..(d + 3 * ku).min(kc) {
-                    let start = v
-                        .data
-                        .as_ptr()
-                        .wrapping_add(v.offset + (p0 + ahead) * v.cs + x0);
-                    for l in (0..valid).step_by(64 / std::mem::size_of::<T>()) {
-                        crate::simd::prefetch(start.wrapping_add(l));
-                    }
+                    let start = v.offset + (p0 + ahead) * v.cs + x0;
+                    crate::simd::prefetch_run(v.data.as_ptr().wrapping_add(start), valid);
                 }
                 let r0 = row(d);
                 let r1 = (ku == 2 && d + 1 < kc).then(|| row(d + 1));
@@ -387,11 +382,6 @@ pub(crate) fn pack_b<T: Scalar>(
 #[inline(always)]
 fn pair<T: Scalar>(lo: T, hi: T) -> f32 {
     f32::from_bits(u32::from(lo.bf16_bits()) | (u32::from(hi.bf16_bits()) << 16))
-}
-
-/// [`pair`] of two f32 values (the generic depth walk reads elements as f32).
-fn bf16_pair(lo: f32, hi: f32) -> f32 {
-    pair(lo, hi)
 }
 
 /// A packing buffer whose start is 64-byte aligned, so every vector load of a packed panel

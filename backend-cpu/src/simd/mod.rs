@@ -17,6 +17,16 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// [`prefetch`]es every cache line of the `len` contiguous elements from `start` (a hint
+/// like it: any address is fine).
+#[inline(always)]
+pub(crate) fn prefetch_run<T>(start: *const T, len: usize) {
+    let bytes = start.cast::<u8>();
+    for off in (0..len * std::mem::size_of::<T>()).step_by(64) {
+        prefetch(bytes.wrapping_add(off));
+    }
+}
+
 /// `max` that propagates NaN (`f32::max` ignores it); inlined into every ISA's kernels.
 #[inline(always)]
 pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
