@@ -465,21 +465,23 @@ impl DecodeTuning {
         }
         t.splits = read("XKERN_WGPU_DECODE_SPLITS", &|n| n >= 1)?;
         t.rows = read("XKERN_WGPU_DECODE_ROWS", &|n| n == 4 || n == 8)?;
-        match std::env::var("XKERN_WGPU_DECODE_PREFETCH") {
-            Err(_) => {}
-            Ok(v) => match v.trim() {
-                "" | "auto" | "kv" => {}
-                "k" => t.prefetch_v = false,
-                _ => return Err(format!("XKERN_WGPU_DECODE_PREFETCH={v:?} is not kv or k")),
-            },
+        // Whether a two-way choice names its alternative (unset, empty, `auto` and the
+        // default's name do not).
+        let chosen = |name: &str, default: &str, alt: &str| -> std::result::Result<bool, String> {
+            match std::env::var(name) {
+                Err(_) => Ok(false),
+                Ok(v) => match v.trim() {
+                    w if w.is_empty() || w == "auto" || w == default => Ok(false),
+                    w if w == alt => Ok(true),
+                    _ => Err(format!("{name}={v:?} is not {default} or {alt}")),
+                },
+            }
+        };
+        if chosen("XKERN_WGPU_DECODE_PREFETCH", "kv", "k")? {
+            t.prefetch_v = false;
         }
-        match std::env::var("XKERN_WGPU_DECODE_DOT") {
-            Err(_) => {}
-            Ok(v) => match v.trim() {
-                "" | "auto" | "whole" => {}
-                "split" => t.split_dot = true,
-                _ => return Err(format!("XKERN_WGPU_DECODE_DOT={v:?} is not whole or split")),
-            },
+        if chosen("XKERN_WGPU_DECODE_DOT", "whole", "split")? {
+            t.split_dot = true;
         }
         Ok(t)
     }
