@@ -222,18 +222,27 @@ fn col_step(base: u32, a: u32) -> vec4<f32> {
         load_x(base + (a + 2u * AY) * P.inner), load_x(base + (a + 3u * AY) * P.inner));
 }
 
+// What workgroup g folds: its unit (a row, or a column block of one outer index) and
+// the axis positions [a0, a1) — chunk g % chunks of unit g / chunks in phase 1, the whole
+// axis of unit g otherwise.
+struct Span { unit: u32, a0: u32, a1: u32 }
+
+fn span(g: u32) -> Span {
+    if (PHASE == 1u) {
+        let a0 = (g % P.chunks) * CHUNK;
+        return Span(g / P.chunks, a0, min(a0 + CHUNK, P.axis_len));
+    }
+    return Span(g, 0u, P.axis_len);
+}
+
 // Phases 0 and 1 for inner > 1 (COLS = 1): workgroup g takes CX columns of one outer
 // index (and, in phase 1, chunk g % chunks of the axis).
 fn fold_cols(g: u32, lid: u32) {
     let blocks = (P.inner + CX - 1u) / CX;
-    var rest = g;
-    var a0 = 0u;
-    var a1 = P.axis_len;
-    if (PHASE == 1u) {
-        rest = g / P.chunks;
-        a0 = (g % P.chunks) * CHUNK;
-        a1 = min(a0 + CHUNK, P.axis_len);
-    }
+    let sp = span(g);
+    let rest = sp.unit;
+    let a0 = sp.a0;
+    let a1 = sp.a1;
     let o = rest / blocks;
     let i = (rest % blocks) * CX + lid % CX;
     let ay = lid / CX;
@@ -309,14 +318,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     // This workgroup folds axis positions [a0, a1) of `row`.
-    var row = g;
-    var a0 = 0u;
-    var a1 = P.axis_len;
-    if (PHASE == 1u) {
-        row = g / P.chunks;
-        a0 = (g % P.chunks) * CHUNK;
-        a1 = min(a0 + CHUNK, P.axis_len);
-    }
+    let sp = span(g);
+    let row = sp.unit;
+    let a0 = sp.a0;
+    let a1 = sp.a1;
     let o = row / P.inner;
     let i = row % P.inner;
     let base = P.offset + o * P.axis_len * P.inner + i;
