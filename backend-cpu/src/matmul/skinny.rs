@@ -5,36 +5,42 @@
 //! With M ≤ 16 each element of B takes part in at most 16 multiply-adds, so the packed
 //! GEMM's separate pass over B (read all of it, write the panels, read them again) cost
 //! more than the product: at 16×4096×4096 it spent 56% of its time packing. Here all of A
-//! is packed once (`R × K` floats), and each task packs its own block of B — a run of up to
-//! 256 columns of each of 64 rows, read in row order by the GEMM's packing — into an
-//! L2-resident buffer of 16·V-wide panels (a tile of rows 16 KiB apart does not stay in
-//! cache: its lines share too few sets), prefetching the next block's rows while the tiles
-//! compute:
+//! is packed once (`R × K` floats) and B is read where it lies, each element once, by
+//! tiles that sweep 16 rows of it at a time across the task's columns:
 //!
 //! ```text
-//! parallel over column chunks of C (≤ 512 columns):
-//!     for each depth block of KB = 64 rows of B:
-//!         for each group of 256 columns of the chunk:
-//!             pack B[block, group] into 16·V-wide panels
-//!             for each panel:                   R × 16·V tile in R·V = 16 zmm registers
-//!                 C[:, panel] (=|+=) A[:, block] · panel   (masked at a ragged edge)
+//! parallel over column chunks of C (N / threads columns, 256 to 4096):
+//!     for each depth block of KB = 16 rows of B:
+//!         for each tile of 16·V columns of the chunk:       (next rows prefetched 1 KiB ahead)
+//!             acc (R × 16·V, in R·V = 16 zmm registers) = A[:, block] · B[block, tile]
+//!             the tile's partial sums += acc               (masked at a ragged edge)
+//!     C[:, chunk] = epilogue(partial sums)
 //! ```
 //!
-//! Every output is summed in the same order (depth blocks in order, each in one
-//! accumulator) whatever the chunk width or thread count. AVX-512 only; other ISAs take
-//! the packed GEMM.
+//! The order is the memory's: B's rows are read 16 at a time, each in a run as long as the
+//! chunk (8 KiB at 4096 columns on 2 threads), which the memory streams at nearly the pace
+//! of one sequential read; reading a panel of 64 rows in 1 KiB runs (the packing this path
+//! used before) ran at a third of it. The partial sums live in a task buffer, tile after
+//! tile (1 KiB each at R = 16): C's own rows lie N floats apart, and a tile's lines of them
+//! would share a few cache sets (reading them there cost a third of the time).
+//!
+//! Every output is summed in the same order whatever the chunk width or thread count: a
+//! chain of fused multiply-adds per depth block, the blocks' sums added in depth order. AVX-512 only; other ISAs take the packed GEMM.
 
 use super::{Epilogue, View};
 use crate::storage::{Scalar, try_vec};
 use rayon::prelude::*;
 use xkern_core::Result;
 
-/// Rows of B per depth block.
-const KB: usize = 64;
-/// Columns of C per parallel task (at most).
-const CHUNK: usize = 512;
-/// Columns of B copied together (a 1 KiB run of each row): a multiple of every tile width.
-const GROUP: usize = 256;
+/// Rows of B per depth block: the rows read side by side (16 streams keep the memory's
+/// pace; 32 or 64 do not).
+const KB: usize = 16;
+/// Columns per parallel task: at least MIN_CHUNK (runs of 1 KiB), at most MAX_CHUNK (the
+/// task's outputs, 16 rows of them, stay in L2: 256 KiB).
+const MIN_CHUNK: usize = 256;
+const MAX_CHUNK: usize = 4096;
+/// How far ahead of a tile its rows of B are prefetched, in floats (16 tiles of 16).
+const AHEAD: usize = 256;
 
 /// `c = epi(A · B)` for `2 ≤ m ≤ 16` on AVX-512 when B is f32 with unit column stride;
 /// `Ok(false)` (nothing written) when the shape or layout is not one this path takes.
@@ -97,84 +103,102 @@ fn run<T: Scalar, const R: usize, const V: usize>(
     super::pack_a(a, m, 0, k, R, 1, &mut ap, false);
     let width = 16 * V;
     let threads = rayon::current_num_threads().max(1);
-    // At least four chunks per thread where N allows it, whole tiles each.
+    // One chunk of columns per thread (each row of B read in runs as long as N allows),
+    // whole tiles, between MIN_CHUNK and MAX_CHUNK columns.
     let chunk = n
-        .div_ceil(4 * threads)
-        .next_multiple_of(width)
-        .clamp(width, CHUNK.next_multiple_of(width));
+        .div_ceil(threads)
+        .clamp(MIN_CHUNK, MAX_CHUNK)
+        .next_multiple_of(width);
     let c_ptr = super::CPtr(c.as_mut_ptr());
     let ap = &ap[..];
+    let bp = b.data.as_ptr().wrapping_add(b.offset);
+    let b_base = super::CPtr(bp.cast_mut());
     (0..n.div_ceil(chunk)).into_par_iter().try_for_each(|t| {
-        let c_base = c_ptr; // the whole (Sync) wrapper, not its raw field
+        let (c_base, b_base) = (c_ptr, b_base); // the whole (Sync) wrappers
         let (j0, j1) = (t * chunk, ((t + 1) * chunk).min(n));
+        let tiles = (j1 - j0).div_ceil(width);
         super::with_task_buf(|buf| -> Result<()> {
-            let buf = buf.get(KB * GROUP)?;
+            // The task's outputs, tile after tile (R rows of `width` each, 1 KiB apart at
+            // most): C's own rows lie n floats apart, and a tile's lines of them would
+            // share a few cache sets.
+            let cb = buf.get(tiles * R * width)?;
             for p0 in (0..k).step_by(KB) {
                 let kb = KB.min(k - p0);
-                for jg in (j0..j1).step_by(GROUP) {
-                    let gw = GROUP.min(j1 - jg);
-                    // Rows p0.. and columns jg..jg+gw of B as width-wide panels, kb deep
-                    // (the GEMM's packing: each row read as one run, in order).
-                    let group = View {
-                        offset: b.offset + jg,
-                        ..b
-                    };
-                    let panels = &mut buf[..gw.div_ceil(width) * width * kb];
-                    super::pack_b(group, gw, p0, kb, width, 1, panels, false);
-                    // The block copied next: its rows are fetched while this one computes.
-                    let (np, nj) = match () {
-                        _ if jg + GROUP < j1 => (p0, jg + GROUP),
-                        _ if p0 + KB < k => (p0 + KB, j0),
-                        _ => (p0, jg),
-                    };
-                    let next = b.data.as_ptr().wrapping_add(b.offset + np * b.rs + nj);
-                    for (q, jt) in (jg..jg + gw).step_by(width).enumerate() {
-                        let cols = width.min(jg + gw - jt);
-                        // SAFETY: the packed B panel holds kb·width floats; the packed A
-                        // R·k floats; C's tile (m rows of n, columns jt..jt+cols) belongs
-                        // to this task alone; AVX-512F was detected when the device chose
-                        // this path.
-                        unsafe {
-                            tile::<R, V>(
-                                kb,
-                                ap.as_ptr().add(p0 * R),
-                                buf.as_ptr().add(q * kb * width),
-                                width,
-                                next.wrapping_add(q * width),
-                                b.rs,
-                                cols,
-                                c_base.0.add(jt),
-                                n,
-                                m,
-                                p0 > 0,
-                            )
-                        };
-                    }
-                }
+                // SAFETY: rows p0..p0 + kb of B hold columns j0..j1 (the caller checked
+                // B's extent); the packed A holds R·k floats; the buffer holds `tiles`
+                // tiles of R rows; AVX-512F was detected when the device chose this path.
+                unsafe {
+                    strip::<R, V>(
+                        kb,
+                        ap.as_ptr().add(p0 * R),
+                        b_base.0.cast_const().add(p0 * b.rs + j0),
+                        b.rs,
+                        AHEAD,
+                        j1 - j0,
+                        cb.as_mut_ptr(),
+                        p0 > 0,
+                    )
+                };
             }
-            Ok(())
-        })?;
-        if epi.bias.is_some() || epi.activation.is_some() {
             for i in 0..m {
                 // SAFETY: row i, columns j0..j1 of C belong to this task alone.
                 let row =
                     unsafe { std::slice::from_raw_parts_mut(c_base.0.add(i * n + j0), j1 - j0) };
+                for (q, out) in row.chunks_mut(width).enumerate() {
+                    let at = (q * R + i) * width;
+                    out.copy_from_slice(&cb[at..at + out.len()]);
+                }
                 epi.apply(row, j0);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     })
 }
 
-/// `C[rows × cols] (=|+=) Σ_{p<kb} a[p·R..][..R] ⊗ B[p, ..cols]`, with `cols ≤ 16·V` and
-/// `rows ≤ R`; lanes past `cols` are neither read nor written.
+/// Runs the tiles of one depth block across `cols` columns: [`tile`] per `16·V` columns,
+/// each into its own `R × 16·V` block of `c`.
+///
+/// # Safety
+/// As [`tile`], for `cols` columns of B and `cols.div_ceil(16·V)` tiles at `c`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip<const R: usize, const V: usize>(
+    kb: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    ahead: usize,
+    cols: usize,
+    c: *mut f32,
+    accumulate: bool,
+) {
+    let width = 16 * V;
+    for (q, jt) in (0..cols).step_by(width).enumerate() {
+        let w = width.min(cols - jt);
+        // SAFETY: as the caller's, for columns jt..jt + w and tile q of the buffer.
+        unsafe {
+            let bt = b.add(jt);
+            let next = if w == width {
+                bt.wrapping_add(ahead)
+            } else {
+                bt
+            };
+            tile::<R, V>(kb, a, bt, ldb, next, w, c.add(q * R * width), accumulate)
+        }
+    }
+}
+
+/// `T (=|+=) Σ_{p<kb} a[p·R..][..R] ⊗ B[p, ..cols]` for one tile `T` of partial sums (`R`
+/// rows of `16·V` floats, back to back at `c`), with `cols ≤ 16·V`; lanes of B past
+/// `cols` are not read, and those of `T` neither read nor written.
 ///
 /// # Safety
 /// `a` points to `kb·R` floats, `b` to `kb` rows (`ldb` apart) of at least `cols` floats,
-/// `c` to `rows` rows (`ldc` apart) of `cols` floats that no other thread touches, and the
-/// CPU has AVX-512F.
+/// `c` to `R·16·V` floats that no other thread touches; the caller is compiled with
+/// AVX-512F (detected on this CPU).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const R: usize, const V: usize>(
     kb: usize,
@@ -182,11 +206,8 @@ unsafe fn tile<const R: usize, const V: usize>(
     b: *const f32,
     ldb: usize,
     next: *const f32,
-    next_ld: usize,
     cols: usize,
     c: *mut f32,
-    ldc: usize,
-    rows: usize,
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
@@ -195,37 +216,34 @@ unsafe fn tile<const R: usize, const V: usize>(
         let lanes = cols.saturating_sub(16 * v).min(16);
         *m = ((1u32 << lanes) - 1) as u16;
     }
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    // SAFETY: AVX-512F, as the caller promises (so for every intrinsic below).
+    let mut acc = [[unsafe { _mm512_setzero_ps() }; V]; R];
     for p in 0..kb {
         let row = b.wrapping_add(p * ldb);
         for v in 0..V {
-            // The next block's lines, row p (a hint: harmless past B's end).
-            crate::simd::prefetch(next.wrapping_add(p * next_ld + 16 * v));
+            // Row p's lines further on (a hint: harmless past B's end).
+            crate::simd::prefetch(next.wrapping_add(p * ldb + 16 * v));
         }
-        let mut bv = [_mm512_setzero_ps(); V];
+        // SAFETY: AVX-512F.
+        let mut bv = [unsafe { _mm512_setzero_ps() }; V];
         for v in 0..V {
             // SAFETY: masked lanes lie within the row's `cols` readable floats.
             bv[v] = unsafe { _mm512_maskz_loadu_ps(mask[v], row.add(16 * v)) };
         }
         for (i, acc_i) in acc.iter_mut().enumerate() {
             // SAFETY: a holds kb·R floats.
-            let ai = _mm512_set1_ps(unsafe { *a.add(p * R + i) });
+            let ai = unsafe { _mm512_set1_ps(*a.add(p * R + i)) };
             for v in 0..V {
-                acc_i[v] = _mm512_fmadd_ps(ai, bv[v], acc_i[v]);
+                // SAFETY: AVX-512F.
+                acc_i[v] = unsafe { _mm512_fmadd_ps(ai, bv[v], acc_i[v]) };
             }
         }
     }
-    for (i, acc_i) in acc.iter().enumerate().take(rows) {
+    for (i, acc_i) in acc.iter().enumerate() {
         for v in 0..V {
-            if mask[v] == 0 {
-                // Past the ragged edge: not even an address is formed (it could lie past
-                // the end of C).
-                continue;
-            }
-            // SAFETY: vector v has lanes inside row i's `cols` writable floats of the
-            // tile, and only those lanes are loaded and stored.
+            // SAFETY: the tile's R·16·V floats; masked lanes only.
             unsafe {
-                let at = c.add(i * ldc + 16 * v);
+                let at = c.add((i * V + v) * 16);
                 let mut r = acc_i[v];
                 if accumulate {
                     r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask[v], at));
