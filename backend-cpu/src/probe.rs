@@ -9,7 +9,10 @@
 //! Results are cached in a process-wide table and in a file under the user's cache
 //! directory (`$XKERN_CACHE_DIR`, else `$XDG_CACHE_HOME/xkern`, else `~/.cache/xkern`),
 //! keyed by CPU model, features and thread count, so the probe runs once per machine.
-//! `XKERN_CPU_PROBE=off` disables it (the figures are then unknown).
+//! `XKERN_CPU_PROBE=off` disables it (the figures are then unknown); `XKERN_CPU_PROBE=fresh`
+//! measures again once per process, ignoring the file (and appends the new figures to it):
+//! `xkern-bench` does so, so that its rooflines are those of the machine during its run
+//! (on a shared machine the bandwidth moves by a third between hours).
 
 use crate::simd;
 use rayon::prelude::*;
@@ -118,10 +121,32 @@ fn measure_bandwidth() -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// What `XKERN_CPU_PROBE` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// No probe: the peaks are unknown.
+    Off,
+    /// The cached figures where the file has them, else a probe.
+    Cached,
+    /// A probe once per process, whatever the file holds.
+    Fresh,
+}
+
+impl Mode {
+    fn parse(v: Option<&str>) -> Mode {
+        match v {
+            Some("off" | "0") => Mode::Off,
+            Some("fresh") => Mode::Fresh,
+            _ => Mode::Cached,
+        }
+    }
+}
+
 /// The peaks for `key` (model, features, threads), measured on the current pool if no
-/// cache has them. `None` when probing is disabled.
+/// cache has them (or `XKERN_CPU_PROBE=fresh`). `None` when probing is disabled.
 pub(crate) fn peaks(key: &str) -> Option<Peaks> {
-    if std::env::var("XKERN_CPU_PROBE").is_ok_and(|v| v == "off" || v == "0") {
+    let mode = Mode::parse(std::env::var("XKERN_CPU_PROBE").ok().as_deref());
+    if mode == Mode::Off {
         return None;
     }
     static TABLE: OnceLock<Mutex<HashMap<String, Peaks>>> = OnceLock::new();
@@ -130,14 +155,31 @@ pub(crate) fn peaks(key: &str) -> Option<Peaks> {
     if let Some(p) = table.get(key) {
         return Some(*p);
     }
-    let p = read_cache(key).unwrap_or_else(|| {
-        let p = Peaks {
-            gflops_f32: measure_fma(),
-            bandwidth_gbs: measure_bandwidth(),
-        };
-        write_cache(key, p);
-        p
-    });
+    let p = (mode == Mode::Cached)
+        .then(|| read_cache(key))
+        .flatten()
+        .unwrap_or_else(|| {
+            let p = Peaks {
+                gflops_f32: measure_fma(),
+                bandwidth_gbs: measure_bandwidth(),
+            };
+            write_cache(key, p);
+            p
+        });
     table.insert(key.to_string(), p);
     Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+
+    #[test]
+    fn probe_modes_parse() {
+        assert_eq!(Mode::parse(None), Mode::Cached);
+        assert_eq!(Mode::parse(Some("off")), Mode::Off);
+        assert_eq!(Mode::parse(Some("0")), Mode::Off);
+        assert_eq!(Mode::parse(Some("fresh")), Mode::Fresh);
+        assert_eq!(Mode::parse(Some("on")), Mode::Cached);
+    }
 }
