@@ -10,9 +10,10 @@
 //! directory (`$XKERN_CACHE_DIR`, else `$XDG_CACHE_HOME/xkern`, else `~/.cache/xkern`),
 //! keyed by CPU model, features and thread count, so the probe runs once per machine.
 //! `XKERN_CPU_PROBE=off` disables it (the figures are then unknown); `XKERN_CPU_PROBE=fresh`
-//! measures again once per process, ignoring the file (and appends the new figures to it):
-//! `xkern-bench` does so, so that its rooflines are those of the machine during its run
-//! (on a shared machine the bandwidth moves by a third between hours).
+//! measures the bandwidth again once per process (not written to the file): `xkern-bench`
+//! does so, so that its memory rooflines are those of the machine during its run (on a
+//! shared machine the bandwidth moves by a third between hours). The FMA peak is the
+//! chip's and stays the cached one (probed on a busy machine, it reads low).
 
 use crate::simd;
 use rayon::prelude::*;
@@ -128,7 +129,7 @@ enum Mode {
     Off,
     /// The cached figures where the file has them, else a probe.
     Cached,
-    /// A probe once per process, whatever the file holds.
+    /// The cached FMA peak, and the bandwidth measured again once per process.
     Fresh,
 }
 
@@ -143,7 +144,8 @@ impl Mode {
 }
 
 /// The peaks for `key` (model, features, threads), measured on the current pool if no
-/// cache has them (or `XKERN_CPU_PROBE=fresh`). `None` when probing is disabled.
+/// cache has them; with `XKERN_CPU_PROBE=fresh` the bandwidth is measured again. `None`
+/// when probing is disabled.
 pub(crate) fn peaks(key: &str) -> Option<Peaks> {
     let mode = Mode::parse(std::env::var("XKERN_CPU_PROBE").ok().as_deref());
     if mode == Mode::Off {
@@ -155,17 +157,19 @@ pub(crate) fn peaks(key: &str) -> Option<Peaks> {
     if let Some(p) = table.get(key) {
         return Some(*p);
     }
-    let p = (mode == Mode::Cached)
-        .then(|| read_cache(key))
-        .flatten()
-        .unwrap_or_else(|| {
-            let p = Peaks {
-                gflops_f32: measure_fma(),
-                bandwidth_gbs: measure_bandwidth(),
-            };
-            write_cache(key, p);
-            p
-        });
+    let mut p = read_cache(key).unwrap_or_else(|| {
+        let p = Peaks {
+            gflops_f32: measure_fma(),
+            bandwidth_gbs: measure_bandwidth(),
+        };
+        write_cache(key, p);
+        p
+    });
+    if mode == Mode::Fresh {
+        // This hour's bandwidth, for this process only: the FMA peak is the chip's (a
+        // probe of it on a busy shared machine reads low), and the file keeps the first.
+        p.bandwidth_gbs = measure_bandwidth();
+    }
     table.insert(key.to_string(), p);
     Some(p)
 }

@@ -48,7 +48,7 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Take the CPU's roofline peaks from the per-machine cache instead of probing them
+    /// Take the CPU's memory bandwidth from the per-machine cache instead of probing it
     /// again at the start of this run.
     #[arg(long)]
     cached_probe: bool,
@@ -86,8 +86,8 @@ fn run() -> anyhow::Result<bool> {
     let threads = peer_threads(&cli.backend);
     // SAFETY: nothing else runs yet: this program has not spawned any thread.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
-    // The CPU's rooflines from this run's own probe (unless told otherwise): the machine's
-    // bandwidth is that of the hour, not of the first run on it.
+    // The CPU's memory roofline from this run's own probe (unless told otherwise): the
+    // machine's bandwidth is that of the hour, not of the first run on it.
     if !cli.cached_probe && std::env::var_os("XKERN_CPU_PROBE").is_none() {
         // SAFETY: as above, still no other thread.
         unsafe { std::env::set_var("XKERN_CPU_PROBE", "fresh") };
