@@ -227,6 +227,11 @@ unsafe fn tile<const R: usize, const V: usize>(
         // SAFETY: AVX-512F.
         let mut bv = [unsafe { _mm512_setzero_ps() }; V];
         for v in 0..V {
+            if mask[v] == 0 {
+                // Past the ragged edge: not even an address is formed (on B's last row
+                // it could lie past the end of B).
+                continue;
+            }
             // SAFETY: masked lanes lie within the row's `cols` readable floats.
             bv[v] = unsafe { _mm512_maskz_loadu_ps(mask[v], row.add(16 * v)) };
         }
