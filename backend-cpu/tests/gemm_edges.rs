@@ -47,16 +47,30 @@ fn check(
     );
     let bias = epilogue.then(|| Tensor::randn(dev, &[n], dtype, seed + 2).unwrap());
     let act = epilogue.then_some(Activation::Gelu);
-    let got = a.matmul_fused(&b, bias.as_ref(), act).unwrap();
-    let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
-    let bias_host = bias.as_ref().map(|t| t.to_f64_vec().unwrap());
-    let want = reference::matmul(&host(&a), &host(&b), bias_host.as_deref(), act);
-    assert_eq!(got.shape(), want.shape.as_slice());
-    if let Err(e) = Tolerance::for_dtype(dtype).check(&got.to_f64_vec().unwrap(), &want.data) {
-        panic!(
-            "{:?} batch {batch:?} m={m} k={k} n={n} a_t={a_t} b_t={b_t} {dtype} epilogue={epilogue}: {e}",
+    check_views(&a, &b, bias.as_ref(), act, || {
+        format!(
+            "{:?} batch {batch:?} m={m} k={k} n={n} a_t={a_t} b_t={b_t} {dtype} epilogue={epilogue}",
             dev.isa()
-        );
+        )
+    });
+}
+
+/// `a · b` (with the epilogue) against the f64 reference, in the operands' dtype's
+/// tolerance; `what` names the case when it fails.
+fn check_views(
+    a: &Tensor<CpuBackend>,
+    b: &Tensor<CpuBackend>,
+    bias: Option<&Tensor<CpuBackend>>,
+    act: Option<Activation>,
+    what: impl Fn() -> String,
+) {
+    let got = a.matmul_fused(b, bias, act).unwrap();
+    let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
+    let bias_host = bias.map(|t| t.to_f64_vec().unwrap());
+    let want = reference::matmul(&host(a), &host(b), bias_host.as_deref(), act);
+    assert_eq!(got.shape(), want.shape.as_slice(), "{}", what());
+    if let Err(e) = Tolerance::for_dtype(a.dtype()).check(&got.to_f64_vec().unwrap(), &want.data) {
+        panic!("{}: {e}", what());
     }
 }
 
@@ -143,12 +157,9 @@ fn batched_small_and_broadcast() {
         // Broadcast B over a batch of large-ish matrices (the parallel path per matrix).
         let a = Tensor::randn(dev, &[3, 130, 300], DType::F32, 1).unwrap();
         let b = Tensor::randn(dev, &[300, 70], DType::F32, 2).unwrap();
-        let got = a.matmul(&b).unwrap();
-        let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
-        let want = reference::matmul(&host(&a), &host(&b), None, None);
-        Tolerance::for_dtype(DType::F32)
-            .check(&got.to_f64_vec().unwrap(), &want.data)
-            .unwrap();
+        check_views(&a, &b, None, None, || {
+            format!("{:?} broadcast B", dev.isa())
+        });
     });
 }
 
@@ -192,24 +203,17 @@ fn skinny_rows_against_streamed_b() {
 #[test]
 fn skinny_rows_against_strided_and_broadcast_b() {
     each_isa(|dev, _, _| {
-        let host = |t: &Tensor<CpuBackend>| HostTensor::new(t.shape(), t.to_f64_vec().unwrap());
         let (batch, m, k, n) = (3, 9, 300, 1200);
         let a = Tensor::randn(dev, &[batch, m, k], DType::F32, 11).unwrap();
         let b = Tensor::randn(dev, &[k, batch, n], DType::F32, 12)
             .unwrap()
             .permute(&[1, 0, 2])
             .unwrap();
-        let got = a.matmul(&b).unwrap();
-        let want = reference::matmul(&host(&a), &host(&b), None, None);
-        Tolerance::for_dtype(DType::F32)
-            .check(&got.to_f64_vec().unwrap(), &want.data)
-            .unwrap();
+        check_views(&a, &b, None, None, || format!("{:?} strided B", dev.isa()));
         let w = Tensor::randn(dev, &[k, n], DType::F32, 13).unwrap();
-        let got = a.matmul(&w).unwrap();
-        let want = reference::matmul(&host(&a), &host(&w), None, None);
-        Tolerance::for_dtype(DType::F32)
-            .check(&got.to_f64_vec().unwrap(), &want.data)
-            .unwrap();
+        check_views(&a, &w, None, None, || {
+            format!("{:?} broadcast B", dev.isa())
+        });
     });
 }
 
