@@ -56,8 +56,8 @@ pub(super) fn skinny<T: Scalar>(
         let Some(bd) = T::as_f32(b.data) else {
             return Ok(false);
         };
-        // The last element of B the packing reads must lie inside its buffer (the spec was
-        // validated; this keeps the packing's slicing from panicking on a bad view).
+        // The last element of B the tiles read must lie inside its buffer (the spec was
+        // validated; this keeps a bad view from reading past it).
         let in_bounds = k
             .checked_sub(1)
             .and_then(|last| last.checked_mul(b.rs))
@@ -111,10 +111,8 @@ fn run<T: Scalar, const R: usize, const V: usize>(
         .next_multiple_of(width);
     let c_ptr = super::CPtr(c.as_mut_ptr());
     let ap = &ap[..];
-    let bp = b.data.as_ptr().wrapping_add(b.offset);
-    let b_base = super::CPtr(bp.cast_mut());
     (0..n.div_ceil(chunk)).into_par_iter().try_for_each(|t| {
-        let (c_base, b_base) = (c_ptr, b_base); // the whole (Sync) wrappers
+        let c_base = c_ptr; // the whole (Sync) wrapper, not its raw field
         let (j0, j1) = (t * chunk, ((t + 1) * chunk).min(n));
         let tiles = (j1 - j0).div_ceil(width);
         super::with_task_buf(|buf| -> Result<()> {
@@ -131,9 +129,8 @@ fn run<T: Scalar, const R: usize, const V: usize>(
                     strip::<R, V>(
                         kb,
                         ap.as_ptr().add(p0 * R),
-                        b_base.0.cast_const().add(p0 * b.rs + j0),
+                        b.data.as_ptr().add(b.offset + p0 * b.rs + j0),
                         b.rs,
-                        AHEAD,
                         j1 - j0,
                         cb.as_mut_ptr(),
                         p0 > 0,
@@ -168,7 +165,6 @@ unsafe fn strip<const R: usize, const V: usize>(
     a: *const f32,
     b: *const f32,
     ldb: usize,
-    ahead: usize,
     cols: usize,
     c: *mut f32,
     accumulate: bool,
@@ -180,7 +176,7 @@ unsafe fn strip<const R: usize, const V: usize>(
         unsafe {
             let bt = b.add(jt);
             let next = if w == width {
-                bt.wrapping_add(ahead)
+                bt.wrapping_add(AHEAD)
             } else {
                 bt
             };
