@@ -157,19 +157,23 @@ pub(crate) fn peaks(key: &str) -> Option<Peaks> {
     if let Some(p) = table.get(key) {
         return Some(*p);
     }
-    let mut p = read_cache(key).unwrap_or_else(|| {
-        let p = Peaks {
-            gflops_f32: measure_fma(),
-            bandwidth_gbs: measure_bandwidth(),
-        };
-        write_cache(key, p);
-        p
-    });
-    if mode == Mode::Fresh {
+    let p = match read_cache(key) {
         // This hour's bandwidth, for this process only: the FMA peak is the chip's (a
         // probe of it on a busy shared machine reads low), and the file keeps the first.
-        p.bandwidth_gbs = measure_bandwidth();
-    }
+        Some(p) if mode == Mode::Fresh => Peaks {
+            bandwidth_gbs: measure_bandwidth(),
+            ..p
+        },
+        Some(p) => p,
+        None => {
+            let p = Peaks {
+                gflops_f32: measure_fma(),
+                bandwidth_gbs: measure_bandwidth(),
+            };
+            write_cache(key, p);
+            p
+        }
+    };
     table.insert(key.to_string(), p);
     Some(p)
 }
