@@ -39,7 +39,7 @@ use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b}
 use crate::reduce::rows::{ColState, RowKernels};
 use crate::simd::exp::exp;
 use crate::simd::{Isa, nan_max};
-use crate::storage::{CpuStorage, Scalar, try_vec};
+use crate::storage::{CpuStorage, Scalar, try_vec, try_vec_overwrite};
 use rayon::prelude::*;
 use xkern_core::{AttentionSpec, Error, Result};
 
@@ -121,8 +121,10 @@ fn run<K: MicroKernel, T: Scalar>(
     rk: RowKernels,
 ) -> Result<Vec<f32>> {
     let (sq, dv) = (spec.q_seq, spec.v_head_dim);
-    let mut out = try_vec(spec.batch * spec.q_heads * sq * dv, 0.0f32)?;
+    // Every output row is written by `finish` below (no fill pass first).
+    let mut out = try_vec_overwrite(spec.batch * spec.q_heads * sq * dv, 0.0f32)?;
     if out.is_empty() || spec.kv_seq == 0 {
+        out.fill(0.0);
         return Ok(out);
     }
     let splits = if sq <= BQ && spec.kv_seq > 2 * DECODE_SPLIT {

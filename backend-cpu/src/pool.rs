@@ -63,22 +63,27 @@ fn pool() -> &'static Mutex<Pool> {
 
 /// An element type whose buffers the pool keeps.
 pub(crate) trait Pooled: Sized {
+    /// A value no kernel produces by accident (NaN, `u32::MAX`): debug builds fill the
+    /// buffers of [`crate::storage::try_vec_overwrite`] with it, so an element a kernel
+    /// forgets to write shows up in the tests instead of stale data from the pool.
+    const POISON: Self;
     fn list(lists: &mut Lists) -> &mut Vec<Vec<Self>>;
 }
 
 macro_rules! pooled {
-    ($t:ty, $field:ident) => {
+    ($t:ty, $field:ident, $poison:expr) => {
         impl Pooled for $t {
+            const POISON: Self = $poison;
             fn list(lists: &mut Lists) -> &mut Vec<Vec<Self>> {
                 &mut lists.$field
             }
         }
     };
 }
-pooled!(f32, f32s);
-pooled!(f16, f16s);
-pooled!(bf16, bf16s);
-pooled!(u32, u32s);
+pooled!(f32, f32s, f32::NAN);
+pooled!(f16, f16s, f16::NAN);
+pooled!(bf16, bf16s, bf16::NAN);
+pooled!(u32, u32s, u32::MAX);
 
 fn bytes_of<T>(capacity: usize) -> usize {
     capacity.saturating_mul(std::mem::size_of::<T>())

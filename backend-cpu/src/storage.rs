@@ -74,10 +74,17 @@ pub(crate) fn try_vec<T: Pooled + Clone + Send + Sync>(len: usize, value: T) -> 
 /// A vector of `len` elements for a kernel that overwrites every one of them: a pooled
 /// buffer is used with whatever values it holds (saving a fill pass through memory);
 /// a fresh one is filled with `value` (in parallel when large, spreading page faults).
+/// Debug builds fill every such vector with [`Pooled::POISON`] instead, so that a kernel
+/// that leaves an element unwritten fails its tests rather than returning stale values.
 pub(crate) fn try_vec_overwrite<T: Pooled + Clone + Send + Sync>(
     len: usize,
     value: T,
 ) -> Result<Vec<T>> {
+    if cfg!(debug_assertions) {
+        let mut v = try_with_capacity(len)?;
+        fill(&mut v, len, T::POISON);
+        return Ok(v);
+    }
     match pool::take::<T>(len) {
         Some(mut v) => {
             if v.len() >= len {
