@@ -163,6 +163,52 @@ fn batched_small_and_broadcast() {
     });
 }
 
+/// Batches of small f32 products with row-major operands: on AVX-512 each is read in
+/// place by 6 × 64 tiles (`matmul/small.rs`). Every row count of a tile strip, columns
+/// around the 16-lane vectors and the 64-wide tiles, depths around its 256-deep blocks,
+/// operands whose rows are not back to back (permuted batches), broadcast operands,
+/// and the epilogue on ragged tiles; the other ISAs take the packed path on the same
+/// shapes.
+#[test]
+fn batched_small_products_read_in_place() {
+    each_isa(|dev, _, _| {
+        for m in 2..=13 {
+            check(dev, &[3], m, 40, 77, false, false, DType::F32, m % 4 == 1);
+        }
+        for n in [1, 15, 16, 17, 63, 64, 65, 100, 129] {
+            check(dev, &[2], 7, 33, n, false, false, DType::F32, n % 2 == 1);
+        }
+        for k in [1, 2, KC - 1, KC, KC + 1, 2 * KC + 3] {
+            check(dev, &[2], 13, k, 70, false, false, DType::F32, true);
+        }
+        // Transposed operands (not rows in place) take the packed path.
+        check(dev, &[4], 20, 30, 40, true, false, DType::F32, true);
+        check(dev, &[4], 20, 30, 40, false, true, DType::F32, true);
+        // Rows `batch · K` (A) and `batch · N` (B) apart, each matrix at its own offset.
+        let (batch, m, k, n) = (3, 11, 50, 90);
+        let a = Tensor::randn(dev, &[m, batch, k], DType::F32, 21)
+            .unwrap()
+            .permute(&[1, 0, 2])
+            .unwrap();
+        let b = Tensor::randn(dev, &[k, batch, n], DType::F32, 22)
+            .unwrap()
+            .permute(&[1, 0, 2])
+            .unwrap();
+        check_views(&a, &b, None, None, || {
+            format!("{:?} strided A and B", dev.isa())
+        });
+        // One operand broadcast over the batch of the other.
+        let a1 = Tensor::randn(dev, &[m, k], DType::F32, 23).unwrap();
+        check_views(&a1, &b, None, None, || {
+            format!("{:?} broadcast A", dev.isa())
+        });
+        let b1 = Tensor::randn(dev, &[k, n], DType::F32, 24).unwrap();
+        check_views(&a, &b1, None, None, || {
+            format!("{:?} broadcast B", dev.isa())
+        });
+    });
+}
+
 #[test]
 fn forced_isa_must_exist() {
     for isa in [Isa::Avx512, Isa::Avx2, Isa::Generic] {

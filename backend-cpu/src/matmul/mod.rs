@@ -43,6 +43,7 @@ pub(crate) mod kernel_avx512;
 pub(crate) mod kernel_avx512_bf16;
 pub(crate) mod kernel_generic;
 mod skinny;
+mod small;
 
 use crate::simd::Isa;
 use crate::storage::{CpuStorage, Scalar, try_vec, try_vec_overwrite};
@@ -879,6 +880,18 @@ fn matmul_typed<K: MicroKernel, T: Scalar>(
             }
         }
         if done {
+            return Ok(());
+        }
+    }
+    if matches!(isa, Isa::Avx512) && batch > 1 && m * n * k <= SMALL {
+        // Many small f32 matrices: one per task, read in place (see `small`); every entry
+        // or none (the layout is the same for all, so all take it or none does).
+        let done = out
+            .par_chunks_mut(m * n)
+            .enumerate()
+            .map(|(bi, c)| small::product(av(bi), bv(bi), c, (m, k, n), epi))
+            .collect::<Result<Vec<bool>>>()?;
+        if done.iter().all(|&d| d) {
             return Ok(());
         }
     }
