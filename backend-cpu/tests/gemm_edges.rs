@@ -1,7 +1,7 @@
 //! The packed GEMM around its block edges, for every instruction set this machine runs:
 //! shapes at MR±1, NR±1, KC±1 and the task block sizes, every transposition, every float
-//! dtype, the fused epilogue on ragged tiles, the matrix-vector paths and the batched
-//! small-matrix path. Checked against the f64 reference with the dtype's tolerance.
+//! dtype, the fused epilogue on ragged tiles, the matrix-vector paths, the batched
+//! small-matrix path and the direct (unpacked) path. Checked against the f64 reference with the dtype's tolerance.
 
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{Activation, DType, Tensor, Tolerance};
@@ -85,8 +85,10 @@ fn each_isa(f: impl Fn(&CpuBackend, usize, usize)) {
 #[test]
 fn rows_around_the_micro_tile_and_task_block() {
     each_isa(|dev, mr, nr| {
+        // Row-major f32 takes the direct path on AVX-512; transposed A, the packed one.
         for m in [mr - 1, mr, mr + 1, 2 * mr + 1, MC - 1, MC + 1] {
             check(dev, &[], m, 37, nr + 1, false, false, DType::F32, false);
+            check(dev, &[], m, 37, nr + 1, true, false, DType::F32, false);
         }
     });
 }
@@ -96,6 +98,7 @@ fn columns_around_the_micro_tile() {
     each_isa(|dev, mr, nr| {
         for n in [nr - 1, nr, nr + 1, 2 * nr + 3, 513] {
             check(dev, &[], mr + 1, 29, n, false, false, DType::F32, false);
+            check(dev, &[], mr + 1, 29, n, true, false, DType::F32, false);
         }
     });
 }
@@ -105,6 +108,7 @@ fn depths_around_the_packed_panel() {
     each_isa(|dev, mr, nr| {
         for k in [1, 2, KC - 1, KC, KC + 1, 2 * KC + 1] {
             check(dev, &[], mr + 1, k, nr + 1, false, false, DType::F32, false);
+            check(dev, &[], mr + 1, k, nr + 1, true, false, DType::F32, false);
         }
         // The bf16 pair kernel packs 2·KC depths per panel (pairs of bf16 in a slot):
         // odd depths leave a half-empty last pair in each panel.
@@ -163,14 +167,14 @@ fn batched_small_and_broadcast() {
     });
 }
 
-/// Batches of small f32 products with row-major operands: on AVX-512 each is read in
-/// place by 6 × 64 tiles (`matmul/small.rs`). Every row count of a tile strip, columns
-/// around the 16-lane vectors and the 64-wide tiles, depths around its 256-deep blocks,
-/// operands whose rows are not back to back (permuted batches), broadcast operands,
-/// and the epilogue on ragged tiles; the other ISAs take the packed path on the same
-/// shapes.
+/// Row-major f32 products: on AVX-512 read in place by 6 × 64 tiles (`matmul/direct.rs`),
+/// one task per matrix of a batch of small ones, else parallel tasks of at most 256
+/// columns. Every row count of a tile strip, columns around the 16-lane vectors, the
+/// 64-wide tiles and the tasks, depths around the 256-deep blocks, operands whose rows
+/// are not back to back (permuted batches), broadcast operands, and the epilogue on
+/// ragged tiles; the other ISAs take the packed path on the same shapes.
 #[test]
-fn batched_small_products_read_in_place() {
+fn direct_products_read_in_place() {
     each_isa(|dev, _, _| {
         for m in 2..=13 {
             check(dev, &[3], m, 40, 77, false, false, DType::F32, m % 4 == 1);
@@ -180,6 +184,15 @@ fn batched_small_products_read_in_place() {
         }
         for k in [1, 2, KC - 1, KC, KC + 1, 2 * KC + 3] {
             check(dev, &[2], 13, k, 70, false, false, DType::F32, true);
+        }
+        // One product in parallel tasks: ragged last strips, tiles and tasks.
+        for (m, k, n) in [
+            (17, 300, 255),
+            (200, 257, 256),
+            (61, 100, 257),
+            (130, 513, 700),
+        ] {
+            check(dev, &[], m, k, n, false, false, DType::F32, true);
         }
         // Transposed operands (not rows in place) take the packed path.
         check(dev, &[4], 20, 30, 40, true, false, DType::F32, true);
@@ -206,6 +219,26 @@ fn batched_small_products_read_in_place() {
         check_views(&a, &b1, None, None, || {
             format!("{:?} broadcast B", dev.isa())
         });
+    });
+}
+
+/// The direct path sums every output in the packed GEMM's order: the same product with A
+/// row-major (direct on AVX-512) and A stored transposed (packed) gives the same bits,
+/// over several depth blocks and ragged tiles.
+#[test]
+fn direct_and_packed_products_agree_bit_for_bit() {
+    each_isa(|dev, _, _| {
+        let (m, k, n) = (37, 700, 300);
+        let a = Tensor::randn(dev, &[m, k], DType::F32, 31).unwrap();
+        let b = Tensor::randn(dev, &[k, n], DType::F32, 32).unwrap();
+        let a_packed = a.t().unwrap().contiguous().unwrap().t().unwrap();
+        let direct = a.matmul(&b).unwrap().to_f64_vec().unwrap();
+        let packed = a_packed.matmul(&b).unwrap().to_f64_vec().unwrap();
+        let same = direct
+            .iter()
+            .zip(&packed)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{:?}: direct and packed products differ", dev.isa());
     });
 }
 

@@ -1,29 +1,33 @@
-//! Small products of a batch (each at most `SMALL` multiply-adds, f32 operands whose rows
-//! are contiguous, AVX-512): both operands are read where they lie, nothing is packed.
+//! Direct products: f32 operands whose rows are contiguous, read where they lie by
+//! register tiles, with nothing packed (AVX-512).
 //!
-//! At batch 32 × 128×64×128 each product is 1 M multiply-adds on 32 KiB of A and 32 KiB
-//! of B, all of it in L1 or L2. The packed GEMM spent more than a third of its time there
-//! outside its micro-kernel: packing A (a 12-lane transposition, element by element) and
-//! B (64 rows copied into 32-wide panels) for a 64-deep kernel call, and copying the ragged
-//! last 8 rows through a scratch tile. Here one tile of `R × 16·V` outputs sums its depth
+//! The packed GEMM copies blocks of A and B into panels so that its micro-kernel reads
+//! them in order; that pays when each packed element is used many times. Where it is not
+//! — small products (batch 32 × 128×64×128: more than a third of the time outside the
+//! micro-kernel, packing A with a 12-lane transposition, B for 64-deep kernel calls, and
+//! the ragged 8-row strip through a scratch tile) and narrow ones (4096×4096×128: packing
+//! A's 64 MiB in 1 KiB runs, 23% of the time, for 128 uses of each element) — the packing
+//! costs more than reading in place saves. Here a tile of `R × 16·V` outputs sums its depth
 //! block straight from the operands: each step loads `V` vectors of one row of B and
-//! broadcasts `R` elements of A, one from each of its rows (A's row-major layout is the
-//! broadcast's: any address in L1 is as good as a packed one):
+//! broadcasts `R` elements of A, one from each of its rows (a broadcast reads any address
+//! in L1 as fast as a packed one):
 //!
 //! ```text
-//! parallel over the batch:
-//!     for each depth block of KC:
-//!         for each tile of 16·V columns (B's block of it stays in L1 while the rows sweep):
-//!             for each strip of R rows (fewer at the bottom: R is a const parameter):
+//! parallel over tasks of C (h rows × TASK_COLS columns; ≥ 4 per thread when parallel):
+//!     for each depth block of KC:                   (B's block of the task: ≤ 256 KiB, L2)
+//!         for each strip of R rows (fewer at the bottom: R is a const parameter):
+//!             for each tile of 16·V columns:        (A's strip, R × KC, stays in L1)
 //!                 acc (R × V zmm) = A[strip, block] · B[block, tile]   (masked ragged columns)
 //!                 C[strip, tile] (=|+=) acc;  epilogue after the last block
 //! ```
 //!
 //! Every output is summed in the same order as the packed GEMM's: a chain of fused
-//! multiply-adds per depth block of [`KC`], the blocks' sums added to C in depth order.
+//! multiply-adds per depth block of [`KC`], the blocks' sums added to C in depth order, so
+//! both paths give the same bits and the result does not depend on the thread count.
 
-use super::{Epilogue, View};
+use super::{CPtr, Epilogue, View};
 use crate::storage::Scalar;
+use rayon::prelude::*;
 use xkern_core::Result;
 
 /// Depth per block: one chain of fused multiply-adds per output (the packed GEMM's KC).
@@ -32,16 +36,20 @@ const KC: usize = 256;
 const R: usize = 6;
 /// Zmm vectors of columns per tile (64 columns).
 const V: usize = 4;
+/// Columns per task: B's depth block for them (256 × 256 floats) stays in L2. Measured
+/// against 64 and 512 at 4096×4096×128 (64: 1.1× slower, 512: the same).
+const TASK_COLS: usize = 256;
 
-/// `c = epi(A · B)` (`m × n`, row-major) for one small product when both operands are f32
-/// with unit column stride and the machine has AVX-512F; `Ok(false)` (nothing written)
-/// otherwise, or when a view would reach past its buffer.
+/// `c = epi(A · B)` (`m × n`, row-major) when both operands are f32 with unit column
+/// stride and the machine has AVX-512F, on every thread of the pool when `parallel`;
+/// `Ok(false)` (nothing written) otherwise, or when a view would reach past its buffer.
 pub(super) fn product<T: Scalar>(
     a: View<'_, T>,
     b: View<'_, T>,
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
     epi: Epilogue<'_>,
+    parallel: bool,
 ) -> Result<bool> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -64,46 +72,83 @@ pub(super) fn product<T: Scalar>(
         if !crate::simd::Isa::Avx512.is_available() {
             return Ok(false);
         }
-        let ap = ad[a.offset..].as_ptr();
-        let bp = bd[b.offset..].as_ptr();
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            let last = p0 + kc == k;
-            for j0 in (0..n).step_by(16 * V) {
-                let cols = (16 * V).min(n - j0);
-                for i0 in (0..m).step_by(R) {
-                    let rows = R.min(m - i0);
-                    // SAFETY: rows i0..i0 + rows, depths p0..p0 + kc of A and depths
-                    // p0..p0 + kc, columns j0..j0 + cols of B lie inside their buffers
-                    // (checked above); the tile of C is inside `c`, which is ours;
-                    // AVX-512F was detected.
-                    unsafe {
-                        tile_rows(
-                            rows,
-                            kc,
-                            ap.add(i0 * a.rs + p0),
-                            a.rs,
-                            bp.add(p0 * b.rs + j0),
-                            b.rs,
-                            cols,
-                            c.as_mut_ptr().add(i0 * n + j0),
-                            n,
-                            p0 > 0,
-                        )
-                    };
-                    if last {
-                        for i in i0..i0 + rows {
-                            epi.apply(&mut c[i * n + j0..i * n + j0 + cols], j0);
+        let (ap, bp) = (
+            CPtr(ad[a.offset..].as_ptr().cast_mut()),
+            CPtr(bd[b.offset..].as_ptr().cast_mut()),
+        );
+        let cp = CPtr(c.as_mut_ptr());
+        // Rows i_lo..i_hi × columns j_lo..j_hi of C.
+        let rect = |(i_lo, i_hi, j_lo, j_hi): (usize, usize, usize, usize)| {
+            let (ap, bp, cp) = (ap, bp, cp);
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                let last = p0 + kc == k;
+                for i0 in (i_lo..i_hi).step_by(R) {
+                    let rows = R.min(i_hi - i0);
+                    for j0 in (j_lo..j_hi).step_by(16 * V) {
+                        let cols = (16 * V).min(j_hi - j0);
+                        // SAFETY: rows i0..i0 + rows, depths p0..p0 + kc of A and depths
+                        // p0..p0 + kc, columns j0..j0 + cols of B lie inside their buffers
+                        // (checked above); the tile of C is inside `c`, and this task's
+                        // alone; AVX-512F was detected.
+                        unsafe {
+                            tile_rows(
+                                rows,
+                                kc,
+                                ap.0.add(i0 * a.rs + p0),
+                                a.rs,
+                                bp.0.add(p0 * b.rs + j0),
+                                b.rs,
+                                cols,
+                                cp.0.add(i0 * n + j0),
+                                n,
+                                p0 > 0,
+                            )
+                        };
+                        if last {
+                            for i in i0..i0 + rows {
+                                // SAFETY: the row segment lies in this task's tile of C.
+                                let row = unsafe {
+                                    std::slice::from_raw_parts_mut(cp.0.add(i * n + j0), cols)
+                                };
+                                epi.apply(row, j0);
+                            }
                         }
                     }
                 }
             }
+        };
+        let wc = TASK_COLS;
+        let threads = if parallel {
+            rayon::current_num_threads().max(1)
+        } else {
+            1
+        };
+        let (strips, blocks) = (m.div_ceil(R), n.div_ceil(wc));
+        let groups = if parallel {
+            (4 * threads).div_ceil(blocks).clamp(1, strips)
+        } else {
+            1
+        };
+        let h = strips.div_ceil(groups) * R;
+        let rects: Vec<_> = (0..m)
+            .step_by(h)
+            .flat_map(|i| {
+                (0..n)
+                    .step_by(wc)
+                    .map(move |j| (i, (i + h).min(m), j, (j + wc).min(n)))
+            })
+            .collect();
+        if parallel {
+            rects.into_par_iter().for_each(rect);
+        } else {
+            rects.into_iter().for_each(rect);
         }
         Ok(true)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (a, b, c, (m, k, n), epi);
+        let _ = (a, b, c, (m, k, n), epi, parallel);
         Ok(false)
     }
 }
@@ -246,10 +291,13 @@ mod tests {
             bias: None,
             activation: None,
         };
-        let mut c = vec![f32::NAN; m * n];
-        let took = product(av, bv, &mut c, (m, k, n), epi).unwrap();
-        assert_eq!(took, crate::simd::Isa::Avx512.is_available());
-        if took {
+        for parallel in [false, true] {
+            let mut c = vec![f32::NAN; m * n];
+            let took = product(av, bv, &mut c, (m, k, n), epi, parallel).unwrap();
+            assert_eq!(took, crate::simd::Isa::Avx512.is_available());
+            if !took {
+                continue;
+            }
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k)
@@ -258,23 +306,24 @@ mod tests {
                     let got = f64::from(c[i * n + j]);
                     assert!(
                         (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                        "({i}, {j}): {got} vs {want}"
+                        "({i}, {j}), parallel {parallel}: {got} vs {want}"
                     );
                 }
             }
         }
+        let mut c = vec![0.0f32; m * n];
         // Transposed A (column stride ≠ 1) and a view past its buffer: not taken.
         let at = View {
             cs: lda,
             rs: 1,
             ..av
         };
-        assert!(!product(at, bv, &mut c, (m, k, n), epi).unwrap());
+        assert!(!product(at, bv, &mut c, (m, k, n), epi, false).unwrap());
         // The last row of B one element short of its N columns.
         let short = View {
             data: &b[..5 + (k - 1) * ldb + n - 1],
             ..bv
         };
-        assert!(!product(av, short, &mut c, (m, k, n), epi).unwrap());
+        assert!(!product(av, short, &mut c, (m, k, n), epi, false).unwrap());
     }
 }
