@@ -72,14 +72,12 @@ pub(super) fn product<T: Scalar>(
         if !crate::simd::Isa::Avx512.is_available() {
             return Ok(false);
         }
-        let (ap, bp) = (
-            CPtr(ad[a.offset..].as_ptr().cast_mut()),
-            CPtr(bd[b.offset..].as_ptr().cast_mut()),
-        );
+        let (ad, bd) = (&ad[a.offset..], &bd[b.offset..]);
         let cp = CPtr(c.as_mut_ptr());
         // Rows i_lo..i_hi × columns j_lo..j_hi of C.
         let rect = |(i_lo, i_hi, j_lo, j_hi): (usize, usize, usize, usize)| {
-            let (ap, bp, cp) = (ap, bp, cp);
+            // The operands' pointers come from their (shared, read-only) slices.
+            let (ap, bp, cp) = (ad.as_ptr(), bd.as_ptr(), cp);
             for p0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - p0);
                 let last = p0 + kc == k;
@@ -95,9 +93,9 @@ pub(super) fn product<T: Scalar>(
                             tile_rows(
                                 rows,
                                 kc,
-                                ap.0.add(i0 * a.rs + p0),
+                                ap.add(i0 * a.rs + p0),
                                 a.rs,
-                                bp.0.add(p0 * b.rs + j0),
+                                bp.add(p0 * b.rs + j0),
                                 b.rs,
                                 cols,
                                 cp.0.add(i0 * n + j0),
