@@ -29,12 +29,45 @@ impl MicroKernel for Avx512 {
     ) {
         // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F was detected before
         // this kernel was selected.
-        unsafe { kernel(kc, a, b, c, ldc, accumulate) }
+        unsafe { kernel::<12>(kc, a, b, c, ldc, accumulate) }
+    }
+
+    unsafe fn run_rows(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) -> bool {
+        // SAFETY: every arm forwards the contract of `MicroKernel::run_rows`, for `ROWS =
+        // rows` rows; AVX-512F was detected before this kernel was selected.
+        unsafe {
+            match rows {
+                1 => kernel::<1>(kc, a, b, c, ldc, accumulate),
+                2 => kernel::<2>(kc, a, b, c, ldc, accumulate),
+                3 => kernel::<3>(kc, a, b, c, ldc, accumulate),
+                4 => kernel::<4>(kc, a, b, c, ldc, accumulate),
+                5 => kernel::<5>(kc, a, b, c, ldc, accumulate),
+                6 => kernel::<6>(kc, a, b, c, ldc, accumulate),
+                7 => kernel::<7>(kc, a, b, c, ldc, accumulate),
+                8 => kernel::<8>(kc, a, b, c, ldc, accumulate),
+                9 => kernel::<9>(kc, a, b, c, ldc, accumulate),
+                10 => kernel::<10>(kc, a, b, c, ldc, accumulate),
+                11 => kernel::<11>(kc, a, b, c, ldc, accumulate),
+                _ => return false,
+            }
+        }
+        true
     }
 }
 
+/// The first `ROWS` rows (all 12 for the full tile) of a 12-row panel's tile: a ragged
+/// last strip runs with `ROWS` accumulator pairs in place instead of the whole tile on a
+/// scratch tile (no wasted multiply-adds, no copy).
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel(
+unsafe fn kernel<const ROWS: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -42,11 +75,11 @@ unsafe fn kernel(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut lo = [_mm512_setzero_ps(); 12];
-    let mut hi = [_mm512_setzero_ps(); 12];
+    let mut lo = [_mm512_setzero_ps(); ROWS];
+    let mut hi = [_mm512_setzero_ps(); ROWS];
     if accumulate {
-        // The C tile is read only at the end; start fetching its 24 lines now.
-        for i in 0..12 {
+        // The C tile is read only at the end; start fetching its lines now.
+        for i in 0..ROWS {
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16) as *const i8);
         }
@@ -60,15 +93,15 @@ unsafe fn kernel(
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 32 + 272) as *const i8);
             let b0 = _mm512_loadu_ps(b.add(p * 32));
             let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            for i in 0..12 {
+            for i in 0..ROWS {
                 let ai = _mm512_set1_ps(*a.add(p * 12 + i));
                 lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
                 hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
             }
         }
     }
-    for i in 0..12 {
-        // SAFETY: c addresses a 12 × 32 tile with row stride ldc.
+    for i in 0..ROWS {
+        // SAFETY: c addresses a ROWS × 32 tile with row stride ldc.
         unsafe {
             let row = c.add(i * ldc);
             let (mut r0, mut r1) = (lo[i], hi[i]);

@@ -81,6 +81,26 @@ pub(crate) trait MicroKernel {
         ldc: usize,
         accumulate: bool,
     );
+
+    /// As [`MicroKernel::run`] for the first `rows < MR` rows of the tile only (`c` then
+    /// points to `rows` writable rows; `a` is still a whole MR-tall panel); `false`, with
+    /// nothing done, where the kernel has no such variant (the caller then runs the whole
+    /// tile on a scratch tile and copies the rows out).
+    ///
+    /// # Safety
+    /// As [`MicroKernel::run`], with `rows` rows of C.
+    unsafe fn run_rows(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) -> bool {
+        let _ = (rows, kc, a, b, c, ldc, accumulate);
+        false
+    }
 }
 
 /// Cache blocking: depth of a packed panel, rows and columns of C per parallel task.
@@ -532,6 +552,11 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
                 // SAFETY: panels hold kc·MR and kc·NR floats; the full tile is inside C and
                 // ours alone; the kernel's ISA was detected when it was chosen.
                 unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate) };
+            } else if cols == nr
+                // SAFETY: as above, for the tile's `rows` rows, all inside C.
+                && unsafe { K::run_rows(rows, kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate) }
+            {
+                // A ragged last strip of rows, computed in place by a shorter kernel.
             } else {
                 // Ragged edge: run the kernel on a scratch tile and copy the valid part.
                 for i in 0..rows {
