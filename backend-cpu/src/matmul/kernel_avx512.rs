@@ -18,6 +18,7 @@ pub(crate) struct Avx512;
 impl MicroKernel for Avx512 {
     const MR: usize = 12;
     const NR: usize = 32;
+    const GATHER: Option<super::Gather> = Some(gather);
 
     unsafe fn run(
         kc: usize,
@@ -112,5 +113,146 @@ unsafe fn kernel<const ROWS: usize>(
             _mm512_storeu_ps(row, r0);
             _mm512_storeu_ps(row.add(16), r1);
         }
+    }
+}
+
+/// The kernel's packing of panels whose lanes are each contiguous along the depth (A
+/// row-major, B transposed; f32): `out[s·w + i] = src[i·rs + s]` for `w` = 12 (A panels)
+/// or 32 (B panels) lanes and `s < kc`, through 16 × 16 transpositions in registers
+/// instead of one scalar load and store per element (the generic gather, 2–3 cycles per
+/// element: 8% of causal attention's samples were packing K and Q). `false` for other
+/// widths, with nothing written.
+///
+/// # Safety
+/// Lane `i < w` has `kc` readable floats at `src + i·rs`, `out` has `w·kc` writable
+/// floats, and the CPU has AVX-512F.
+pub(crate) unsafe fn gather(
+    w: usize,
+    src: *const f32,
+    rs: usize,
+    kc: usize,
+    out: *mut f32,
+) -> bool {
+    // SAFETY: the caller's contract, for lanes 0..12, 0..16 and 16..32.
+    unsafe {
+        match w {
+            12 => transpose_lanes(src, rs, 12, kc, out, 12),
+            32 => {
+                transpose_lanes(src, rs, 16, kc, out, 32);
+                transpose_lanes(src.add(16 * rs), rs, 16, kc, out.add(16), 32);
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// `out[s·ldo + i] = src[i·rs + s]` for `i < lanes ≤ 16`, `s < kc`: blocks of 16 depths
+/// loaded one lane per register (masked at the end), transposed, and stored one depth
+/// per row (masked to `lanes`).
+///
+/// # Safety
+/// As [`gather`], for `lanes` lanes and rows of `out` `ldo ≥ lanes` floats apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_lanes(
+    src: *const f32,
+    rs: usize,
+    lanes: usize,
+    kc: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let lane_mask = ((1u32 << lanes) - 1) as u16;
+    for s0 in (0..kc).step_by(16) {
+        let depths = (kc - s0).min(16);
+        let in_mask = ((1u32 << depths) - 1) as u16;
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, ri) in r.iter_mut().enumerate().take(lanes) {
+            // SAFETY: lane i holds kc floats; the masked lanes stay below kc.
+            unsafe {
+                let at = src.add(i * rs + s0);
+                // Each lane is its own stream, rs apart: fetch its line 4 ahead.
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64) as *const i8);
+                *ri = _mm512_maskz_loadu_ps(in_mask, at);
+            }
+        }
+        let t = transpose16(r);
+        for (d, row) in t.iter().enumerate().take(depths) {
+            // SAFETY: row s0 + d of `out` holds `lanes` writable floats.
+            unsafe { _mm512_mask_storeu_ps(out.add((s0 + d) * ldo), lane_mask, *row) };
+        }
+    }
+}
+
+/// The transpose of a 16 × 16 block held one row per register: 64 shuffles in four
+/// stages (pairs of floats, pairs of doubles, then 128-bit lanes twice).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    let mut a = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // b[4i + j], 128-bit lane L: rows 4i..4i + 4 of column 4L + j.
+    let mut b = [_mm512_setzero_ps(); 16];
+    let pd = _mm512_castps_pd;
+    for i in 0..4 {
+        let (x0, x1, y0, y1) = (
+            pd(a[4 * i]),
+            pd(a[4 * i + 1]),
+            pd(a[4 * i + 2]),
+            pd(a[4 * i + 3]),
+        );
+        b[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(x0, y0));
+        b[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x0, y0));
+        b[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x1, y1));
+        b[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x1, y1));
+    }
+    // Column 4L + j gathers lane L of b[j], b[4 + j], b[8 + j], b[12 + j].
+    let mut t = [_mm512_setzero_ps(); 16];
+    for j in 0..4 {
+        let c0 = _mm512_shuffle_f32x4::<0x44>(b[j], b[4 + j]);
+        let c1 = _mm512_shuffle_f32x4::<0xEE>(b[j], b[4 + j]);
+        let d0 = _mm512_shuffle_f32x4::<0x44>(b[8 + j], b[12 + j]);
+        let d1 = _mm512_shuffle_f32x4::<0xEE>(b[8 + j], b[12 + j]);
+        t[j] = _mm512_shuffle_f32x4::<0x88>(c0, d0);
+        t[4 + j] = _mm512_shuffle_f32x4::<0xDD>(c0, d0);
+        t[8 + j] = _mm512_shuffle_f32x4::<0x88>(c1, d1);
+        t[12 + j] = _mm512_shuffle_f32x4::<0xDD>(c1, d1);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The register transposition packs exactly what the generic gather packs: every
+    /// element of 12- and 32-lane panels, depths around its 16-deep blocks.
+    #[test]
+    fn gather_packs_the_transposed_lanes() {
+        if !crate::simd::Isa::Avx512.is_available() {
+            eprintln!("no AVX-512F on this CPU: the AVX-512 packing cannot run here");
+            return;
+        }
+        for w in [12, 32] {
+            for kc in [1, 2, 15, 16, 17, 31, 64, 100, 256] {
+                let rs = kc + 3;
+                let src: Vec<f32> = (0..w * rs).map(|i| i as f32 * 0.5 - 7.0).collect();
+                let mut out = vec![f32::NAN; w * kc];
+                // SAFETY: w lanes of kc floats rs apart in `src`, w·kc floats in `out`;
+                // AVX-512F checked above.
+                assert!(unsafe { gather(w, src.as_ptr(), rs, kc, out.as_mut_ptr()) });
+                for s in 0..kc {
+                    for i in 0..w {
+                        assert_eq!(out[s * w + i], src[i * rs + s], "w {w} kc {kc} ({s}, {i})");
+                    }
+                }
+            }
+        }
+        let mut out = [0.0f32; 16];
+        // SAFETY: 16 lanes of one float in a 16-float source; AVX-512F checked above.
+        assert!(!unsafe { gather(16, out.as_ptr(), 1, 1, out.as_mut_ptr()) });
     }
 }

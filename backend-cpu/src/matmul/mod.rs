@@ -55,6 +55,15 @@ use crate::storage::{CpuStorage, Scalar, try_vec, try_vec_overwrite};
 use rayon::prelude::*;
 use xkern_core::{MatmulSpec, Result};
 
+/// `gather(w, src, rs, kc, out)`: packs a `w`-lane panel of f32 lanes `rs` apart, each
+/// `kc` contiguous depths, as `out[s·w + i] = src[i·rs + s]`; `false` (nothing written)
+/// for a width it does not handle.
+///
+/// # Safety
+/// Lane `i < w` has `kc` readable floats at `src + i·rs`, `out` `w·kc` writable ones, and
+/// the CPU has the kernel's instruction set.
+pub(crate) type Gather = unsafe fn(usize, *const f32, usize, usize, *mut f32) -> bool;
+
 /// A register-tiled micro-kernel: `C[MR × NR] (=|+=) Σ_p A[:, p] · B[p, :]`.
 pub(crate) trait MicroKernel {
     /// Rows of the C tile (A values broadcast per k-step).
@@ -64,6 +73,9 @@ pub(crate) trait MicroKernel {
     /// Depth elements per packed step: 1 for f32 panels, 2 for panels whose 32-bit slots
     /// each hold a pair of bf16 values (consecutive k), as `vdpbf16ps` consumes them.
     const KU: usize = 1;
+    /// The kernel's own packing of f32 panels whose lanes are contiguous along the depth
+    /// (see [`Gather`]), where it has one; `None`: the generic gather.
+    const GATHER: Option<Gather> = None;
 
     /// Runs `kc` packed steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed
     /// B micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
@@ -180,6 +192,7 @@ fn pack<T: Scalar>(
     ku: usize,
     dst: &mut [f32],
     parallel: bool,
+    gather: Option<Gather>,
 ) {
     let steps = kc.div_ceil(ku);
     let get = |x: usize, k: usize| if k < kc { v.at(x, p0 + k) } else { 0.0 };
@@ -188,6 +201,20 @@ fn pack<T: Scalar>(
         let x0 = q * w;
         let valid = w.min(extent.saturating_sub(x0));
         if v.cs == 1 && ku == 1 && valid == w {
+            if let (Some(g), Some(data)) = (gather, T::as_f32(v.data)) {
+                let start = v.offset + x0 * v.rs + p0;
+                let in_bounds = (w - 1)
+                    .checked_mul(v.rs)
+                    .and_then(|x| x.checked_add(start + kc))
+                    .is_some_and(|end| end <= data.len());
+                // SAFETY: lane i's kc floats lie inside `data` (checked), the panel holds
+                // w·kc floats (ku = 1), and the kernel's ISA was detected when it was
+                // chosen.
+                if in_bounds && unsafe { g(w, data[start..].as_ptr(), v.rs, kc, out.as_mut_ptr()) }
+                {
+                    return;
+                }
+            }
             let done = match w {
                 12 => gather_lanes::<T, 12>(v, x0, p0, kc, out),
                 6 => gather_lanes::<T, 6>(v, x0, p0, kc, out),
@@ -385,8 +412,9 @@ pub(crate) fn pack_a<T: Scalar>(
     ku: usize,
     dst: &mut [f32],
     parallel: bool,
+    gather: Option<Gather>,
 ) {
-    pack(a, m, p0, kc, mr, ku, dst, parallel);
+    pack(a, m, p0, kc, mr, ku, dst, parallel, gather);
 }
 
 /// Packs depths `p0..p0+kc` × columns `0..n` of B into NR-wide panels of `ku`-element
@@ -401,6 +429,7 @@ pub(crate) fn pack_b<T: Scalar>(
     ku: usize,
     dst: &mut [f32],
     parallel: bool,
+    gather: Option<Gather>,
 ) {
     let bt = View {
         data: b.data,
@@ -408,7 +437,7 @@ pub(crate) fn pack_b<T: Scalar>(
         rs: b.cs,
         cs: b.rs,
     };
-    pack(bt, n, p0, kc, nr, ku, dst, parallel);
+    pack(bt, n, p0, kc, nr, ku, dst, parallel, gather);
 }
 
 /// Two bf16 values in one 32-bit slot (the lower half holds the even k), reinterpreted as
@@ -699,8 +728,8 @@ fn gemm<K: MicroKernel, T: Scalar>(
             &mut a_pack[..m.div_ceil(mr) * mr * steps],
             &mut b_pack[..n.div_ceil(nr) * nr * steps],
         );
-        pack_a(a, m, p0, kc, mr, K::KU, ap, parallel);
-        pack_b(b, n, p0, kc, nr, K::KU, bp, parallel);
+        pack_a(a, m, p0, kc, mr, K::KU, ap, parallel, K::GATHER);
+        pack_b(b, n, p0, kc, nr, K::KU, bp, parallel, K::GATHER);
         let last = (p0 + kc == k).then_some(epi);
         let (ap, bp) = (&*ap, &*bp);
         let packed = Packed {
@@ -799,8 +828,8 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
     parts
         .into_par_iter()
         .for_each(|(p0, kc, part)| match split {
-            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, inner),
-            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, inner),
+            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, inner, K::GATHER),
+            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, inner, K::GATHER),
         });
     let wp = &*wp;
     let cp = CPtr(c.as_mut_ptr());
@@ -846,11 +875,11 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
                     let whole = &wp[off..off + whole_len * steps];
                     let (pa, pb) = match split {
                         Split::Columns => {
-                            pack_b(own_b, w, p0, kc, nr, K::KU, own, false);
+                            pack_b(own_b, w, p0, kc, nr, K::KU, own, false, K::GATHER);
                             (whole, &*own)
                         }
                         Split::Rows => {
-                            pack_a(own_a, w, p0, kc, mr, K::KU, own, false);
+                            pack_a(own_a, w, p0, kc, mr, K::KU, own, false, K::GATHER);
                             (&*own, whole)
                         }
                     };
