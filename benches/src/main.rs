@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use xkern::Device;
-use xkern_bench::measure::{Budget, Contestant, Stats, interleaved};
+use xkern_bench::measure::{self, Budget, Contestant, Stats, interleaved};
 use xkern_bench::numerics;
 use xkern_bench::report::{PeerResult, Row, short_name, table};
 use xkern_bench::{cases, html, workload};
@@ -52,6 +52,15 @@ struct Cli {
     /// again at the start of this run.
     #[arg(long)]
     cached_probe: bool,
+    /// Evict the CPU caches before every timed repetition (by reading a buffer of
+    /// --cold-cache-mib MiB on every thread), so that memory-bound CPU cases read their
+    /// data from memory, as the bandwidth probe does; without it repetitions run back to
+    /// back and a case of 64 MiB or less can find part of its data in the L3 cache.
+    #[arg(long)]
+    cold_cache: bool,
+    /// Size of the eviction buffer of --cold-cache (at least twice the last-level cache).
+    #[arg(long, default_value_t = 128)]
+    cold_cache_mib: usize,
     /// Write one Chrome trace (trace-event JSON, opens in Perfetto) per neuron-sim case
     /// into this directory, named `<case>__<backend>.json`.
     #[arg(long)]
@@ -135,6 +144,9 @@ fn run() -> anyhow::Result<bool> {
         min_reps: cli.min_reps.max(1),
         max_reps: 10_000,
     };
+    let evictor = cli
+        .cold_cache
+        .then(|| measure::Evictor::new(cli.cold_cache_mib, threads));
     let mut rows = Vec::new();
     let mut infos = Vec::new();
     let mut all_ok = true;
@@ -143,7 +155,9 @@ fn run() -> anyhow::Result<bool> {
         let info = dev.info();
         for case in &all {
             progress.set_message(format!("{} on {}", case.id, info.backend));
-            match run_case(case, dev, &info, budget, !cli.no_peers) {
+            // Only the CPU's caches hold a CPU case's data between repetitions.
+            let evict = evictor.as_ref().filter(|_| info.backend.starts_with("cpu"));
+            match run_case(case, dev, &info, budget, !cli.no_peers, evict) {
                 Ok(row) => {
                     if let (Some(dir), Some(_)) = (&cli.trace, &row.sim_time_s) {
                         std::fs::create_dir_all(dir)
@@ -182,6 +196,12 @@ fn run() -> anyhow::Result<bool> {
             fig(i.peak_gflops_f32, "GFLOP/s"),
             fig(i.peak_gflops_16, "GFLOP/s"),
             fig(i.bandwidth_gbs, "GB/s")
+        );
+    }
+    if evictor.is_some() {
+        println!(
+            "cold cache: {} MiB read before every timed CPU repetition",
+            cli.cold_cache_mib
         );
     }
     println!();
@@ -296,6 +316,7 @@ fn run_case(
     info: &xkern::DeviceInfo,
     budget: Budget,
     peers: bool,
+    evict: Option<&measure::Evictor>,
 ) -> anyhow::Result<Row> {
     let mut p = workload::prepare(case, dev, peers)?;
     let mut last = None;
@@ -309,7 +330,12 @@ fn run_case(
         for peer in p.peers.iter_mut() {
             contestants.push(&mut *peer.run);
         }
-        interleaved(&mut contestants, budget)?
+        let mut before = || {
+            if let Some(e) = evict {
+                e.evict();
+            }
+        };
+        interleaved(&mut contestants, budget, &mut before)?
     };
     // GPU time (wgpu with timestamp queries): extra runs after the wall-clock ones, so
     // the timestamp readbacks stay out of the wall times.

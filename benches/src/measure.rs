@@ -55,10 +55,12 @@ pub struct Budget {
 /// A timed closure.
 pub type Contestant<'a> = &'a mut dyn FnMut() -> anyhow::Result<()>;
 
-/// Runs each contestant once to warm up, then rounds of one timed run each.
+/// Runs each contestant once to warm up, then rounds of one timed run each, `before`
+/// (untimed) ahead of every timed run: the cache eviction of `--cold-cache`, or nothing.
 pub fn interleaved(
     contestants: &mut [Contestant<'_>],
     budget: Budget,
+    before: &mut dyn FnMut(),
 ) -> anyhow::Result<Vec<Stats>> {
     for c in contestants.iter_mut() {
         c()?;
@@ -68,6 +70,7 @@ pub fn interleaved(
     let mut rounds = 0;
     while rounds < budget.max_reps && (rounds < budget.min_reps || start.elapsed() < budget.time) {
         for (c, t) in contestants.iter_mut().zip(times.iter_mut()) {
+            before();
             let t0 = Instant::now();
             c()?;
             t.push(t0.elapsed().as_secs_f64());
@@ -75,6 +78,37 @@ pub fn interleaved(
         rounds += 1;
     }
     Ok(times.into_iter().map(Stats::of).collect())
+}
+
+/// Evicts the CPU caches: every thread reads its share of a buffer several times the size
+/// of the last-level cache, so that the next timed run finds its data in memory, as the
+/// bandwidth probe does.
+pub struct Evictor {
+    buf: Vec<u64>,
+    threads: usize,
+}
+
+impl Evictor {
+    /// A buffer of `mib` MiB, read by `threads` threads.
+    pub fn new(mib: usize, threads: usize) -> Evictor {
+        let len = mib * (1 << 20) / std::mem::size_of::<u64>();
+        Evictor {
+            buf: (0..len as u64).collect(),
+            threads: threads.max(1),
+        }
+    }
+
+    /// Reads the whole buffer (the sum is kept from the optimiser by `black_box`).
+    pub fn evict(&self) {
+        let chunk = self.buf.len().div_ceil(self.threads).max(1);
+        std::thread::scope(|s| {
+            for part in self.buf.chunks(chunk) {
+                s.spawn(move || {
+                    std::hint::black_box(part.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+                });
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +120,15 @@ mod tests {
         let s = Stats::of(vec![3.0, 1.0, 2.0]);
         assert_eq!((s.median_s, s.min_s, s.max_s, s.reps), (2.0, 1.0, 3.0, 3));
         assert_eq!(Stats::of(vec![1.0, 2.0, 3.0, 4.0]).median_s, 2.5);
+    }
+
+    #[test]
+    fn eviction_reads_every_chunk() {
+        // Runs on any thread count, and on a buffer that does not split evenly.
+        for threads in [1, 3] {
+            Evictor::new(1, threads).evict();
+        }
+        assert_eq!(Evictor::new(1, 2).buf.len(), (1 << 20) / 8);
     }
 
     #[test]
@@ -104,8 +147,10 @@ mod tests {
             min_reps: 3,
             max_reps: 10,
         };
-        let stats = interleaved(&mut [&mut a, &mut b], budget).unwrap();
+        let mut evict = || log.borrow_mut().push('.');
+        let stats = interleaved(&mut [&mut a, &mut b], budget, &mut evict).unwrap();
         assert_eq!(stats[0].reps, 3);
-        assert_eq!(log.borrow().iter().collect::<String>(), "abababab");
+        // Warm-up without eviction, then an eviction before every timed run.
+        assert_eq!(log.borrow().iter().collect::<String>(), "ab.a.b.a.b.a.b");
     }
 }
