@@ -99,7 +99,11 @@ fn measure_fma() -> f64 {
 /// Read bandwidth of all workers over a 256 MiB buffer, GB/s.
 fn measure_bandwidth() -> f64 {
     let len = 64 << 20;
-    let buf = vec![1.0f32; len];
+    // Backed as the backend's own large buffers are (huge pages where offered), so that
+    // the roof is what a kernel streaming a tensor can reach.
+    let mut buf: Vec<f32> = Vec::with_capacity(len);
+    crate::storage::advise_huge(buf.as_ptr().cast(), len * 4);
+    buf.resize(len, 1.0f32);
     let chunk = len / (rayon::current_num_threads() * 8).max(1);
     (0..5)
         .map(|_| {

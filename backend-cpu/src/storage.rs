@@ -73,7 +73,7 @@ fn huge_pages_wanted() -> bool {
 /// changes.
 /// `XKERN_CPU_HUGE_PAGES=0` (or `off`) turns the advice off, for systems where the
 /// kernel's compaction of memory into huge pages would stall allocations.
-fn advise_huge(ptr: *const u8, bytes: usize) {
+pub(crate) fn advise_huge(ptr: *const u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     if bytes >= HUGE_MIN_BYTES && huge_pages_wanted() {
         const PAGE: usize = 4096;
