@@ -54,12 +54,10 @@ const HUGE_MIN_BYTES: usize = 4 << 20;
 fn huge_pages_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WANTED.get_or_init(|| {
-        !matches!(
-            std::env::var("XKERN_CPU_HUGE_PAGES")
-                .as_deref()
-                .map(str::trim),
-            Ok("0" | "off" | "false")
-        )
+        let v = std::env::var("XKERN_CPU_HUGE_PAGES").unwrap_or_default();
+        !["0", "off", "false", "no"]
+            .iter()
+            .any(|off| v.trim().eq_ignore_ascii_case(off))
     })
 }
 
@@ -70,9 +68,9 @@ fn huge_pages_wanted() -> bool {
 /// of the bandwidth: on the reference Zen 4 VM a 64 MiB row sum read from memory ran in
 /// 2.8–3.6 ms on 4 KiB pages against 2.0 ms on 2 MiB pages (C probe, caches evicted
 /// before each pass). A hint only: where it is refused, or on other systems, nothing
-/// changes.
-/// `XKERN_CPU_HUGE_PAGES=0` (or `off`) turns the advice off, for systems where the
-/// kernel's compaction of memory into huge pages would stall allocations.
+/// changes. `XKERN_CPU_HUGE_PAGES=0` (or `off`, `false`, `no`, in any case) turns it off,
+/// for systems where the kernel's compaction of memory into huge pages would stall
+/// allocations.
 pub(crate) fn advise_huge(ptr: *const u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     if bytes >= HUGE_MIN_BYTES && huge_pages_wanted() {

@@ -59,8 +59,8 @@ struct Cli {
     #[arg(long)]
     cold_cache: bool,
     /// Size of the eviction buffer of --cold-cache (at least twice the last-level cache).
-    #[arg(long, default_value_t = 128)]
-    cold_cache_mib: usize,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    cold_cache_mib: u64,
     /// Write one Chrome trace (trace-event JSON, opens in Perfetto) per neuron-sim case
     /// into this directory, named `<case>__<backend>.json`.
     #[arg(long)]
@@ -146,7 +146,7 @@ fn run() -> anyhow::Result<bool> {
     };
     let evictor = cli
         .cold_cache
-        .then(|| measure::Evictor::new(cli.cold_cache_mib, threads));
+        .then(|| measure::Evictor::new(cli.cold_cache_mib as usize, threads));
     let mut rows = Vec::new();
     let mut infos = Vec::new();
     let mut all_ok = true;

@@ -22,16 +22,15 @@
 //! ```
 //!
 //! Every output is summed in the same order as the packed GEMM's: a chain of fused
-//! multiply-adds per depth block of [`KC`], the blocks' sums added to C in depth order, so
-//! both paths give the same bits and the result does not depend on the thread count.
+//! multiply-adds per depth block of the packed GEMM's KC, the blocks' sums added to C in
+//! depth order, so both paths give the same bits and the result does not depend on the
+//! thread count.
 
 use super::{CPtr, Epilogue, View};
 use crate::storage::Scalar;
 use rayon::prelude::*;
 use xkern_core::Result;
 
-/// Depth per block: one chain of fused multiply-adds per output (the packed GEMM's KC).
-const KC: usize = 256;
 /// Rows of A per tile: 6 × 4 zmm accumulators (6 broadcasts and 4 loads per 24 FMAs).
 const R: usize = 6;
 /// Zmm vectors of columns per tile (64 columns).
@@ -72,14 +71,17 @@ pub(super) fn product<T: Scalar>(
         if !crate::simd::Isa::Avx512.is_available() {
             return Ok(false);
         }
+        // Depth per block, the packed GEMM's KC (also under `XKERN_GEMM_BLOCKING`): one
+        // chain of fused multiply-adds per output and block, as there.
+        let kc_max = super::blocking().kc;
         let (ad, bd) = (&ad[a.offset..], &bd[b.offset..]);
         let cp = CPtr(c.as_mut_ptr());
         // Rows i_lo..i_hi × columns j_lo..j_hi of C.
         let rect = |(i_lo, i_hi, j_lo, j_hi): (usize, usize, usize, usize)| {
             // The operands' pointers come from their (shared, read-only) slices.
             let (ap, bp, cp) = (ad.as_ptr(), bd.as_ptr(), cp);
-            for p0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - p0);
+            for p0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - p0);
                 let last = p0 + kc == k;
                 for i0 in (i_lo..i_hi).step_by(R) {
                     let rows = R.min(i_hi - i0);

@@ -32,8 +32,10 @@
 //!
 //! On AVX-512, products with f32 operands whose rows are contiguous skip packing where it
 //! does not pay ([`direct`]: up to 1024³ multiply-adds, any size with at most 512 columns,
-//! and batches of small matrices), and 2 ≤ M ≤ 16 rows stream B in place ([`skinny`]);
-//! both sum in the packed GEMM's order, so every path gives the same bits.
+//! and batches of small matrices), and 2 ≤ M ≤ 16 rows stream B in place ([`skinny`]).
+//! The direct path sums in the packed GEMM's order (same bits); the skinny and GEMV paths
+//! sum in their own fixed orders (16-deep blocks, 8 lanes), so a product's last bits can
+//! depend on which path its shape takes, never on the thread count.
 
 // Kernel code: slices of packed panels and of C are sized from the validated spec and
 // the blocking; loop bounds never exceed them.
