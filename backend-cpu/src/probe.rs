@@ -102,7 +102,7 @@ fn measure_bandwidth() -> f64 {
     // Backed as the backend's own large buffers are (huge pages where offered), so that
     // the roof is what a kernel streaming a tensor can reach.
     let mut buf: Vec<f32> = Vec::with_capacity(len);
-    crate::storage::advise_huge(buf.as_ptr().cast(), len * 4);
+    crate::storage::advise_huge(&buf);
     buf.resize(len, 1.0f32);
     let chunk = len / (rayon::current_num_threads() * 8).max(1);
     (0..5)

@@ -39,10 +39,7 @@ fn reserve<T>(len: usize) -> Result<Vec<T>> {
         device: "cpu".into(),
         bytes: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
     })?;
-    advise_huge(
-        v.as_ptr().cast(),
-        len.saturating_mul(std::mem::size_of::<T>()),
-    );
+    advise_huge(&v);
     Ok(v)
 }
 
@@ -61,7 +58,7 @@ fn huge_pages_wanted() -> bool {
     })
 }
 
-/// Asks Linux to back the not yet touched buffer at `ptr` (`bytes` long) with transparent
+/// Asks Linux to back the not yet touched buffer of `v` (its whole capacity) with transparent
 /// huge pages (`madvise(MADV_HUGEPAGE)`, the setting of most distributions, where only
 /// regions that ask get them). Why: a kernel streaming a large tensor from memory takes a
 /// TLB miss every 4 KiB page, and the page walks (their tables evicted too) cost a third
@@ -71,20 +68,22 @@ fn huge_pages_wanted() -> bool {
 /// changes. `XKERN_CPU_HUGE_PAGES=0` (or `off`, `false`, `no`, in any case) turns it off,
 /// for systems where the kernel's compaction of memory into huge pages would stall
 /// allocations.
-pub(crate) fn advise_huge(ptr: *const u8, bytes: usize) {
+pub(crate) fn advise_huge<T>(v: &Vec<T>) {
+    #[cfg(target_os = "linux")]
+    let bytes = v.capacity().saturating_mul(std::mem::size_of::<T>());
     #[cfg(target_os = "linux")]
     if bytes >= HUGE_MIN_BYTES && huge_pages_wanted() {
         const PAGE: usize = 4096;
-        let start = (ptr as usize).next_multiple_of(PAGE);
-        let end = (ptr as usize + bytes) / PAGE * PAGE;
+        let start = (v.as_ptr() as usize).next_multiple_of(PAGE);
+        let end = (v.as_ptr() as usize + bytes) / PAGE * PAGE;
         if end > start {
-            // SAFETY: the range lies inside this vector's own allocation, page-aligned;
+            // SAFETY: the range lies inside the vector's own allocation, page-aligned;
             // MADV_HUGEPAGE changes how its pages are backed, never their contents.
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, bytes);
+    let _ = v;
 }
 
 /// Appends `len` copies of `value` to the empty `v`. Large vectors are filled by every

@@ -123,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn eviction_reads_every_chunk() {
+    fn evicts_on_any_thread_count() {
         // Runs on any thread count, and on a buffer that does not split evenly.
         for threads in [1, 3] {
             Evictor::new(1, threads).evict();

@@ -55,17 +55,10 @@ pub(super) fn product<T: Scalar>(
         let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) else {
             return Ok(false);
         };
-        // One past the last element a view of `rows × cols` (row stride `rs`) reads.
-        let end = |v: &View<'_, T>, rows: usize, cols: usize| {
-            (rows - 1)
-                .checked_mul(v.rs)
-                .and_then(|x| x.checked_add(v.offset + cols))
-        };
         if m == 0 || k == 0 || n == 0 || a.cs != 1 || b.cs != 1 || c.len() != m * n {
             return Ok(false);
         }
-        let fits = |v: &View<'_, T>, rows, cols, len| end(v, rows, cols).is_some_and(|e| e <= len);
-        if !fits(&a, m, k, ad.len()) || !fits(&b, k, n, bd.len()) {
+        if !a.rows_fit(m, k) || !b.rows_fit(k, n) {
             return Ok(false);
         }
         if !crate::simd::Isa::Avx512.is_available() {
@@ -119,14 +112,12 @@ pub(super) fn product<T: Scalar>(
             }
         };
         let wc = TASK_COLS;
-        let threads = if parallel {
-            rayon::current_num_threads().max(1)
-        } else {
-            1
-        };
         let (strips, blocks) = (m.div_ceil(R), n.div_ceil(wc));
+        // Row groups: enough tasks for four per thread when parallel, else one row group.
         let groups = if parallel {
-            (4 * threads).div_ceil(blocks).clamp(1, strips)
+            (4 * rayon::current_num_threads().max(1))
+                .div_ceil(blocks)
+                .clamp(1, strips)
         } else {
             1
         };
@@ -208,11 +199,7 @@ unsafe fn tile<const RR: usize>(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    let mut mask = [0u16; V];
-    for (v, m) in mask.iter_mut().enumerate() {
-        let lanes = cols.saturating_sub(16 * v).min(16);
-        *m = ((1u32 << lanes) - 1) as u16;
-    }
+    let mask = super::lane_masks::<V>(cols);
     let full = cols == 16 * V;
     // SAFETY: AVX-512F, as the caller promises (so for every intrinsic below).
     let mut acc = [[unsafe { _mm512_setzero_ps() }; V]; RR];

@@ -174,6 +174,45 @@ impl<T: Scalar> View<'_, T> {
     fn at(&self, r: usize, c: usize) -> f32 {
         self.data[self.offset + r * self.rs + c * self.cs].to_f32()
     }
+
+    /// Whether `rows ≥ 1` rows of `cols` contiguous elements (`rs` apart, from `offset`)
+    /// lie inside the data, so that raw-pointer code may read them: the last one read is
+    /// `offset + (rows − 1)·rs + cols − 1`, computed without overflow.
+    fn rows_fit(&self, rows: usize, cols: usize) -> bool {
+        rows.checked_sub(1)
+            .and_then(|last| last.checked_mul(self.rs))
+            .and_then(|x| x.checked_add(self.offset))
+            .and_then(|x| x.checked_add(cols))
+            .is_some_and(|end| end <= self.data.len())
+    }
+}
+
+/// The lane masks of a tile `16·V` floats wide cut to its first `cols` columns: vector `v`
+/// has lanes `16·v..` up to `cols` (0 for a vector wholly past them).
+#[cfg(target_arch = "x86_64")]
+fn lane_masks<const V: usize>(cols: usize) -> [u16; V] {
+    let mut mask = [0u16; V];
+    for (v, m) in mask.iter_mut().enumerate() {
+        let lanes = cols.saturating_sub(16 * v).min(16);
+        *m = ((1u32 << lanes) - 1) as u16;
+    }
+    mask
+}
+
+/// Runs `f(entry, c)` on each `len`-float matrix of the batch in `out`, in order, until
+/// one declines (`Ok(false)`, its C left to the next path, which writes every entry):
+/// `Ok(true)` when every entry took the path.
+fn each_entry(
+    out: &mut [f32],
+    len: usize,
+    mut f: impl FnMut(usize, &mut [f32]) -> Result<bool>,
+) -> Result<bool> {
+    for (bi, c) in out.chunks_exact_mut(len).enumerate() {
+        if !f(bi, c)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Panels packed together by one task: a 2 KiB run of a row-major B row for 32-wide panels.
@@ -205,14 +244,12 @@ fn pack<T: Scalar>(
         if v.cs == 1 && ku == 1 && valid == w {
             if let (Some(g), Some(data)) = (gather, T::as_f32(v.data)) {
                 let start = v.offset + x0 * v.rs + p0;
-                let in_bounds = (w - 1)
-                    .checked_mul(v.rs)
-                    .and_then(|x| x.checked_add(start + kc))
-                    .is_some_and(|end| end <= data.len());
-                // SAFETY: lane i's kc floats lie inside `data` (checked), the panel holds
-                // w·kc floats (ku = 1), and the kernel's ISA was detected when it was
-                // chosen.
-                if in_bounds && unsafe { g(w, data[start..].as_ptr(), v.rs, kc, out.as_mut_ptr()) }
+                let lanes = View { offset: start, ..v };
+                if lanes.rows_fit(w, kc)
+                    // SAFETY: lane i's kc floats lie inside `data` (checked first), the
+                    // panel holds w·kc floats (ku = 1), and the kernel's ISA was detected
+                    // when it was chosen.
+                    && unsafe { g(w, data[start..].as_ptr(), v.rs, kc, out.as_mut_ptr()) }
                 {
                     return;
                 }
@@ -925,49 +962,39 @@ fn matmul_typed<K: MicroKernel, T: Scalar>(
     };
     let av = |bi| view(a, spec.a_offset(bi), &spec.a);
     let bv = |bi| view(b, spec.b_offset(bi), &spec.b);
-    if (m == 1 || n == 1) && k > 0 {
-        let mut streamed = true;
-        for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
-            streamed &= gemv::gemv(isa, av(bi), bv(bi), c, (m, k, n));
-            if !streamed {
-                break;
+    if (m == 1 || n == 1)
+        && k > 0
+        && each_entry(out, m * n, |bi, c| {
+            let streamed = gemv::gemv(isa, av(bi), bv(bi), c, (m, k, n));
+            if streamed {
+                for row in c.chunks_exact_mut(n) {
+                    epi.apply(row, 0);
+                }
             }
-            for row in c.chunks_exact_mut(n) {
-                epi.apply(row, 0);
-            }
-        }
-        if streamed {
-            return Ok(());
-        }
+            Ok(streamed)
+        })?
+    {
+        return Ok(());
     }
-    if matches!(isa, Isa::Avx512) && (batch == 1 || m * n * k > SMALL) && (2..=16).contains(&m) {
-        // Few rows of A: B streamed in place (see `skinny`); every entry or none.
-        let mut done = true;
-        for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
-            if !skinny::skinny(av(bi), bv(bi), c, (m, k, n), epi)? {
-                done = false;
-                break;
-            }
-        }
-        if done {
-            return Ok(());
-        }
+    // Few rows of A: B streamed in place (see `skinny`); every entry or none.
+    if matches!(isa, Isa::Avx512)
+        && (batch == 1 || m * n * k > SMALL)
+        && (2..=16).contains(&m)
+        && each_entry(out, m * n, |bi, c| {
+            skinny::skinny(av(bi), bv(bi), c, (m, k, n), epi)
+        })?
+    {
+        return Ok(());
     }
+    // Row-major f32 operands read in place (see `direct`); every entry or none.
     if matches!(isa, Isa::Avx512)
         && (batch == 1 || m * n * k > SMALL)
         && (m * n * k <= DIRECT_MAX || n <= DIRECT_NARROW)
+        && each_entry(out, m * n, |bi, c| {
+            direct::product(av(bi), bv(bi), c, (m, k, n), epi, true)
+        })?
     {
-        // Row-major f32 operands read in place (see `direct`); every entry or none.
-        let mut done = true;
-        for (bi, c) in out.chunks_exact_mut(m * n).enumerate() {
-            if !direct::product(av(bi), bv(bi), c, (m, k, n), epi, true)? {
-                done = false;
-                break;
-            }
-        }
-        if done {
-            return Ok(());
-        }
+        return Ok(());
     }
     if matches!(isa, Isa::Avx512) && batch > 1 && m * n * k <= SMALL {
         // Many small f32 matrices: one per task, read in place (see `direct`); every entry

@@ -58,11 +58,7 @@ pub(super) fn skinny<T: Scalar>(
         };
         // The last element of B the tiles read must lie inside its buffer (the spec was
         // validated; this keeps a bad view from reading past it).
-        let in_bounds = k
-            .checked_sub(1)
-            .and_then(|last| last.checked_mul(b.rs))
-            .and_then(|x| x.checked_add(b.offset + n))
-            .is_some_and(|end| end <= bd.len());
+        let in_bounds = b.rows_fit(k, n);
         if !(2..=16).contains(&m) || k == 0 || n == 0 || b.cs != 1 || !in_bounds {
             return Ok(false);
         }
@@ -207,11 +203,7 @@ unsafe fn tile<const R: usize, const V: usize>(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    let mut mask = [0u16; V];
-    for (v, m) in mask.iter_mut().enumerate() {
-        let lanes = cols.saturating_sub(16 * v).min(16);
-        *m = ((1u32 << lanes) - 1) as u16;
-    }
+    let mask = super::lane_masks::<V>(cols);
     // SAFETY: AVX-512F, as the caller promises (so for every intrinsic below).
     let mut acc = [[unsafe { _mm512_setzero_ps() }; V]; R];
     for p in 0..kb {
