@@ -42,7 +42,8 @@ struct Cli {
     /// Minimum timed repetitions per case.
     #[arg(long, default_value_t = 3)]
     min_reps: usize,
-    /// Skip the peer libraries (gemm, matrixmultiply) on CPU matmul cases.
+    /// Skip the peer libraries (gemm, matrixmultiply, and OpenBLAS when built with the
+    /// `openblas` feature) on CPU matmul cases.
     #[arg(long)]
     no_peers: bool,
     /// No progress bar.
@@ -196,6 +197,13 @@ fn run() -> anyhow::Result<bool> {
             fig(i.peak_gflops_f32, "GFLOP/s"),
             fig(i.peak_gflops_16, "GFLOP/s"),
             fig(i.bandwidth_gbs, "GB/s")
+        );
+    }
+    #[cfg(feature = "openblas")]
+    if !cli.no_peers {
+        println!(
+            "peer openblas: kernels for {}",
+            xkern_bench::peers::openblas::core_name()
         );
     }
     if evictor.is_some() {
