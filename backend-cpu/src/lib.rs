@@ -39,6 +39,7 @@ mod probe;
 mod reduce;
 mod simd;
 mod storage;
+mod warm;
 
 pub use pool::{POOL_MIN_BYTES, PoolStats, pool_stats, trim_pool};
 pub use simd::Isa;
@@ -62,6 +63,8 @@ pub struct CpuBackend {
 #[derive(Debug)]
 struct Inner {
     pool: Option<rayon::ThreadPool>,
+    /// Keeps the pool's workers awake for a while after each op (see `warm`).
+    warmth: Arc<warm::Warmth>,
     isa: Isa,
     /// AVX-512 BF16 present and the AVX-512 kernels chosen: bf16 matmuls use `vdpbf16ps`.
     bf16_dot: bool,
@@ -84,6 +87,7 @@ impl CpuBackend {
         CpuBackend {
             inner: Arc::new(Inner {
                 pool: None,
+                warmth: warm::Warmth::global(),
                 isa,
                 bf16_dot: bf16_dot(isa),
                 info: OnceLock::new(),
@@ -127,9 +131,14 @@ impl CpuBackend {
                     })?,
             ),
         };
+        let warmth = match pool {
+            Some(_) => Arc::default(),
+            None => warm::Warmth::global(),
+        };
         Ok(CpuBackend {
             inner: Arc::new(Inner {
                 pool,
+                warmth,
                 isa,
                 bf16_dot: bf16_dot(isa),
                 info: OnceLock::new(),
@@ -150,12 +159,15 @@ impl CpuBackend {
             .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
     }
 
-    /// Runs `f` on this device's pool.
+    /// Runs `f` on this device's pool, then keeps its workers awake for the next op.
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.inner.pool {
+        let pool = self.inner.pool.as_ref();
+        let r = match pool {
             Some(pool) => pool.install(f),
             None => f(),
-        }
+        };
+        self.inner.warmth.op_done(pool);
+        r
     }
 }
 
