@@ -39,12 +39,15 @@ fn run_all(dev: &CpuBackend) -> Vec<Vec<u64>> {
         ),
     ];
     // One product per GEMM loop nest (skinny rows, column tasks, row tasks, per depth
-    // block), whose task splits follow the thread count while sums must not.
+    // block, x · B over chunks of rows), whose task splits follow the thread count while
+    // sums must not.
     for (m, k, n) in [
         (12, 500, 1300),
         (100, 300, 1300),
         (700, 300, 40),
         (200, 300, 200),
+        (1, 1000, 300),
+        (1, 20_000, 70),
     ] {
         let a = Tensor::randn(dev, &[m, k], DType::F32, 7).unwrap();
         let b = Tensor::randn(dev, &[k, n], DType::F32, 8).unwrap();

@@ -158,6 +158,13 @@ fn matrix_vector_paths() {
             }
             check(dev, &[3], 1, 129, 70, false, true, dtype, false);
         }
+        // x · B over chunks of 256 rows of B (one, two with a ragged second, many), and
+        // beyond 64 chunks of 256 (then 64 longer ones); one output column too.
+        for k in [255, 256, 257, 513, 1000, 16_385, 20_000] {
+            check(dev, &[], 1, k, 70, false, false, DType::F32, k == 513);
+        }
+        check(dev, &[], 1, 700, 1, false, false, DType::F32, false);
+        check(dev, &[2], 1, 600, 40, false, false, DType::BF16, false);
     });
 }
 
