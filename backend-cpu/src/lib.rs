@@ -159,9 +159,11 @@ impl CpuBackend {
             .map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
     }
 
-    /// Runs `f` on this device's pool, then keeps its workers awake for the next op.
+    /// Runs `f` on this device's pool, its workers woken together first and kept awake
+    /// after it for the next op (see `warm`).
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let pool = self.inner.pool.as_ref();
+        self.inner.warmth.op_start(pool);
         let r = match pool {
             Some(pool) => pool.install(f),
             None => f(),
