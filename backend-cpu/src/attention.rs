@@ -209,7 +209,7 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
         cs: spec.k.strides[3],
     };
     let mut kp = try_vec(skv.div_ceil(mr) * mr * d, 0.0f32)?;
-    pack_a(k_view, skv, 0, d, mr, 1, &mut kp, false, K::GATHER);
+    pack_a(k_view, skv, 0, d, mr, 1, &mut kp, false, K::PACK);
     // Vᵀ[c, j] = V[j, c]: the value dimension is the rows of A, the keys its depth.
     let vt_view = View {
         data: v,
@@ -230,7 +230,7 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
             1,
             &mut chunk[..dvr * len],
             false,
-            K::GATHER,
+            K::PACK,
         );
     }
     let finite = vp
@@ -273,7 +273,7 @@ fn tile<K: MicroKernel, T: Scalar>(
         cs: spec.q.strides[2],
     };
     let mut qb = vec![0.0f32; wq * d];
-    pack_b(q_view, rows, 0, d, nr, 1, &mut qb, false, K::GATHER);
+    pack_b(q_view, rows, 0, d, nr, 1, &mut qb, false, K::PACK);
     let (mut m, mut l, mut corr) = (
         vec![f32::NEG_INFINITY; wq],
         vec![0.0f32; wq],

@@ -173,11 +173,14 @@ impl CpuBackend {
     }
 }
 
-/// Whether bf16 matmuls on `isa` can use AVX-512 BF16 (detected once, at construction).
+/// Whether bf16 matmuls on `isa` can use AVX-512 BF16 (detected once, at construction;
+/// the kernel's packing also needs AVX-512BW, which every CPU with BF16 has).
 fn bf16_dot(isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        isa == Isa::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16")
+        isa == Isa::Avx512
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

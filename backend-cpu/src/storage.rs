@@ -211,6 +211,12 @@ pub(crate) trait Scalar: Copy + Send + Sync {
     fn bf16_bits(self) -> u16 {
         bf16::from_f32(self.to_f32()).to_bits()
     }
+    /// The elements' bits where they are bf16 (pairs of them pack by moving bits), else
+    /// `None`.
+    fn as_bf16_bits(s: &[Self]) -> Option<&[u16]> {
+        let _ = s;
+        None
+    }
 }
 
 impl Scalar for f32 {
@@ -232,6 +238,9 @@ impl Scalar for bf16 {
     }
     fn bf16_bits(self) -> u16 {
         self.to_bits()
+    }
+    fn as_bf16_bits(s: &[Self]) -> Option<&[u16]> {
+        Some(s.reinterpret_cast())
     }
 }
 impl Scalar for u32 {

@@ -18,7 +18,10 @@ pub(crate) struct Avx512;
 impl MicroKernel for Avx512 {
     const MR: usize = 12;
     const NR: usize = 32;
-    const GATHER: Option<super::Gather> = Some(gather);
+    const PACK: super::PackSimd = super::PackSimd {
+        gather: Some(gather),
+        pairs: None,
+    };
 
     unsafe fn run(
         kc: usize,

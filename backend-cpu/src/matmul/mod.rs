@@ -66,6 +66,25 @@ use xkern_core::{MatmulSpec, Result};
 /// the CPU has the kernel's instruction set.
 pub(crate) type Gather = unsafe fn(usize, *const f32, usize, usize, *mut f32) -> bool;
 
+/// `pair_rows(n, r0, r1, out)`: `out[j] = r0[j] | r1[j] << 16` for `j < n ≤ 32`, the bf16
+/// bits of two consecutive depths of `n` contiguous lanes paired into 32-bit slots (see
+/// [`pair`]).
+///
+/// # Safety
+/// `r0` and `r1` have `n` readable elements, `out` `n` writable slots, `n ≤ 32`, and the
+/// CPU has the kernel's instruction set.
+pub(crate) type PairRows = unsafe fn(usize, *const u16, *const u16, *mut f32);
+
+/// A kernel's vectorised packing routines (each `None`: the generic code).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PackSimd {
+    /// Panels whose lanes are contiguous along the depth (f32 lanes, or bf16 lanes read as
+    /// 32-bit pairs).
+    pub gather: Option<Gather>,
+    /// bf16 pair slots from two rows of contiguous lanes.
+    pub pairs: Option<PairRows>,
+}
+
 /// A register-tiled micro-kernel: `C[MR × NR] (=|+=) Σ_p A[:, p] · B[p, :]`.
 pub(crate) trait MicroKernel {
     /// Rows of the C tile (A values broadcast per k-step).
@@ -75,9 +94,11 @@ pub(crate) trait MicroKernel {
     /// Depth elements per packed step: 1 for f32 panels, 2 for panels whose 32-bit slots
     /// each hold a pair of bf16 values (consecutive k), as `vdpbf16ps` consumes them.
     const KU: usize = 1;
-    /// The kernel's own packing of f32 panels whose lanes are contiguous along the depth
-    /// (see [`Gather`]), where it has one; `None`: the generic gather.
-    const GATHER: Option<Gather> = None;
+    /// The kernel's own packing routines, where it has them (see [`PackSimd`]).
+    const PACK: PackSimd = PackSimd {
+        gather: None,
+        pairs: None,
+    };
 
     /// Runs `kc` packed steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed
     /// B micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
@@ -233,7 +254,7 @@ fn pack<T: Scalar>(
     ku: usize,
     dst: &mut [f32],
     parallel: bool,
-    gather: Option<Gather>,
+    simd: PackSimd,
 ) {
     let steps = kc.div_ceil(ku);
     let get = |x: usize, k: usize| if k < kc { v.at(x, p0 + k) } else { 0.0 };
@@ -242,7 +263,7 @@ fn pack<T: Scalar>(
         let x0 = q * w;
         let valid = w.min(extent.saturating_sub(x0));
         if v.cs == 1 && ku == 1 && valid == w {
-            if let (Some(g), Some(data)) = (gather, T::as_f32(v.data)) {
+            if let (Some(g), Some(data)) = (simd.gather, T::as_f32(v.data)) {
                 let start = v.offset + x0 * v.rs + p0;
                 let lanes = View { offset: start, ..v };
                 if lanes.rows_fit(w, kc)
@@ -263,6 +284,35 @@ fn pack<T: Scalar>(
                 _ => false,
             };
             if done {
+                return;
+            }
+        }
+        if v.cs == 1
+            && ku == 2
+            && valid == w
+            && kc.is_multiple_of(2)
+            && v.rs.is_multiple_of(2)
+            && let (Some(g), Some(bits)) = (simd.gather, T::as_bf16_bits(v.data))
+        {
+            // bf16 lanes contiguous along the depth: each pair of depths is one 32-bit
+            // element of the lane, so the panel is the 32-bit gather of `kc / 2` elements
+            // of lanes `rs / 2` elements apart.
+            let start = v.offset + x0 * v.rs + p0;
+            let lanes = View { offset: start, ..v };
+            if lanes.rows_fit(w, kc)
+                // SAFETY: lane i's kc bf16 (kc / 2 pairs) lie inside the slice (checked
+                // first); the gather reads them with unaligned loads as 32-bit patterns and
+                // writes w·kc/2 slots, the panel's size for ku = 2; its ISA was detected.
+                && unsafe {
+                    g(
+                        w,
+                        bits[start..].as_ptr().cast::<f32>(),
+                        v.rs / 2,
+                        kc / 2,
+                        out.as_mut_ptr(),
+                    )
+                }
+            {
                 return;
             }
         }
@@ -372,8 +422,18 @@ fn pack<T: Scalar>(
                             }
                         }
                         (_, Some(r1)) => {
-                            for ((o, a), b) in slot[..n].iter_mut().zip(src0).zip(&r1[lo..lo + n]) {
-                                *o = pair(*a, *b);
+                            let src1 = &r1[lo..lo + n];
+                            match (simd.pairs, T::as_bf16_bits(src0), T::as_bf16_bits(src1)) {
+                                (Some(f), Some(b0), Some(b1)) if n <= 32 => {
+                                    // SAFETY: both rows and the slot hold n ≤ 32 elements;
+                                    // the kernel's ISA was detected when it was chosen.
+                                    unsafe { f(n, b0.as_ptr(), b1.as_ptr(), slot.as_mut_ptr()) }
+                                }
+                                _ => {
+                                    for ((o, a), b) in slot[..n].iter_mut().zip(src0).zip(src1) {
+                                        *o = pair(*a, *b);
+                                    }
+                                }
                             }
                         }
                         (_, None) => {
@@ -451,9 +511,9 @@ pub(crate) fn pack_a<T: Scalar>(
     ku: usize,
     dst: &mut [f32],
     parallel: bool,
-    gather: Option<Gather>,
+    simd: PackSimd,
 ) {
-    pack(a, m, p0, kc, mr, ku, dst, parallel, gather);
+    pack(a, m, p0, kc, mr, ku, dst, parallel, simd);
 }
 
 /// Packs depths `p0..p0+kc` × columns `0..n` of B into NR-wide panels of `ku`-element
@@ -468,7 +528,7 @@ pub(crate) fn pack_b<T: Scalar>(
     ku: usize,
     dst: &mut [f32],
     parallel: bool,
-    gather: Option<Gather>,
+    simd: PackSimd,
 ) {
     let bt = View {
         data: b.data,
@@ -476,7 +536,7 @@ pub(crate) fn pack_b<T: Scalar>(
         rs: b.cs,
         cs: b.rs,
     };
-    pack(bt, n, p0, kc, nr, ku, dst, parallel, gather);
+    pack(bt, n, p0, kc, nr, ku, dst, parallel, simd);
 }
 
 /// Two bf16 values in one 32-bit slot (the lower half holds the even k), reinterpreted as
@@ -767,8 +827,8 @@ fn gemm<K: MicroKernel, T: Scalar>(
             &mut a_pack[..m.div_ceil(mr) * mr * steps],
             &mut b_pack[..n.div_ceil(nr) * nr * steps],
         );
-        pack_a(a, m, p0, kc, mr, K::KU, ap, parallel, K::GATHER);
-        pack_b(b, n, p0, kc, nr, K::KU, bp, parallel, K::GATHER);
+        pack_a(a, m, p0, kc, mr, K::KU, ap, parallel, K::PACK);
+        pack_b(b, n, p0, kc, nr, K::KU, bp, parallel, K::PACK);
         let last = (p0 + kc == k).then_some(epi);
         let (ap, bp) = (&*ap, &*bp);
         let packed = Packed {
@@ -867,8 +927,8 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
     parts
         .into_par_iter()
         .for_each(|(p0, kc, part)| match split {
-            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, inner, K::GATHER),
-            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, inner, K::GATHER),
+            Split::Columns => pack_a(a, m, p0, kc, mr, K::KU, part, inner, K::PACK),
+            Split::Rows => pack_b(b, n, p0, kc, nr, K::KU, part, inner, K::PACK),
         });
     let wp = &*wp;
     let cp = CPtr(c.as_mut_ptr());
@@ -914,11 +974,11 @@ fn gemm_split<K: MicroKernel, T: Scalar>(
                     let whole = &wp[off..off + whole_len * steps];
                     let (pa, pb) = match split {
                         Split::Columns => {
-                            pack_b(own_b, w, p0, kc, nr, K::KU, own, false, K::GATHER);
+                            pack_b(own_b, w, p0, kc, nr, K::KU, own, false, K::PACK);
                             (whole, &*own)
                         }
                         Split::Rows => {
-                            pack_a(own_a, w, p0, kc, mr, K::KU, own, false, K::GATHER);
+                            pack_a(own_a, w, p0, kc, mr, K::KU, own, false, K::PACK);
                             (&*own, whole)
                         }
                     };

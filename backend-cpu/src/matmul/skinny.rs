@@ -96,7 +96,7 @@ fn run<T: Scalar, const R: usize, const V: usize>(
     epi: Epilogue<'_>,
 ) -> Result<()> {
     let mut ap = try_vec(R * k, 0.0f32)?;
-    super::pack_a(a, m, 0, k, R, 1, &mut ap, false, None);
+    super::pack_a(a, m, 0, k, R, 1, &mut ap, false, super::PackSimd::default());
     let width = 16 * V;
     let threads = rayon::current_num_threads().max(1);
     // One chunk of columns per thread (each row of B read in runs as long as N allows),
