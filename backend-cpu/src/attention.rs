@@ -35,11 +35,11 @@
 // head dims, key blocks), with loop bounds no larger than those sizes.
 #![allow(clippy::indexing_slicing)]
 
-use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b};
+use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b, with_task_buf};
 use crate::reduce::rows::{ColState, RowKernels};
 use crate::simd::exp::exp;
 use crate::simd::{Isa, nan_max};
-use crate::storage::{CpuStorage, Scalar, try_vec, try_vec_overwrite};
+use crate::storage::{CpuStorage, Scalar, try_vec_overwrite};
 use rayon::prelude::*;
 use xkern_core::{AttentionSpec, Error, Result};
 
@@ -47,6 +47,8 @@ use xkern_core::{AttentionSpec, Error, Result};
 const BQ: usize = 64;
 /// Keys per tile: a multiple of every micro-kernel's MR (12, 6, 4).
 const BK: usize = 96;
+/// The widest micro-kernel NR (query lanes per panel).
+const NR_MAX: usize = 32;
 /// Keys per split of a decode-shaped problem (a multiple of BK: tiles start on K panels).
 const DECODE_SPLIT: usize = 960;
 /// Query rows per kv head up to which attention streams K/V instead of packing them.
@@ -155,29 +157,29 @@ fn run<K: MicroKernel, T: Scalar>(
             group_out
                 .par_chunks_mut(sq * dv)
                 .enumerate()
-                .for_each(|(g, head_out)| {
+                .try_for_each(|(g, head_out)| {
                     let h = kvh * group + g;
-                    head_out
-                        .par_chunks_mut(BQ * dv)
-                        .enumerate()
-                        .for_each(|(t, o_tile)| {
-                            let (i0, rows) = (t * BQ, o_tile.len() / dv);
-                            let states: Vec<Partial> = (0..splits)
+                    head_out.par_chunks_mut(BQ * dv).enumerate().try_for_each(
+                        |(t, o_tile)| -> Result<()> {
+                            let at = (b, h, t * BQ, o_tile.len() / dv);
+                            if splits == 1 {
+                                // One state: normalised straight into the output rows.
+                                let all = (0, spec.kv_seq);
+                                tile::<K, T>(spec, q, &kv, rk, at, all, Some(o_tile))?;
+                                return Ok(());
+                            }
+                            let states = (0..splits)
                                 .into_par_iter()
                                 .map(|s| {
-                                    tile::<K, T>(
-                                        spec,
-                                        q,
-                                        &kv,
-                                        rk,
-                                        (b, h, i0, rows),
-                                        split_range(s, splits, spec.kv_seq),
-                                    )
+                                    let keys = split_range(s, splits, spec.kv_seq);
+                                    tile::<K, T>(spec, q, &kv, rk, at, keys, None)
                                 })
-                                .collect();
-                            finish(merge(states), dv, o_tile);
-                        });
-                });
+                                .collect::<Result<Vec<Option<Partial>>>>()?;
+                            finish(merge(states.into_iter().flatten().collect()), dv, o_tile);
+                            Ok(())
+                        },
+                    )
+                })?;
             Ok(())
         })?;
     Ok(out)
@@ -208,7 +210,9 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
         rs: spec.k.strides[2],
         cs: spec.k.strides[3],
     };
-    let mut kp = try_vec(skv.div_ceil(mr) * mr * d, 0.0f32)?;
+    // Every slot of both is written by the packing (padding lanes as zeros), but for the
+    // tail of the last V chunk, which nothing reads.
+    let mut kp = try_vec_overwrite(skv.div_ceil(mr) * mr * d, 0.0f32)?;
     pack_a(k_view, skv, 0, d, mr, 1, &mut kp, false, K::PACK);
     // Vᵀ[c, j] = V[j, c]: the value dimension is the rows of A, the keys its depth.
     let vt_view = View {
@@ -218,7 +222,7 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
         cs: spec.v.strides[2],
     };
     let dvr = dv.div_ceil(mr) * mr;
-    let mut vp = try_vec(skv.div_ceil(BK) * dvr * BK, 0.0f32)?;
+    let mut vp = try_vec_overwrite(skv.div_ceil(BK) * dvr * BK, 0.0f32)?;
     for (c, chunk) in vp.chunks_mut(dvr * BK).enumerate() {
         let len = BK.min(skv - c * BK);
         pack_a(
@@ -235,10 +239,17 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
     }
     let finite = vp
         .chunks(dvr * BK)
-        // The largest exponent field of the chunk, without an early exit so that the scan
-        // vectorises (the short-circuiting `all(is_finite)` ran one element at a time:
-        // 3.7% of attention's samples at S512).
-        .map(|c| c.iter().fold(0u32, |m, x| m.max(x.to_bits() & 0x7f80_0000)) < 0x7f80_0000)
+        .enumerate()
+        // The largest exponent field of the chunk's packed keys, without an early exit so
+        // that the scan vectorises (the short-circuiting `all(is_finite)` ran one element
+        // at a time: 3.7% of attention's samples at S512).
+        .map(|(c, chunk)| {
+            let packed = &chunk[..dvr * BK.min(skv - c * BK)];
+            packed
+                .iter()
+                .fold(0u32, |m, x| m.max(x.to_bits() & 0x7f80_0000))
+                < 0x7f80_0000
+        })
         .collect();
     Ok(KvPack {
         k: kp,
@@ -247,13 +258,16 @@ fn pack_kv<K: MicroKernel, T: Scalar>(
     })
 }
 
-/// The softmax state of rows `i0..i0 + rows` of head (b, h) over keys `lo..hi`.
+/// The softmax state of rows `i0..i0 + rows` of head (b, h) over keys `lo..hi`: with
+/// `out`, normalised into those output rows (`None` returned); without, returned.
 ///
 /// Computed transposed, so that the softmax runs down columns and no tile is repacked:
 /// `Sᵀ = K·Qᵀ` (A = K panels, B = Qᵀ panels of NR queries) lands in NR-wide key-major
 /// panels, which are exactly the B panels of `Oᵀ += Vᵀ·P` (A = Vᵀ panels). Each query is
 /// a lane of the online softmax ([`RowKernels::softmax_cols`]); `Oᵀ` is turned back into
-/// rows once, at the end.
+/// rows once, at the end. The panels live in the thread's reused task buffer and the
+/// per-lane state on the stack: no allocation or fill per task but `Oᵀ`'s zeros (8% of
+/// the samples at S = 512 went to allocating, zeroing and freeing them).
 fn tile<K: MicroKernel, T: Scalar>(
     spec: &AttentionSpec,
     q: &[T],
@@ -261,121 +275,150 @@ fn tile<K: MicroKernel, T: Scalar>(
     rk: RowKernels,
     (b, h, i0, rows): (usize, usize, usize, usize),
     (lo, hi): (usize, usize),
-) -> Partial {
+    out: Option<&mut [f32]>,
+) -> Result<Option<Partial>> {
     let (d, dv, mr, nr) = (spec.head_dim, spec.v_head_dim, K::MR, K::NR);
     let dvr = dv.div_ceil(mr) * mr;
-    // Query lanes computed: whole panels (the padding lanes hold zero queries).
+    // Query lanes computed: whole panels (the padding lanes hold zero queries); at most
+    // BQ, a multiple of every NR.
     let wq = rows.div_ceil(nr) * nr;
+    if wq > BQ || nr > NR_MAX {
+        return Err(internal("attention tile wider than its state arrays"));
+    }
     let q_view = View {
         data: q,
         offset: spec.q.row(b, h, i0),
         rs: spec.q.strides[3],
         cs: spec.q.strides[2],
     };
-    let mut qb = vec![0.0f32; wq * d];
-    pack_b(q_view, rows, 0, d, nr, 1, &mut qb, false, K::PACK);
-    let (mut m, mut l, mut corr) = (
-        vec![f32::NEG_INFINITY; wq],
-        vec![0.0f32; wq],
-        vec![0.0f32; wq],
-    );
-    let mut ot = vec![0.0f32; dvr * wq];
-    let mut st = vec![0.0f32; wq * BK];
-    // Keys each lane sees (padding lanes: all, their scores are zeros).
-    let visible: Vec<usize> = (0..wq)
-        .map(|r| {
-            if r < rows {
-                spec.visible_keys(i0 + r)
-            } else {
-                spec.kv_seq
-            }
-        })
-        .collect();
-    // Keys beyond what the tile's last row sees are never visited.
-    let end = hi.min(spec.visible_keys(i0 + rows - 1));
-    for j0 in (lo..end).step_by(BK) {
-        let bk = BK.min(end - j0);
-        let chunk_len = BK.min(spec.kv_seq - j0);
-        // Some lane sees only part of the tile's keys (the tile crosses the diagonal).
-        let partial = visible[0] < j0 + bk;
-        for (jq, panel) in st.chunks_exact_mut(BK * nr).enumerate() {
-            let sp = Packed {
-                a: &kv.k[j0 / mr * mr * d..],
-                a_stride: mr * d,
-                b: &qb[jq * nr * d..],
-                b_stride: nr * d,
-                kc: d,
-            };
-            // SAFETY: the panel holds BK ≥ bk rows of NR floats, owned by this task.
-            unsafe {
-                macro_tile::<K>(
-                    (0, bk, 0, nr),
-                    sp,
-                    CPtr(panel.as_mut_ptr()),
-                    nr,
-                    false,
-                    None,
-                )
-            };
-            let lanes = jq * nr..(jq + 1) * nr;
-            // Masked keys of a tile crossing the diagonal: key p is hidden from lane q
-            // from p = limit[q] on.
-            let limit: Vec<u32> = if partial {
-                visible[lanes.clone()]
-                    .iter()
-                    .map(|&vis| vis.saturating_sub(j0).min(bk) as u32)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let state = ColState {
-                m: &mut m[lanes.clone()],
-                l: &mut l[lanes.clone()],
-                corr: &mut corr[lanes],
-            };
-            // SAFETY: `rk` was built for an ISA detected on this CPU.
-            unsafe { (rk.softmax_cols)(&mut panel[..bk * nr], nr, spec.scale, &limit, state) };
+    with_task_buf(|buf| {
+        let scratch = buf.get(wq * d + wq * BK + dvr * wq)?;
+        let (qb, rest) = scratch.split_at_mut(wq * d);
+        let (st, ot) = rest.split_at_mut(wq * BK);
+        pack_b(q_view, rows, 0, d, nr, 1, qb, false, K::PACK);
+        ot.fill(0.0);
+        let mut m = [f32::NEG_INFINITY; BQ];
+        let mut l = [0.0f32; BQ];
+        let mut corr = [0.0f32; BQ];
+        let (m, l, corr) = (&mut m[..wq], &mut l[..wq], &mut corr[..wq]);
+        // Keys each lane sees (padding lanes: all, their scores are zeros).
+        let mut visible = [spec.kv_seq; BQ];
+        for (r, vis) in visible.iter_mut().enumerate().take(rows) {
+            *vis = spec.visible_keys(i0 + r);
         }
-        // SAFETY: `rk` was built for an ISA detected on this CPU.
-        unsafe { (rk.mul_cols)(&mut ot, &corr) };
-        let v_chunk = &kv.vt[j0 / BK * dvr * BK..];
-        if partial && !kv.finite[j0 / BK] {
-            // A V chunk holding NaN or ∞ on a tile that crosses the diagonal: each lane
-            // adds exactly its visible keys (a masked key's 0 · ∞ would be NaN).
-            for (r, &vis) in visible.iter().enumerate().take(rows) {
-                let (jq, lane) = (r / nr, r % nr);
-                for p in 0..vis.saturating_sub(j0).min(bk) {
-                    let pr = st[(jq * BK + p) * nr + lane];
-                    for c in 0..dv {
-                        ot[c * wq + r] += pr * v_chunk[c / mr * mr * chunk_len + p * mr + c % mr];
+        // Keys beyond what the tile's last row sees are never visited.
+        let end = hi.min(spec.visible_keys(i0 + rows - 1));
+        for j0 in (lo..end).step_by(BK) {
+            let bk = BK.min(end - j0);
+            let chunk_len = BK.min(spec.kv_seq - j0);
+            // Some lane sees only part of the tile's keys (the tile crosses the diagonal).
+            let partial = visible[0] < j0 + bk;
+            for (jq, panel) in st.chunks_exact_mut(BK * nr).enumerate() {
+                let sp = Packed {
+                    a: &kv.k[j0 / mr * mr * d..],
+                    a_stride: mr * d,
+                    b: &qb[jq * nr * d..],
+                    b_stride: nr * d,
+                    kc: d,
+                };
+                // SAFETY: the panel holds BK ≥ bk rows of NR floats, owned by this task.
+                unsafe {
+                    macro_tile::<K>(
+                        (0, bk, 0, nr),
+                        sp,
+                        CPtr(panel.as_mut_ptr()),
+                        nr,
+                        false,
+                        None,
+                    )
+                };
+                let lanes = jq * nr..(jq + 1) * nr;
+                // Masked keys of a tile crossing the diagonal: key p is hidden from lane q
+                // from p = limit[q] on.
+                let mut limit = [0u32; NR_MAX];
+                let limit = if partial {
+                    for (lim, &vis) in limit.iter_mut().zip(&visible[lanes.clone()]) {
+                        *lim = vis.saturating_sub(j0).min(bk) as u32;
+                    }
+                    &limit[..nr]
+                } else {
+                    &limit[..0]
+                };
+                let state = ColState {
+                    m: &mut m[lanes.clone()],
+                    l: &mut l[lanes.clone()],
+                    corr: &mut corr[lanes],
+                };
+                // SAFETY: `rk` was built for an ISA detected on this CPU.
+                unsafe { (rk.softmax_cols)(&mut panel[..bk * nr], nr, spec.scale, limit, state) };
+            }
+            // SAFETY: `rk` was built for an ISA detected on this CPU.
+            unsafe { (rk.mul_cols)(ot, corr) };
+            let v_chunk = &kv.vt[j0 / BK * dvr * BK..];
+            if partial && !kv.finite[j0 / BK] {
+                // A V chunk holding NaN or ∞ on a tile that crosses the diagonal: each lane
+                // adds exactly its visible keys (a masked key's 0 · ∞ would be NaN).
+                for (r, &vis) in visible.iter().enumerate().take(rows) {
+                    let (jq, lane) = (r / nr, r % nr);
+                    for p in 0..vis.saturating_sub(j0).min(bk) {
+                        let pr = st[(jq * BK + p) * nr + lane];
+                        for c in 0..dv {
+                            ot[c * wq + r] +=
+                                pr * v_chunk[c / mr * mr * chunk_len + p * mr + c % mr];
+                        }
                     }
                 }
+                continue;
             }
-            continue;
+            // Masked keys have probability exactly 0 and the chunk is finite: they add 0.
+            let pv = Packed {
+                a: v_chunk,
+                a_stride: mr * chunk_len,
+                b: st,
+                b_stride: BK * nr,
+                kc: bk,
+            };
+            // The dv rows of Oᵀ only: the panels' zero padding rows (up to dvr) would add
+            // nothing but work (12.5% of P·V at D = 64 with 12-row panels); a ragged last
+            // strip runs a shorter kernel where the ISA has one.
+            // SAFETY: `ot` holds dvr ≥ dv rows of wq floats, owned by this task.
+            unsafe { macro_tile::<K>((0, dv, 0, wq), pv, CPtr(ot.as_mut_ptr()), wq, true, None) };
         }
-        // Masked keys have probability exactly 0 and the chunk is finite: they add 0.
-        let pv = Packed {
-            a: v_chunk,
-            a_stride: mr * chunk_len,
-            b: &st,
-            b_stride: BK * nr,
-            kc: bk,
-        };
-        // The dv rows of Oᵀ only: the panels' zero padding rows (up to dvr) would add
-        // nothing but work (12.5% of P·V at D = 64 with 12-row panels); a ragged last strip
-        // runs a shorter kernel where the ISA has one.
-        // SAFETY: `ot` holds dvr ≥ dv rows of wq floats, owned by this task.
-        unsafe { macro_tile::<K>((0, dv, 0, wq), pv, CPtr(ot.as_mut_ptr()), wq, true, None) };
-    }
-    let mut o = vec![0.0f32; rows * dv];
-    for (c, orow) in ot.chunks_exact(wq).take(dv).enumerate() {
-        for (r, &x) in orow.iter().take(rows).enumerate() {
-            o[r * dv + c] = x;
+        let ot = &ot[..dv * wq];
+        if let Some(out) = out {
+            // out[r, c] = Oᵀ[c, r] / l[r] (zeros for a row that saw no key), row by row.
+            for (r, o_row) in out.chunks_exact_mut(dv).take(rows).enumerate() {
+                if l[r] == 0.0 {
+                    o_row.fill(0.0);
+                    continue;
+                }
+                let inv = 1.0 / l[r];
+                for (c, o) in o_row.iter_mut().enumerate() {
+                    *o = ot[c * wq + r] * inv;
+                }
+            }
+            return Ok(None);
         }
+        let mut o = vec![0.0f32; rows * dv];
+        for (c, orow) in ot.chunks_exact(wq).enumerate() {
+            for (r, &x) in orow.iter().take(rows).enumerate() {
+                o[r * dv + c] = x;
+            }
+        }
+        Ok(Some(Partial {
+            m: m[..rows].to_vec(),
+            l: l[..rows].to_vec(),
+            o,
+        }))
+    })
+}
+
+/// An internal inconsistency reported as an error rather than a panic.
+fn internal(what: &str) -> Error {
+    Error::Backend {
+        backend: "cpu",
+        message: what.into(),
     }
-    m.truncate(rows);
-    l.truncate(rows);
-    Partial { m, l, o }
 }
 
 /// The softmax state of all query rows of (batch, kv head) `bkv` (rows ordered head by

@@ -551,13 +551,13 @@ fn pair<T: Scalar>(lo: T, hi: T) -> f32 {
 /// stays within one cache line (a heap `Vec<f32>` is only 16-byte aligned; measured: the
 /// misaligned panels cost ~10% at 2048³).
 #[derive(Default)]
-struct PackBuf {
+pub(crate) struct PackBuf {
     data: Vec<f32>,
 }
 
 impl PackBuf {
     /// A 64-byte-aligned slice of `len` floats, growing the buffer if needed.
-    fn get(&mut self, len: usize) -> Result<&mut [f32]> {
+    pub(crate) fn get(&mut self, len: usize) -> Result<&mut [f32]> {
         const ALIGN: usize = 64 / std::mem::size_of::<f32>();
         if self.data.len() < len + ALIGN {
             self.data = try_vec(len + ALIGN, 0.0f32)?;
@@ -588,7 +588,7 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's task buffer (a fresh one if it is in use).
-fn with_task_buf<R>(f: impl FnOnce(&mut PackBuf) -> R) -> R {
+pub(crate) fn with_task_buf<R>(f: impl FnOnce(&mut PackBuf) -> R) -> R {
     TASK_BUF.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => f(&mut buf),
         Err(_) => f(&mut PackBuf::default()),
