@@ -295,6 +295,12 @@ fn tile<K: MicroKernel, T: Scalar>(
         let scratch = buf.get(wq * d + wq * BK + dvr * wq)?;
         let (qb, rest) = scratch.split_at_mut(wq * d);
         let (st, ot) = rest.split_at_mut(wq * BK);
+        if cfg!(debug_assertions) {
+            // Reused buffers hold old values: in the tests, NaN, so that a slot the tile
+            // reads without writing fails them.
+            qb.fill(f32::NAN);
+            st.fill(f32::NAN);
+        }
         pack_b(q_view, rows, 0, d, nr, 1, qb, false, K::PACK);
         ot.fill(0.0);
         let mut m = [f32::NEG_INFINITY; BQ];

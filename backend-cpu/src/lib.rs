@@ -39,6 +39,7 @@ mod probe;
 mod reduce;
 mod simd;
 mod storage;
+mod tasks;
 mod warm;
 
 pub use pool::{POOL_MIN_BYTES, PoolStats, pool_stats, trim_pool};
@@ -163,13 +164,10 @@ impl CpuBackend {
     /// after it for the next op (see `warm`).
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let pool = self.inner.pool.as_ref();
-        self.inner.warmth.op_start(pool);
-        let r = match pool {
+        self.inner.warmth.around(pool, || match pool {
             Some(pool) => pool.install(f),
             None => f(),
-        };
-        self.inner.warmth.op_done(pool);
-        r
+        })
     }
 }
 

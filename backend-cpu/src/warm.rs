@@ -9,14 +9,26 @@
 //! parallel region for the same reason (`KMP_BLOCKTIME`, `GOMP_SPINCOUNT`), and so does
 //! OpenBLAS.
 //!
-//! What: when an op starts, every worker of its pool is woken at once (one broadcast task
-//! each, rather than rayon's chain of one wake-up after the other); after every op, each
-//! worker runs a task that polls for work
-//! (`rayon::yield_now`, which runs any pending job — the next op's, or the application's
-//! own) and otherwise yields its CPU to other threads (`sched_yield`), until
-//! `XKERN_CPU_SPIN_US` microseconds (default 2000; `0` turns it off) have passed since the
-//! last op ended. Nothing waits for those tasks and they change no result; the cost is
-//! CPU time in the gaps shorter than that, given up to any other runnable thread.
+//! What:
+//! - When an op starts, every worker of its pool is woken at once by a broadcast task
+//!   (rayon alone wakes one worker for the op's job, which wakes the next when it splits
+//!   the work: one wake-up after the other). This happens whatever the spin time.
+//! - After an op, every worker runs a task that polls for work (`rayon::yield_now`, which
+//!   runs any pending job: the next op's, or the application's own) and otherwise yields
+//!   its CPU to other threads (`sched_yield`), until `XKERN_CPU_SPIN_US` microseconds
+//!   (default 2000, at most 10⁶; `0`: no polling) have passed since the last op ended.
+//! - While any op of the pool is running, a polling task ends as soon as it finds no
+//!   work: its worker returns to rayon's own loop. So a task that rayon runs inside a
+//!   worker's wait (a `join` whose other half was stolen runs queued jobs meanwhile)
+//!   never holds that wait up beyond its first look for work.
+//! - Ops called from a worker of the pool itself (nested parallelism) neither wake nor
+//!   poll: the tasks would queue behind, or inside, the caller's own work.
+//!
+//! Nothing waits for those tasks and they change no result. The costs: CPU time in gaps
+//! shorter than the spin time, given up to any other runnable thread; and an application
+//! that runs its own rayon work on the same pool within that time after an op may find a
+//! polling task run inside one of its waits, which it then holds up to the end of the
+//! spin time (set `XKERN_CPU_SPIN_US=0`, or give xkern its own pool, to rule that out).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -24,6 +36,8 @@ use std::time::{Duration, Instant};
 
 /// Default spin after an op, in microseconds.
 const DEFAULT_SPIN_US: u64 = 2000;
+/// The longest spin accepted, in microseconds (one second).
+const MAX_SPIN_US: u64 = 1_000_000;
 
 /// How long workers stay awake after an op (`XKERN_CPU_SPIN_US`, read once).
 fn spin() -> Duration {
@@ -31,9 +45,9 @@ fn spin() -> Duration {
     *SPIN.get_or_init(|| {
         let us = std::env::var("XKERN_CPU_SPIN_US")
             .ok()
-            .and_then(|v| v.trim().parse().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(DEFAULT_SPIN_US);
-        Duration::from_micros(us)
+        Duration::from_micros(us.min(MAX_SPIN_US))
     })
 }
 
@@ -44,13 +58,26 @@ fn now_ns() -> u64 {
     u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The spin state of one thread pool.
+/// The wake and spin state of one thread pool.
 #[derive(Debug, Default)]
 pub(crate) struct Warmth {
     /// When the workers may sleep again (`now_ns` time).
     until: AtomicU64,
-    /// Spin tasks spawned and not yet finished.
+    /// Polling tasks spawned and not yet finished.
     spinners: AtomicUsize,
+    /// Ops of this pool running now.
+    active: AtomicUsize,
+    /// Broadcasts spawned so far (for tests).
+    broadcasts: AtomicUsize,
+}
+
+/// Whether the calling thread is a worker of `pool` (rayon's global pool for `None`,
+/// counting any pool: rayon's broadcast from inside one goes to that one).
+fn inside(pool: Option<&rayon::ThreadPool>) -> bool {
+    match pool {
+        Some(p) => p.current_thread_index().is_some(),
+        None => rayon::current_thread_index().is_some(),
+    }
 }
 
 impl Warmth {
@@ -60,54 +87,55 @@ impl Warmth {
         Arc::clone(G.get_or_init(Arc::default))
     }
 
-    /// Called when an op starts: wakes every worker of `pool` (rayon's global pool for
-    /// `None`) at once, unless they are awake. Left to rayon, a sleeping pool wakes one
-    /// worker for the op's job, which wakes the next when it splits the work: one wake-up
-    /// after the other (a 1×4096×4096 product after 5 ms of sleep took 3.8 ms instead of
-    /// 2.2 with spinning off).
-    pub(crate) fn op_start(self: &Arc<Self>, pool: Option<&rayon::ThreadPool>) {
+    /// Runs `f`, an op on `pool` (rayon's global pool for `None`), its workers woken
+    /// together before it and polling after it.
+    pub(crate) fn around<R>(
+        self: &Arc<Self>,
+        pool: Option<&rayon::ThreadPool>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        if inside(pool) {
+            return f();
+        }
+        self.active.fetch_add(1, Ordering::AcqRel);
         self.keep(pool, spin(), true);
-    }
-
-    /// Called when an op has finished: keeps the workers of `pool` polling for work for
-    /// the spin time from now.
-    pub(crate) fn op_done(self: &Arc<Self>, pool: Option<&rayon::ThreadPool>) {
+        let r = f();
+        self.active.fetch_sub(1, Ordering::AcqRel);
         self.keep(pool, spin(), false);
+        r
     }
 
-    /// Extends the workers' deadline to `spin` from now and starts a spin task on every
-    /// worker unless they run one: with a zero `spin`, only when `wake` (the tasks then
-    /// end at once, having woken their workers).
+    /// Extends the workers' deadline to `spin` from now and starts a polling task on
+    /// every worker unless each has one already; with a zero `spin` only when `wake`
+    /// (the tasks then end at once, having woken their workers).
     fn keep(self: &Arc<Self>, pool: Option<&rayon::ThreadPool>, spin: Duration, wake: bool) {
         if spin.is_zero() && !wake {
             return;
         }
         let until = now_ns().saturating_add(u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX));
         self.until.fetch_max(until, Ordering::Relaxed);
-        // Spawn one spin task per worker unless some are still running (they read the new
-        // deadline). A task that ends just as this op finishes leaves one gap unspun:
-        // a lost optimisation, never a wrong result.
         let workers = pool.map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
-        if self
-            .spinners
-            .compare_exchange(0, workers, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
+        // Tasks still polling read the new deadline. Two callers may both start a set:
+        // a worker then polls in two tasks, which end together.
+        if self.spinners.load(Ordering::Acquire) >= workers {
             return;
         }
+        self.spinners.fetch_add(workers, Ordering::AcqRel);
+        self.broadcasts.fetch_add(1, Ordering::Relaxed);
         let me = Arc::clone(self);
-        let task = move |_: rayon::BroadcastContext<'_>| me.spin();
+        let task = move |_: rayon::BroadcastContext<'_>| me.poll();
         match pool {
             Some(p) => p.spawn_broadcast(task),
             None => rayon::spawn_broadcast(task),
         }
     }
 
-    /// The spin task of one worker.
-    fn spin(&self) {
+    /// The polling task of one worker.
+    fn poll(&self) {
         while now_ns() < self.until.load(Ordering::Relaxed) {
             match rayon::yield_now() {
                 Some(rayon::Yield::Executed) => {}
+                Some(rayon::Yield::Idle) if self.active.load(Ordering::Acquire) > 0 => break,
                 Some(rayon::Yield::Idle) => std::thread::yield_now(),
                 None => break,
             }
@@ -115,7 +143,7 @@ impl Warmth {
         self.spinners.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Spin tasks still running (for tests).
+    /// Polling tasks still running (for tests).
     #[cfg(test)]
     fn running(&self) -> usize {
         self.spinners.load(Ordering::Acquire)
@@ -126,19 +154,29 @@ impl Warmth {
 mod tests {
     use super::*;
 
+    /// Waits (up to 20 s) until no polling task runs.
+    fn settle(w: &Warmth) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while w.running() > 0 {
+            assert!(Instant::now() < deadline, "polling tasks still running");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
-    fn spinners_run_pending_work_and_stop() {
+    fn pollers_run_pending_work_and_stop() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
         let w = Arc::new(Warmth::default());
-        // One spinner per worker, for a minute; a second op meanwhile spawns no more.
+        // One poller per worker, for a minute; a second call meanwhile starts no more.
         w.keep(Some(&pool), Duration::from_secs(60), false);
         assert_eq!(w.running(), 3);
         w.keep(Some(&pool), Duration::from_secs(60), true);
         assert_eq!(w.running(), 3);
-        // Every worker is in a spinner, yet new work runs at once: the spinners execute
+        assert_eq!(w.broadcasts.load(Ordering::Relaxed), 1);
+        // Every worker is in a poller, yet new work runs at once: the pollers execute
         // pending jobs (otherwise this would wait for the minute to pass).
         let t = Instant::now();
         for _ in 0..20 {
@@ -151,19 +189,50 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
         // At the deadline they all stop.
         w.until.store(0, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while w.running() > 0 {
-            assert!(Instant::now() < deadline, "spinners still running");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // A zero spin time spawns nothing after an op, and tasks that end at once before.
-        w.keep(Some(&pool), Duration::ZERO, false);
-        assert_eq!(w.running(), 0);
+        settle(&w);
+    }
+
+    #[test]
+    fn pollers_leave_while_an_op_runs() {
+        // With an op of the pool running, a poller that finds no work ends, so it never
+        // holds up a wait it was run inside.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let w = Arc::new(Warmth::default());
+        w.keep(Some(&pool), Duration::from_secs(60), false);
+        assert_eq!(w.running(), 2);
+        w.active.fetch_add(1, Ordering::AcqRel);
+        settle(&w);
+        w.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    #[test]
+    fn ops_wake_and_poll_from_outside_the_pool_only() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let w = Arc::new(Warmth::default());
+        // From inside the pool: nothing is spawned.
+        let x = pool.install(|| w.around(Some(&pool), || 7));
+        assert_eq!(x, 7);
+        assert_eq!(w.broadcasts.load(Ordering::Relaxed), 0);
+        // From outside: a wake-up broadcast before the op (and pollers after it, which
+        // read the extended deadline or start again).
+        let y = w.around(Some(&pool), || 8);
+        assert_eq!(y, 8);
+        assert!(w.broadcasts.load(Ordering::Relaxed) >= 1);
+        assert_eq!(w.active.load(Ordering::Acquire), 0);
+        w.until.store(0, Ordering::Relaxed);
+        settle(&w);
+        // A zero spin time still wakes before an op, and spawns nothing after one.
+        let before = w.broadcasts.load(Ordering::Relaxed);
         w.keep(Some(&pool), Duration::ZERO, true);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while w.running() > 0 {
-            assert!(Instant::now() < deadline, "wake-up tasks still running");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert_eq!(w.broadcasts.load(Ordering::Relaxed), before + 1);
+        settle(&w);
+        w.keep(Some(&pool), Duration::ZERO, false);
+        assert_eq!(w.broadcasts.load(Ordering::Relaxed), before + 1);
     }
 }

@@ -48,6 +48,7 @@ fn run_all(dev: &CpuBackend) -> Vec<Vec<u64>> {
         (200, 300, 200),
         (1, 1000, 300),
         (1, 20_000, 70),
+        (1, 700, 4500),
     ] {
         let a = Tensor::randn(dev, &[m, k], DType::F32, 7).unwrap();
         let b = Tensor::randn(dev, &[k, n], DType::F32, 8).unwrap();

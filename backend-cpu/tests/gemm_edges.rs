@@ -160,9 +160,11 @@ fn matrix_vector_paths() {
         }
         // x · B over chunks of 256 rows of B (one, two with a ragged second, many), and
         // beyond 64 chunks of 256 (then 64 longer ones); one output column too.
-        for k in [255, 256, 257, 513, 1000, 16_385, 20_000] {
+        for k in [63, 64, 65, 255, 256, 257, 513, 1000, 16_385, 20_000] {
             check(dev, &[], 1, k, 70, false, false, DType::F32, k == 513);
         }
+        // Column blocks of 4096 (two, the second ragged).
+        check(dev, &[], 1, 1024, 4100, false, false, DType::F32, true);
         check(dev, &[], 1, 700, 1, false, false, DType::F32, false);
         check(dev, &[2], 1, 600, 40, false, false, DType::BF16, false);
     });

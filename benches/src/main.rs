@@ -91,6 +91,9 @@ fn main() -> std::process::ExitCode {
 /// Runs the benchmark; `Ok(false)` when a case failed its accuracy check or could not run.
 fn run() -> anyhow::Result<bool> {
     let cli = Cli::parse();
+    if !cli.no_peers {
+        quiet_threads()?;
+    }
     // matrixmultiply reads its thread count once, from the environment: give it the CPU
     // device's count (what rayon will use, or the `cpu:<n>` asked for).
     let threads = peer_threads(&cli.backend);
@@ -199,11 +202,17 @@ fn run() -> anyhow::Result<bool> {
             fig(i.bandwidth_gbs, "GB/s")
         );
     }
-    #[cfg(feature = "openblas")]
     if !cli.no_peers {
+        let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "unset".into());
+        #[cfg(feature = "openblas")]
         println!(
-            "peer openblas: kernels for {}",
-            xkern_bench::peers::openblas::core_name()
+            "peer openblas: kernels for {}; OPENBLAS_THREAD_TIMEOUT={}",
+            xkern_bench::peers::openblas::core_name(),
+            env("OPENBLAS_THREAD_TIMEOUT")
+        );
+        println!(
+            "with peers: XKERN_CPU_SPIN_US={} (no contestant's threads poll during another's run)",
+            env("XKERN_CPU_SPIN_US")
         );
     }
     if evictor.is_some() {
@@ -300,6 +309,31 @@ fn run_numerics(cli: &Cli) -> anyhow::Result<bool> {
         eprintln!("some results exceeded their tolerance or failed to run (see above)");
     }
     Ok(ok)
+}
+
+/// With peers, no contestant's threads may keep polling for work during another's timed
+/// run (on 2 cores that took up to half the next contestant's CPU: xkern's GEMV read 0.62×
+/// OpenBLAS's speed with OpenBLAS's threads spinning through its runs, 0.9–1.1× without):
+/// xkern's workers sleep after each op (`XKERN_CPU_SPIN_US=0`) and, with the `openblas`
+/// feature, OpenBLAS's threads too (`OPENBLAS_THREAD_TIMEOUT=4`, which OpenBLAS reads when
+/// it loads, before `main`: the program runs itself again with it set). Values already
+/// set are kept.
+fn quiet_threads() -> anyhow::Result<()> {
+    if std::env::var_os("XKERN_CPU_SPIN_US").is_none() {
+        // SAFETY: nothing else runs yet: this program has not spawned any thread.
+        unsafe { std::env::set_var("XKERN_CPU_SPIN_US", "0") };
+    }
+    #[cfg(all(feature = "openblas", unix))]
+    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("locating this program to run it again")?;
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("OPENBLAS_THREAD_TIMEOUT", "4")
+            .exec();
+        return Err(anyhow::Error::new(err).context("running again with OPENBLAS_THREAD_TIMEOUT=4"));
+    }
+    Ok(())
 }
 
 /// Threads of the CPU device the run will use: `cpu:<n>` if asked for, else rayon's

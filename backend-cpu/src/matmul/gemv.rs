@@ -4,9 +4,10 @@
 //!
 //! Two layouts, two loops, each compiled per ISA (FMA where the ISA has it):
 //! - **axpy** (`x · B` with B's rows contiguous, the usual `x @ W`): B's rows are cut into
-//!   fixed chunks of [`AXPY_ROWS`]; each task sums its chunk's rows, four per pass, into a
-//!   vector of partial outputs, so that a thread streams one contiguous run of memory,
-//!   and the partials are added in a fixed pairwise tree. (Threads owning halves of every
+//!   fixed chunks (K / 16 rows, 64 to 256) and its columns into blocks of [`AXPY_COLS`];
+//!   each task sums its chunk's rows, four per pass, into partial outputs, so that a
+//!   thread streams long runs of memory (one contiguous run up to 4096 columns), and the
+//!   chunks' partials are added in a fixed pairwise tree. (Threads owning halves of every
 //!   row instead, 8 KiB runs of each, ran 1.24–1.35× OpenBLAS's time at 1×4096×4096,
 //!   interleaved, against 1.08–1.17× now.) With a single chunk, threads own blocks of
 //!   output columns, as wide as possible.
@@ -19,14 +20,21 @@
 
 use super::View;
 use crate::simd::Isa;
-use crate::storage::{Scalar, try_vec_overwrite};
+use crate::storage::Scalar;
 use rayon::prelude::*;
+use std::sync::Mutex;
+use xkern_core::{Error, Result};
 
-/// Rows of B per task of the axpy form (at least: more for tall B, so that there are at
-/// most [`AXPY_CHUNKS`] partial vectors).
+/// Rows of B per chunk of the axpy form: K / 16 within these bounds (so that K ≥ 1024
+/// gives 16 chunks to spread over the threads), more for tall B so that there are at most
+/// [`AXPY_CHUNKS`] partial vectors.
 const AXPY_ROWS: usize = 256;
+/// See [`AXPY_ROWS`].
+const AXPY_ROWS_MIN: usize = 64;
 /// The most chunks (partial output vectors) of an axpy product.
 const AXPY_CHUNKS: usize = 64;
+/// Output columns per task of a chunk (16 KiB runs of each row, partials that stay in L1).
+const AXPY_COLS: usize = 4096;
 
 /// `out[j] = ((out[j] + w0·r0[j]) + w1·r1[j]) + …` over the rows given, fused when `FMA`.
 #[inline(always)]
@@ -120,15 +128,16 @@ fn dot_isa<T: Scalar>(isa: Isa, a: &[T], b: &[f32]) -> f32 {
     }
 }
 
-/// Computes `c` (m·n outputs, m = 1 or n = 1) from views `a` and `b`; `false` when the
-/// layout has no streaming path (the packed GEMM then handles it).
+/// Computes `c` (m·n outputs, m = 1 or n = 1) from views `a` and `b`; `Ok(false)` when
+/// the layout has no streaming path (the packed GEMM then handles it), `Err` when the
+/// partial sums find no memory.
 pub(super) fn gemv<T: Scalar>(
     isa: Isa,
     a: View<'_, T>,
     b: View<'_, T>,
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
-) -> bool {
+) -> Result<bool> {
     // The streamed matrix, the vector, and whether the matrix's rows are the dot products.
     // The vector is A's row when the matrix is B and B's column when it is A, decided by
     // the branch, not by `m == 1`: with M = N = 1 either may be the vector.
@@ -146,11 +155,11 @@ pub(super) fn gemv<T: Scalar>(
             true,
         ),
         _ if n == 1 && a.cs == 1 => (a, (0..k).map(|p| b.at(p, 0)).collect(), true),
-        _ => return false,
+        _ => return Ok(false),
     };
     let outputs = c.len();
     let Some(data) = mat.data.get(mat.offset..) else {
-        return false;
+        return Ok(false);
     };
     let row = |i: usize, from: usize, len: usize| {
         data.get(i * mat.rs + from..).and_then(|r| r.get(..len))
@@ -159,7 +168,7 @@ pub(super) fn gemv<T: Scalar>(
     if dots {
         // One dot product per output; blocks of outputs per task.
         let block = outputs.div_ceil(4 * threads).clamp(1, 64);
-        return c
+        return Ok(c
             .par_chunks_mut(block)
             .enumerate()
             .map(|(bi, out)| {
@@ -171,40 +180,63 @@ pub(super) fn gemv<T: Scalar>(
                 }
                 true
             })
-            .all(|ok| ok);
+            .all(|ok| ok));
     }
-    // axpy over fixed chunks of rows, each into its own partial outputs.
-    let chunk_rows = AXPY_ROWS.max(k.div_ceil(AXPY_CHUNKS));
+    // axpy over fixed chunks of rows and blocks of columns, each into its own partials.
+    let chunk_rows = (k / 16)
+        .clamp(AXPY_ROWS_MIN, AXPY_ROWS)
+        .max(k.div_ceil(AXPY_CHUNKS));
     let chunks = k.div_ceil(chunk_rows);
-    if chunks > 1
-        && let Ok(mut parts) = try_vec_overwrite(chunks * outputs, 0.0f32)
-    {
-        let summed = parts
-            .par_chunks_mut(outputs)
+    if chunks > 1 {
+        // Not from the tensor pool: this buffer is dropped, not handed back.
+        let len = chunks * outputs;
+        let mut parts: Vec<f32> = Vec::new();
+        parts
+            .try_reserve_exact(len)
+            .map_err(|_| Error::OutOfMemory {
+                device: "cpu".into(),
+                bytes: (len as u64).saturating_mul(4),
+            })?;
+        parts.resize(len, 0.0);
+        // Every (chunk, column block) segment of the partials is one task, run by the
+        // calling thread and the workers as they come (`tasks::share`).
+        let segments: Vec<Mutex<(usize, usize, &mut [f32])>> = parts
+            .chunks_mut(outputs)
             .enumerate()
-            .map(|(ci, part)| {
-                part.fill(0.0);
-                let (p0, p1) = (ci * chunk_rows, ((ci + 1) * chunk_rows).min(k));
-                axpy_rows(isa, part, &v, p0..p1, |i| row(i, 0, outputs))
+            .flat_map(|(ci, part)| {
+                part.chunks_mut(AXPY_COLS)
+                    .enumerate()
+                    .map(move |(bi, seg)| Mutex::new((ci, bi * AXPY_COLS, seg)))
             })
-            .all(|ok| ok);
+            .collect();
+        let summed = crate::tasks::share(segments.len(), |t| {
+            let Some(Ok(mut task)) = segments.get(t).map(Mutex::lock) else {
+                return false;
+            };
+            let (ci, j0, ref mut seg) = *task;
+            let (p0, p1) = (ci * chunk_rows, ((ci + 1) * chunk_rows).min(k));
+            let len = seg.len();
+            axpy_rows(isa, seg, &v, p0..p1, |i| row(i, j0, len))
+        });
+        drop(segments);
         if !summed {
-            return false;
+            return Ok(false);
         }
-        // Pairwise tree: at level s, chunk c += chunk c + s for c a multiple of 2s.
+        // Pairwise tree: at level s, chunk c += chunk c + s for c a multiple of 2s (on
+        // the calling thread: a few microseconds, less than waking a worker).
         let mut s = 1;
         while s < chunks {
-            parts.par_chunks_mut(2 * s * outputs).for_each(|pair| {
+            for pair in parts.chunks_mut(2 * s * outputs) {
                 if let Some((lo, hi)) = pair.split_at_mut_checked(s * outputs) {
                     for (x, y) in lo.iter_mut().zip(hi.iter()).take(outputs) {
                         *x += *y;
                     }
                 }
-            });
+            }
             s *= 2;
         }
         c.copy_from_slice(&parts[..outputs]);
-        return true;
+        return Ok(true);
     }
     // axpy: column blocks as wide as the thread count allows (multiples of 64 columns,
     // at least 256 so a block's rows stay long runs).
@@ -212,14 +244,14 @@ pub(super) fn gemv<T: Scalar>(
         .div_ceil(threads)
         .next_multiple_of(64)
         .clamp(256, outputs.max(256));
-    c.par_chunks_mut(block)
+    Ok(c.par_chunks_mut(block)
         .enumerate()
         .map(|(bi, out)| {
             out.fill(0.0);
             let (j0, len) = (bi * block, out.len());
             axpy_rows(isa, out, &v, 0..k, |i| row(i, j0, len))
         })
-        .all(|ok| ok)
+        .all(|ok| ok))
 }
 
 /// `out += Σ v[i]·row(i)` over `rows`, four rows per pass, in order; `false` when a row

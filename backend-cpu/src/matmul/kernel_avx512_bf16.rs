@@ -111,9 +111,12 @@ pub(crate) unsafe fn pair_rows(n: usize, r0: *const u16, r1: *const u16, out: *m
         let lo = _mm512_permutex2var_epi16(a, li, b);
         let hi = _mm512_permutex2var_epi16(a, hi, b);
         let lo_mask = ((1u32 << n.min(16)) - 1) as u16;
-        let hi_mask = ((1u32 << n.saturating_sub(16)) - 1) as u16;
         _mm512_mask_storeu_epi32(out.cast(), lo_mask, lo);
-        _mm512_mask_storeu_epi32(out.add(16).cast(), hi_mask, hi);
+        if n > 16 {
+            // Only then is `out + 16` inside the caller's n slots.
+            let hi_mask = ((1u32 << (n - 16)) - 1) as u16;
+            _mm512_mask_storeu_epi32(out.add(16).cast(), hi_mask, hi);
+        }
     }
 }
 

@@ -34,8 +34,10 @@
 //! does not pay ([`direct`]: up to 1024³ multiply-adds, any size with at most 512 columns,
 //! and batches of small matrices), and 2 ≤ M ≤ 16 rows stream B in place ([`skinny`]).
 //! The direct path sums in the packed GEMM's order (same bits); the skinny and GEMV paths
-//! sum in their own fixed orders (16-deep blocks, 8 lanes), so a product's last bits can
-//! depend on which path its shape takes, never on the thread count.
+//! sum in their own fixed orders (the skinny path in 16-deep blocks; GEMV in 32 lanes for
+//! dot products, and for `x · B` row by row within fixed chunks of rows whose partial
+//! sums are added in a fixed tree), so a product's last bits can depend on which path its
+//! shape takes, never on the thread count or the memory available.
 
 // Kernel code: slices of packed panels and of C are sized from the validated spec and
 // the blocking; loop bounds never exceed them.
@@ -1025,7 +1027,7 @@ fn matmul_typed<K: MicroKernel, T: Scalar>(
     if (m == 1 || n == 1)
         && k > 0
         && each_entry(out, m * n, |bi, c| {
-            let streamed = gemv::gemv(isa, av(bi), bv(bi), c, (m, k, n));
+            let streamed = gemv::gemv(isa, av(bi), bv(bi), c, (m, k, n))?;
             if streamed {
                 for row in c.chunks_exact_mut(n) {
                     epi.apply(row, 0);
