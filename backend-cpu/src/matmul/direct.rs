@@ -28,7 +28,6 @@
 
 use super::{CPtr, Epilogue, View};
 use crate::storage::Scalar;
-use rayon::prelude::*;
 use xkern_core::Result;
 
 /// Rows of A per tile: 6 × 4 zmm accumulators (6 broadcasts and 4 loads per 24 FMAs).
@@ -131,7 +130,13 @@ pub(super) fn product<T: Scalar>(
             })
             .collect();
         if parallel {
-            rects.into_par_iter().for_each(rect);
+            // On the calling thread too (see `tasks`).
+            crate::tasks::share(rects.len(), |t| {
+                if let Some(&r) = rects.get(t) {
+                    rect(r);
+                }
+                true
+            });
         } else {
             rects.into_iter().for_each(rect);
         }
