@@ -470,14 +470,17 @@ pub(crate) fn normalize(
         return CpuStorage::from_f32(spec.dtype, out);
     }
     let blk = axis * inner;
-    out.par_chunks_mut(blk)
-        .zip(xs.par_chunks(blk))
-        .enumerate()
-        .for_each(|(r, (o_blk, x_blk))| {
+    // Tasks of whole blocks, about ROW_CHUNK elements each, on the calling thread and the
+    // workers (see `fold_rows`).
+    let per_task = (ROW_CHUNK / blk.max(1)).max(1) * blk;
+    crate::tasks::share_slices(&mut out, per_task, |i0, piece| {
+        for (j, o_blk) in piece.chunks_mut(blk).enumerate() {
+            let r = i0 / blk + j;
+            let x_blk = &xs[r * blk..(r + 1) * blk];
             if inner == 1 {
                 let next = xs.get((r + 1) * blk..(r + 2) * blk).unwrap_or(&[]);
                 row_next(x_blk, o_blk, next);
-                return;
+                continue;
             }
             let (mut xr, mut or) = (vec![0.0f32; axis], vec![0.0f32; axis]);
             for i in 0..inner {
@@ -489,7 +492,9 @@ pub(crate) fn normalize(
                     o_blk[a * inner + i] = r;
                 }
             }
-        });
+        }
+        true
+    });
     CpuStorage::from_f32(spec.dtype, out)
 }
 
