@@ -594,13 +594,83 @@ isa_kernels!(
 );
 isa_kernels!(generic, PortableOps, [], []);
 
+/// [`arg`] in one pass with AVX-512 mask registers: per lane the best sign·x so far and
+/// the index where it first appeared (taken on a strict `>`, or a NaN over a number),
+/// then the tail and the lanes as the scalar rules say. The same loop written in scalar
+/// Rust did not vectorise (6.0 ms for a 4096² argmax against 2.6–3.0 for the two-pass
+/// [`arg`], which reads each row twice); this one reads it once.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn arg_avx512(x: &[f32], sign: f32) -> Option<(f32, u32)> {
+    use std::arch::x86_64::*;
+    if x.len() < LANES {
+        return arg::<Avx512Ops>(x, sign);
+    }
+    let s = _mm512_set1_ps(sign);
+    let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // Each lane's first index: its value if the lane never sees more than -∞.
+    let mut at = idx;
+    let step = _mm512_set1_epi32(LANES as i32);
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        // SAFETY: `c` holds LANES floats.
+        let v = _mm512_mul_ps(s, unsafe { _mm512_loadu_ps(c.as_ptr()) });
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+        let v_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        let b_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
+        let take = gt | (v_nan & !b_nan);
+        best = _mm512_mask_mov_ps(best, take, v);
+        at = _mm512_mask_mov_epi32(at, take, idx);
+        idx = _mm512_add_epi32(idx, step);
+    }
+    let mut bv = [0.0f32; LANES];
+    let mut av = [0u32; LANES];
+    // SAFETY: both arrays hold LANES 32-bit elements.
+    unsafe {
+        _mm512_storeu_ps(bv.as_mut_ptr(), best);
+        _mm512_storeu_si512(av.as_mut_ptr().cast(), at);
+    }
+    // The tail's element t joins lane t: its index is larger than the lane's others.
+    let base = (x.len() - tail.len()) as u32;
+    for (t, &v) in tail.iter().enumerate() {
+        let v = sign * v;
+        if v > bv[t] || (v.is_nan() && !bv[t].is_nan()) {
+            bv[t] = v;
+            av[t] = base + t as u32;
+        }
+    }
+    // The lanes: a NaN beats a number, then the larger value, ties to the smaller index.
+    let beats = |(v, j): (f32, u32), (bv, bj): (f32, u32)| {
+        if v.is_nan() || bv.is_nan() {
+            v.is_nan() && (!bv.is_nan() || j < bj)
+        } else {
+            v > bv || (v == bv && j < bj)
+        }
+    };
+    let mut w = 0;
+    for i in 1..LANES {
+        if beats((bv[i], av[i]), (bv[w], av[w])) {
+            w = i;
+        }
+    }
+    x.get(av[w] as usize).map(|&v| (v, av[w]))
+}
+
 impl RowKernels {
     /// The kernels compiled for `isa`. Calling them is sound because a device only holds
     /// an ISA that was detected on this CPU.
     pub(crate) fn for_isa(isa: Isa) -> RowKernels {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::KERNELS,
+            Isa::Avx512 => RowKernels {
+                arg: arg_avx512,
+                ..avx512::KERNELS
+            },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::KERNELS,
             _ => generic::KERNELS,
