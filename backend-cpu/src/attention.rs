@@ -35,6 +35,7 @@
 // head dims, key blocks), with loop bounds no larger than those sizes.
 #![allow(clippy::indexing_slicing)]
 
+use crate::internal;
 use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b, with_task_buf};
 use crate::reduce::rows::{ColState, RowKernels};
 use crate::simd::exp::exp;
@@ -392,17 +393,8 @@ fn tile<K: MicroKernel, T: Scalar>(
         }
         let ot = &ot[..dv * wq];
         if let Some(out) = out {
-            // out[r, c] = Oᵀ[c, r] / l[r] (zeros for a row that saw no key), row by row.
-            for (r, o_row) in out.chunks_exact_mut(dv).take(rows).enumerate() {
-                if l[r] == 0.0 {
-                    o_row.fill(0.0);
-                    continue;
-                }
-                let inv = 1.0 / l[r];
-                for (c, o) in o_row.iter_mut().enumerate() {
-                    *o = ot[c * wq + r] * inv;
-                }
-            }
+            // out[r, c] = Oᵀ[c, r] / l[r].
+            normalise(l, dv, out, |r, c| ot[c * wq + r]);
             return Ok(None);
         }
         let mut o = vec![0.0f32; rows * dv];
@@ -417,14 +409,6 @@ fn tile<K: MicroKernel, T: Scalar>(
             o,
         }))
     })
-}
-
-/// An internal inconsistency reported as an error rather than a panic.
-fn internal(what: &str) -> Error {
-    Error::Backend {
-        backend: "cpu",
-        message: what.into(),
-    }
 }
 
 /// The softmax state of all query rows of (batch, kv head) `bkv` (rows ordered head by
@@ -611,15 +595,20 @@ fn merge(mut states: Vec<Partial>) -> Partial {
 
 /// Divides by the softmax sum (zeros for a row that saw no key) into the output rows.
 fn finish(st: Partial, dv: usize, out: &mut [f32]) {
-    for (r, o_row) in out.chunks_exact_mut(dv).enumerate() {
-        let src = &st.o[r * dv..(r + 1) * dv];
-        if st.l[r] == 0.0 {
+    normalise(&st.l, dv, out, |r, c| st.o[r * dv + c]);
+}
+
+/// `out[r, c] = o(r, c) / l[r]` for the rows of `out` (`dv` wide, one per entry of `l`
+/// at most), or zeros for a row whose sum is 0: it saw no key.
+fn normalise(l: &[f32], dv: usize, out: &mut [f32], o: impl Fn(usize, usize) -> f32) {
+    for ((r, o_row), &l) in out.chunks_exact_mut(dv).enumerate().zip(l) {
+        if l == 0.0 {
             o_row.fill(0.0);
-        } else {
-            let inv = 1.0 / st.l[r];
-            for (o, &x) in o_row.iter_mut().zip(src) {
-                *o = x * inv;
-            }
+            continue;
+        }
+        let inv = 1.0 / l;
+        for (c, x) in o_row.iter_mut().enumerate() {
+            *x = o(r, c) * inv;
         }
     }
 }

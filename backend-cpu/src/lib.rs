@@ -171,6 +171,14 @@ impl CpuBackend {
     }
 }
 
+/// An internal inconsistency of this backend, reported as an error rather than a panic.
+pub(crate) fn internal(what: &str) -> Error {
+    Error::Backend {
+        backend: "cpu",
+        message: what.into(),
+    }
+}
+
 /// Whether bf16 matmuls on `isa` can use AVX-512 BF16 (detected once, at construction;
 /// the kernel's packing also needs AVX-512BW, which every CPU with BF16 has).
 fn bf16_dot(isa: Isa) -> bool {

@@ -33,7 +33,7 @@ pub enum CpuStorage {
 
 /// A fresh empty vector with room for `len` elements, or `OutOfMemory`. Large ones are
 /// backed by transparent huge pages where the system offers them (see [`advise_huge`]).
-fn reserve<T>(len: usize) -> Result<Vec<T>> {
+pub(crate) fn reserve<T>(len: usize) -> Result<Vec<T>> {
     let mut v: Vec<T> = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
         device: "cpu".into(),

@@ -20,10 +20,9 @@
 
 use super::View;
 use crate::simd::Isa;
-use crate::storage::Scalar;
+use crate::storage::{Scalar, reserve};
 use rayon::prelude::*;
-use std::sync::Mutex;
-use xkern_core::{Error, Result};
+use xkern_core::Result;
 
 /// Rows of B per chunk of the axpy form: K / 16 within these bounds (so that K ≥ 1024
 /// gives 16 chunks to spread over the threads), more for tall B so that there are at most
@@ -190,33 +189,25 @@ pub(super) fn gemv<T: Scalar>(
     if chunks > 1 {
         // Not from the tensor pool: this buffer is dropped, not handed back.
         let len = chunks * outputs;
-        let mut parts: Vec<f32> = Vec::new();
-        parts
-            .try_reserve_exact(len)
-            .map_err(|_| Error::OutOfMemory {
-                device: "cpu".into(),
-                bytes: (len as u64).saturating_mul(4),
-            })?;
+        let mut parts: Vec<f32> = reserve(len)?;
         parts.resize(len, 0.0);
-        // Every (chunk, column block) segment of the partials is one task, run by the
-        // calling thread and the workers as they come (`tasks::share`).
-        let segments: Vec<Mutex<(usize, usize, &mut [f32])>> = parts
+        // Every (chunk, first column, segment) of the partials is one task, run by the
+        // calling thread and the workers as they come (`tasks::share_slices`).
+        let mut segments: Vec<(usize, usize, &mut [f32])> = parts
             .chunks_mut(outputs)
             .enumerate()
             .flat_map(|(ci, part)| {
                 part.chunks_mut(AXPY_COLS)
                     .enumerate()
-                    .map(move |(bi, seg)| Mutex::new((ci, bi * AXPY_COLS, seg)))
+                    .map(move |(bi, seg)| (ci, bi * AXPY_COLS, seg))
             })
             .collect();
-        let summed = crate::tasks::share(segments.len(), |t| {
-            let Some(Ok(mut task)) = segments.get(t).map(Mutex::lock) else {
-                return false;
-            };
-            let (ci, j0, ref mut seg) = *task;
-            let (p0, p1) = (ci * chunk_rows, ((ci + 1) * chunk_rows).min(k));
-            let len = seg.len();
-            axpy_rows(isa, seg, &v, p0..p1, |i| row(i, j0, len))
+        let summed = crate::tasks::share_slices(&mut segments, 1, |_, task| {
+            task.iter_mut().all(|(ci, j0, seg)| {
+                let (p0, p1) = (*ci * chunk_rows, ((*ci + 1) * chunk_rows).min(k));
+                let (j0, len) = (*j0, seg.len());
+                axpy_rows(isa, seg, &v, p0..p1, |i| row(i, j0, len))
+            })
         });
         drop(segments);
         if !summed {

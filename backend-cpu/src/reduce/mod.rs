@@ -189,10 +189,7 @@ where
         .chunks(chunks)
         .map(|p| tree(p, &merge).flatten())
         .collect::<Option<Vec<S>>>()
-        .ok_or_else(|| xkern_core::Error::Backend {
-            backend: "cpu",
-            message: "a row reduction left a unit unreduced".into(),
-        })
+        .ok_or_else(|| crate::internal("a row reduction left a unit unreduced"))
 }
 
 /// Reductions of rows (`inner = 1`) through the vectorised kernels.
@@ -212,11 +209,7 @@ fn reduce_rows(k: RowKernels, spec: &ReduceSpec, x: &[f32]) -> Result<CpuStorage
     };
     let arg = |sign: f32| -> Result<Vec<u32>> {
         let better = move |(v, j): (f32, u32), (bv, bj): (f32, u32)| {
-            if v.is_nan() || bv.is_nan() {
-                v.is_nan() && (!bv.is_nan() || j < bj)
-            } else {
-                sign * v > sign * bv || (v == bv && j < bj)
-            }
+            rows::beats((sign * v, j), (sign * bv, bj))
         };
         fold_rows(
             x,

@@ -594,6 +594,18 @@ isa_kernels!(
 );
 isa_kernels!(generic, PortableOps, [], []);
 
+/// Whether candidate `(v, j)` (a value of sign·x and its index) beats `(bv, bj)` for
+/// argmax: a NaN beats a number (the first NaN wins), then the larger value, ties (±0
+/// included) to the smaller index.
+#[inline(always)]
+pub(crate) fn beats((v, j): (f32, u32), (bv, bj): (f32, u32)) -> bool {
+    if v.is_nan() || bv.is_nan() {
+        v.is_nan() && (!bv.is_nan() || j < bj)
+    } else {
+        v > bv || (v == bv && j < bj)
+    }
+}
+
 /// [`arg`] in one pass with AVX-512 mask registers: per lane the best sign·x so far and
 /// the index where it first appeared (taken on a strict `>`, or a NaN over a number),
 /// then the tail and the lanes as the scalar rules say. The same loop written in scalar
@@ -644,14 +656,6 @@ unsafe fn arg_avx512(x: &[f32], sign: f32) -> Option<(f32, u32)> {
             av[t] = base + t as u32;
         }
     }
-    // The lanes: a NaN beats a number, then the larger value, ties to the smaller index.
-    let beats = |(v, j): (f32, u32), (bv, bj): (f32, u32)| {
-        if v.is_nan() || bv.is_nan() {
-            v.is_nan() && (!bv.is_nan() || j < bj)
-        } else {
-            v > bv || (v == bv && j < bj)
-        }
-    };
     let mut w = 0;
     for i in 1..LANES {
         if beats((bv[i], av[i]), (bv[w], av[w])) {
