@@ -312,8 +312,8 @@ fn run_numerics(cli: &Cli) -> anyhow::Result<bool> {
 }
 
 /// With peers, no contestant's threads may keep polling for work during another's timed
-/// run (on 2 cores that took up to half the next contestant's CPU: xkern's GEMV read 0.62×
-/// OpenBLAS's speed with OpenBLAS's threads spinning through its runs, 0.9–1.1× without):
+/// run (on 2 cores such polling took CPU from the next contestant's run: xkern's GEMV read
+/// 0.62–1.10× OpenBLAS's speed from run to run with both libraries' threads polling):
 /// xkern's workers sleep after each op (`XKERN_CPU_SPIN_US=0`) and, with the `openblas`
 /// feature, OpenBLAS's threads too (`OPENBLAS_THREAD_TIMEOUT=4`, which OpenBLAS reads when
 /// it loads, before `main`: the program runs itself again with it set). Values already

@@ -88,13 +88,12 @@ pub fn interleaved(
 /// The order of the contestants in round `round`: a permutation of `0..n` drawn by a
 /// Fisher–Yates shuffle from a SplitMix64 stream seeded by the round number.
 fn round_order(n: usize, round: usize) -> Vec<usize> {
-    let mut state = (round as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut state = (round as u64).wrapping_mul(GAMMA);
     let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        let z = xkern::core::random::splitmix64(state);
+        state = state.wrapping_add(GAMMA);
+        z
     };
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {

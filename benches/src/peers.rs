@@ -229,21 +229,17 @@ pub mod openblas {
             // describe, c is m×n row-major and aliases neither; all extents fit c_int.
             unsafe {
                 if p.m == 1 {
-                    // cᵀ = Bᵀ·aᵀ: B as stored, transposed unless it is stored `[n, k]`.
-                    let (t, rows, cols) = if p.trans_b {
-                        (NO_TRANS, n, k)
-                    } else {
-                        (TRANS, k, n)
-                    };
-                    let ld = if p.trans_b { k } else { n };
+                    // cᵀ = Bᵀ·aᵀ: B as stored (`ldb` columns), transposed unless it is
+                    // stored `[n, k]`.
+                    let (t, rows) = if p.trans_b { (NO_TRANS, n) } else { (TRANS, k) };
                     cblas_sgemv(
                         ROW_MAJOR,
                         t,
                         rows,
-                        cols,
+                        ldb,
                         1.0,
                         b.as_ptr(),
-                        ld,
+                        ldb,
                         a.as_ptr(),
                         1,
                         0.0,

@@ -6,8 +6,9 @@
 //! so the values are the same on every platform and every backend (the host draws them
 //! once and uploads them).
 
-/// SplitMix64's output function.
-fn splitmix64(mut z: u64) -> u64 {
+/// SplitMix64's step: the output for generator state `z` (the next state is
+/// `z + 0x9E37_79B9_7F4A_7C15`). Also the benchmark's seeded shuffles.
+pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
