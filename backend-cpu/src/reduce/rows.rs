@@ -31,6 +31,14 @@ trait RowOps {
     fn exp1(x: f32) -> f32;
     fn exp16(x: &[f32; LANES], m: f32) -> [f32; LANES];
     fn extreme(x: &[f32], sign: f32) -> f32;
+    /// Whether [`RowOps::stream16`] bypasses the caches.
+    const STREAMS: bool;
+    /// Stores 16 floats at `p`, 64-byte aligned, with a non-temporal store where
+    /// [`RowOps::STREAMS`] (weakly ordered: see [`crate::simd::store_fence`]).
+    ///
+    /// # Safety
+    /// `p` is valid for 16 floats and 64-byte aligned.
+    unsafe fn stream16(p: *mut f32, v: &[f32; LANES]);
 }
 
 /// The scalar exp per lane (which compilers vectorise) and [`extreme`] as written: [`exp`]
@@ -64,6 +72,21 @@ impl<const FMA: bool> RowOps for ScalarOps<FMA> {
     fn extreme(x: &[f32], sign: f32) -> f32 {
         extreme(x, sign)
     }
+
+    /// The AVX2 kernels (`FMA`) stream; the portable ones store plainly.
+    const STREAMS: bool = FMA && cfg!(target_arch = "x86_64");
+
+    #[inline(always)]
+    unsafe fn stream16(p: *mut f32, v: &[f32; LANES]) {
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            // SAFETY: the caller's contract; FMA (the AVX2 kernels) implies AVX.
+            unsafe { crate::simd::stream16_avx(p, v) };
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p, LANES) };
+    }
 }
 
 /// [`crate::simd::exp::exp16_avx512`] ([`exp_fma`]'s bits), and the extreme compiled for
@@ -91,6 +114,14 @@ impl RowOps for Avx512Ops {
     fn extreme(x: &[f32], sign: f32) -> f32 {
         // SAFETY: as above; `Isa::Avx512` also requires AVX2 and FMA (simd/mod.rs).
         unsafe { (avx2::KERNELS.extreme)(x, sign) }
+    }
+
+    const STREAMS: bool = true;
+
+    #[inline(always)]
+    unsafe fn stream16(p: *mut f32, v: &[f32; LANES]) {
+        // SAFETY: the caller's contract; AVX-512F was detected (see `exp16`).
+        unsafe { crate::simd::stream16_avx512(p, v) }
     }
 }
 
@@ -360,25 +391,87 @@ pub(crate) struct ColState<'a> {
 /// Softmax (or log-softmax) of one row into `out`: max, then `exp(x − max)` written to
 /// `out` and summed as it goes, then one scaling pass (the row is in cache). `next`, the
 /// row to come (or empty), is prefetched during the passes from cache, so that memory
-/// works while the exponentials are computed instead of after. (Writing the output with
-/// non-temporal stores from a scratch row was tried: 14.4 ms against 7.0 for a 4096²
-/// softmax on Zen 4, so the output goes through the cache.)
+/// works while the exponentials are computed instead of after.
+///
+/// With `stream` (outputs too large to stay in cache) the output is written once, with
+/// non-temporal stores where the ISA has them ([`RowOps::STREAMS`]): the exponentials go
+/// to a per-thread scratch row, and the scaling pass streams from it to `out`, so `out`'s
+/// lines are never read for ownership (a third of the traffic of a softmax through the
+/// cache). The caller ends each task with [`crate::simd::store_fence`]. The bits are the
+/// same either way.
 #[inline(always)]
-fn softmax<E: RowOps>(x: &[f32], out: &mut [f32], log: bool, next: &[f32]) {
+fn softmax<E: RowOps>(x: &[f32], out: &mut [f32], log: bool, next: &[f32], stream: bool) {
     let m = E::extreme(x, 1.0);
+    let stream = stream && E::STREAMS;
     if log {
         let lse = sum_exp::<E>(x, m).ln() as f32;
-        for (ci, (o, v)) in out.chunks_mut(LANES).zip(x.chunks(LANES)).enumerate() {
-            prefetch(next, ci * LANES);
-            for (o, &v) in o.iter_mut().zip(v) {
-                *o = v - m - lse;
-            }
+        write_map::<E>(out, x, next, stream, |v| v - m - lse);
+    } else if stream {
+        let mut scratch = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        if scratch.len() < x.len() {
+            scratch.resize(x.len(), 0.0);
         }
+        let e = &mut scratch[..x.len()];
+        let inv = (1.0 / exp_into::<E>(x, e, m, next)) as f32;
+        write_map::<E>(out, e, &[], true, |v| v * inv);
+        SCRATCH.with(|c| *c.borrow_mut() = scratch);
     } else {
         let inv = (1.0 / exp_into::<E>(x, out, m, next)) as f32;
         for o in out.iter_mut() {
             *o *= inv;
         }
+    }
+}
+
+thread_local! {
+    /// [`softmax`]'s scratch row for streamed outputs (taken out while in use).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[i] = f(src[i])`, prefetching `next` a line per chunk; with `stream` the whole
+/// 64-byte lines of `out` are written by [`RowOps::stream16`] (the unaligned head and the
+/// tail by plain stores).
+#[inline(always)]
+fn write_map<E: RowOps>(
+    out: &mut [f32],
+    src: &[f32],
+    next: &[f32],
+    stream: bool,
+    f: impl Fn(f32) -> f32,
+) {
+    let n = out.len().min(src.len());
+    let head = if stream {
+        out.as_ptr().align_offset(64).min(n)
+    } else {
+        n
+    };
+    let (o_head, o_body) = out[..n].split_at_mut(head);
+    let (s_head, s_body) = src[..n].split_at(head);
+    for (ci, (o, v)) in o_head
+        .chunks_mut(LANES)
+        .zip(s_head.chunks(LANES))
+        .enumerate()
+    {
+        prefetch(next, ci * LANES);
+        for (o, &v) in o.iter_mut().zip(v) {
+            *o = f(v);
+        }
+    }
+    let mut oc = o_body.chunks_exact_mut(LANES);
+    let mut sc = s_body.chunks_exact(LANES);
+    for (ci, (o, v)) in (&mut oc).zip(&mut sc).enumerate() {
+        prefetch(next, head + ci * LANES);
+        let v = lanes(v);
+        let mut t = [0.0f32; LANES];
+        for i in 0..LANES {
+            t[i] = f(v[i]);
+        }
+        // SAFETY: `o` is 16 floats of `out`, 64-byte aligned (it starts `head` + a
+        // multiple of 16 floats from `out`'s start, `out` being 64-byte aligned there).
+        unsafe { E::stream16(o.as_mut_ptr(), &t) };
+    }
+    for (o, &v) in oc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *o = f(v);
     }
 }
 
@@ -415,8 +508,9 @@ fn rms_norm(x: &[f32], out: &mut [f32], weight: Option<&[f32]>, eps: f32) {
 
 /// `arg(row, sign)`: (value, index) of the first extreme, or `None` for an empty row.
 type ArgFn = unsafe fn(&[f32], f32) -> Option<(f32, u32)>;
-/// `softmax(row, out, log, next)`: `next` is the row to come, prefetched (may be empty).
-type SoftmaxFn = unsafe fn(&[f32], &mut [f32], bool, &[f32]);
+/// `softmax(row, out, log, next, stream)`: `next` is the row to come, prefetched (may be
+/// empty); `stream` writes `out` with non-temporal stores (see [`softmax`]).
+type SoftmaxFn = unsafe fn(&[f32], &mut [f32], bool, &[f32], bool);
 /// `softmax_cols(tile, width, scale, limit, state)`.
 type SoftmaxColsFn = unsafe fn(&mut [f32], usize, f32, &[u32], ColState<'_>);
 /// `rms_norm(row, out, weight, eps)`.
@@ -539,8 +633,8 @@ macro_rules! isa_kernels {
                 super::arg::<$exp>(x, s)
             }
             $(#[$fn_attr])*
-            unsafe fn softmax(x: &[f32], o: &mut [f32], log: bool, next: &[f32]) {
-                super::softmax::<$exp>(x, o, log, next)
+            unsafe fn softmax(x: &[f32], o: &mut [f32], log: bool, next: &[f32], stream: bool) {
+                super::softmax::<$exp>(x, o, log, next, stream)
             }
             $(#[$fn_attr])*
             unsafe fn rms_norm(x: &[f32], o: &mut [f32], w: Option<&[f32]>, eps: f32) {
@@ -728,6 +822,46 @@ mod tests {
     /// Every FMA kernel set (AVX2, AVX-512) gives the same bits; the portable set, whose
     /// exp rounds each multiply and add separately, agrees within two ulp of the exp
     /// (sums, extremes and argmax, which take no exp, exactly).
+    /// Streamed (non-temporal) outputs hold the bits of the cached path, for outputs at
+    /// every alignment within a line and lengths around whole lines, on every ISA.
+    #[test]
+    fn streamed_softmax_gives_the_cached_bits() {
+        for isa in Isa::available() {
+            let k = RowKernels::for_isa(isa);
+            for len in [1, 15, 16, 17, 31, 64, 100, 1000, 4099] {
+                let x: Vec<f32> = (0..len)
+                    .map(|i| ((i * 7919) % 1000) as f32 * 0.013 - 6.0)
+                    .collect();
+                for log in [false, true] {
+                    let mut want = vec![0.0f32; len];
+                    // SAFETY: `isa` is available on this CPU.
+                    unsafe { (k.softmax)(&x, &mut want, log, &[], false) };
+                    let mut buf = vec![f32::NAN; len + 16];
+                    for shift in 0..16 {
+                        buf.fill(f32::NAN);
+                        let out = &mut buf[shift..shift + len];
+                        // SAFETY: as above.
+                        unsafe { (k.softmax)(&x, out, log, &x, true) };
+                        crate::simd::store_fence();
+                        assert!(
+                            out.iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{isa:?} len {len} shift {shift} log {log}"
+                        );
+                        // Nothing outside the row was written.
+                        assert!(
+                            buf[..shift]
+                                .iter()
+                                .chain(&buf[shift + len..])
+                                .all(|v| v.is_nan())
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_isa_gives_the_same_bits() {
         let x: Vec<f32> = (0..10_007)
@@ -737,7 +871,7 @@ mod tests {
             let mut o = vec![0.0; x.len()];
             // SAFETY: only ISAs available on this CPU are passed in.
             unsafe {
-                (k.softmax)(&x, &mut o, false, &[]);
+                (k.softmax)(&x, &mut o, false, &[], false);
                 let sums = ((k.sum)(&x), (k.sum_exp)(&x, 1.5));
                 let ext = ((k.extreme)(&x, -1.0), (k.arg)(&x, 1.0));
                 (sums, ext, o)
@@ -814,7 +948,9 @@ mod speed {
                 time("sum_exp", &mut || {
                     std::hint::black_box((k.sum_exp)(&x, 1.0));
                 });
-                time("softmax", &mut || (k.softmax)(&x, &mut o, false, &[]));
+                time("softmax", &mut || {
+                    (k.softmax)(&x, &mut o, false, &[], false)
+                });
                 time("rms_norm", &mut || (k.rms_norm)(&x, &mut o, None, 1e-6));
             }
         }

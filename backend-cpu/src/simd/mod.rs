@@ -17,6 +17,46 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Stores 16 floats at `p` with a non-temporal (cache-bypassing, weakly ordered) store.
+///
+/// # Safety
+/// `p` is valid for 16 floats and 64-byte aligned.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn stream16_avx512(p: *mut f32, v: &[f32; 16]) {
+    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_stream_ps};
+    // SAFETY: the caller's contract.
+    unsafe { _mm512_stream_ps(p, _mm512_loadu_ps(v.as_ptr())) }
+}
+
+/// [`stream16_avx512`] in two 256-bit halves.
+///
+/// # Safety
+/// As [`stream16_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx")]
+pub(crate) unsafe fn stream16_avx(p: *mut f32, v: &[f32; 16]) {
+    use std::arch::x86_64::{_mm256_loadu_ps, _mm256_stream_ps};
+    // SAFETY: the caller's contract (both halves are 32-byte aligned).
+    unsafe {
+        _mm256_stream_ps(p, _mm256_loadu_ps(v.as_ptr()));
+        _mm256_stream_ps(p.add(8), _mm256_loadu_ps(v.as_ptr().add(8)));
+    }
+}
+
+/// Orders this thread's earlier non-temporal stores before its later stores (`sfence`):
+/// a task that streamed its output calls it before the task's completion is published.
+#[inline(always)]
+pub(crate) fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// [`prefetch`]es every cache line of the `len` contiguous elements from `start` (a hint
 /// like it: any address is fine).
 #[inline(always)]
