@@ -189,20 +189,45 @@ fn sum_exp<E: RowOps>(x: &[f32], m: f32) -> f64 {
 }
 
 /// max(sign·x)·sign: the NaN-propagating max (sign 1) or min (sign −1); −∞·sign when empty.
+///
+/// Four 16-lane accumulators over 64-element blocks: with one, each chunk's compare and
+/// blend waited for the previous chunk's (5.4 cycles per 16 elements on Zen 4, where the
+/// loads allow one or two).
 #[inline(always)]
 fn extreme(x: &[f32], sign: f32) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        [f32::NEG_INFINITY; LANES],
+        [f32::NEG_INFINITY; LANES],
+        [f32::NEG_INFINITY; LANES],
+        [f32::NEG_INFINITY; LANES],
+    );
+    let blocks = x.chunks_exact(4 * LANES);
+    let rest = blocks.remainder();
+    for b in blocks {
+        let b: &[f32; 4 * LANES] = b.try_into().unwrap_or(&[0.0; 4 * LANES]);
         for i in 0..LANES {
-            acc[i] = max_nan(acc[i], sign * c[i]);
+            a0[i] = max_nan(a0[i], sign * b[i]);
+            a1[i] = max_nan(a1[i], sign * b[LANES + i]);
+            a2[i] = max_nan(a2[i], sign * b[2 * LANES + i]);
+            a3[i] = max_nan(a3[i], sign * b[3 * LANES + i]);
         }
     }
-    for (a, &v) in acc.iter_mut().zip(tail) {
+    let chunks = rest.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let c = lanes(c);
+        for i in 0..LANES {
+            a0[i] = max_nan(a0[i], sign * c[i]);
+        }
+    }
+    for (a, &v) in a1.iter_mut().zip(tail) {
         *a = max_nan(*a, sign * v);
     }
-    sign * fold_lanes(acc, max_nan)
+    let mut m = [0.0f32; LANES];
+    for i in 0..LANES {
+        m[i] = max_nan(max_nan(a0[i], a1[i]), max_nan(a2[i], a3[i]));
+    }
+    sign * fold_lanes(m, max_nan)
 }
 
 /// (value, index) of the first maximum of sign·x, or of the first NaN; `None` when empty.
