@@ -57,6 +57,19 @@ pub(crate) fn store_fence() {
     };
 }
 
+/// [`prefetch`] into the L2 cache (and outer levels) only.
+#[inline(always)]
+pub(crate) fn prefetch_l2<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        // SAFETY: SSE is part of the x86-64 baseline; a prefetch does not dereference.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// [`prefetch`]es every cache line of the `len` contiguous elements from `start` (a hint
 /// like it: any address is fine).
 #[inline(always)]
