@@ -80,6 +80,15 @@ pub(crate) fn prefetch_run<T>(start: *const T, len: usize) {
     }
 }
 
+/// [`prefetch_run`] into the L2 cache (and outer levels) only.
+#[inline(always)]
+pub(crate) fn prefetch_run_l2<T>(start: *const T, len: usize) {
+    let bytes = start.cast::<u8>();
+    for off in (0..len * std::mem::size_of::<T>()).step_by(64) {
+        prefetch_l2(bytes.wrapping_add(off));
+    }
+}
+
 /// `max` that propagates NaN (`f32::max` ignores it); inlined into every ISA's kernels.
 #[inline(always)]
 pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
