@@ -70,17 +70,8 @@ pub(crate) fn prefetch_l2<T>(p: *const T) {
     let _ = p;
 }
 
-/// [`prefetch`]es every cache line of the `len` contiguous elements from `start` (a hint
-/// like it: any address is fine).
-#[inline(always)]
-pub(crate) fn prefetch_run<T>(start: *const T, len: usize) {
-    let bytes = start.cast::<u8>();
-    for off in (0..len * std::mem::size_of::<T>()).step_by(64) {
-        prefetch(bytes.wrapping_add(off));
-    }
-}
-
-/// [`prefetch_run`] into the L2 cache (and outer levels) only.
+/// [`prefetch_l2`]es every cache line of the `len` contiguous elements from `start` (a
+/// hint like it: any address is fine).
 #[inline(always)]
 pub(crate) fn prefetch_run_l2<T>(start: *const T, len: usize) {
     let bytes = start.cast::<u8>();
