@@ -296,7 +296,7 @@ fn fold_cols<S, P, P4, M>(
 where
     S: Copy + Send + Sync,
     P: Fn(&mut [S], &[f32]) + Sync,
-    P4: Fn(&mut [S], [&[f32]; 4]) + Sync,
+    P4: Fn(&mut [S], [&[f32]; 4], [&[f32]; 4]) + Sync,
     M: Fn(S, S) -> S + Sync,
 {
     let (outer, axis, inner) = (spec.outer, spec.axis_len, spec.inner);
@@ -310,12 +310,15 @@ where
             let mut st = vec![init; j1 - j0];
             let row = |a: usize| &x[(o * axis + a) * inner + j0..(o * axis + a) * inner + j1];
             let (a0, a1) = (c * CHUNK, ((c + 1) * CHUNK).min(axis));
+            // A row to prefetch: empty past the unit's rows.
+            let ahead = |a: usize| if a < a1 { row(a) } else { &[] };
             // Four rows per pass while they last (a fixed grouping: the chunks do not
             // depend on the thread count), then one at a time.
             let quads = (a1 - a0) / 4;
             for q in 0..quads {
                 let a = a0 + 4 * q;
-                push4(&mut st, [row(a), row(a + 1), row(a + 2), row(a + 3)]);
+                let next = [ahead(a + 4), ahead(a + 5), ahead(a + 6), ahead(a + 7)];
+                push4(&mut st, [row(a), row(a + 1), row(a + 2), row(a + 3)], next);
             }
             for a in a0 + 4 * quads..a1 {
                 push(&mut st, row(a));
@@ -347,13 +350,15 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
         // SAFETY: `k` was built for an ISA detected on this CPU.
         let add = |st: &mut [f64], row: &[f32]| unsafe { (k.col_add)(st, row) };
         // SAFETY: as above.
-        let add4 = |st: &mut [f64], rows: [&[f32]; 4]| unsafe { (k.col_add4)(st, rows) };
+        let add4 = |st: &mut [f64], rows: [&[f32]; 4], next: [&[f32]; 4]| unsafe {
+            (k.col_add4)(st, rows, next)
+        };
         fold_cols(x, spec, 0.0f64, add, add4, |a, b| a + b)
     };
     let col_extreme = |sign: f32| {
         // SAFETY: as above.
         let push = move |st: &mut [f32], row: &[f32]| unsafe { (k.col_extreme)(st, row, sign) };
-        let push4 = move |st: &mut [f32], rows: [&[f32]; 4]| {
+        let push4 = move |st: &mut [f32], rows: [&[f32]; 4], _next: [&[f32]; 4]| {
             for r in rows {
                 push(st, r);
             }
