@@ -357,10 +357,14 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
     };
     let col_extreme = |sign: f32| {
         // SAFETY: as above.
-        let push = move |st: &mut [f32], row: &[f32]| unsafe { (k.col_extreme)(st, row, sign) };
-        let push4 = move |st: &mut [f32], rows: [&[f32]; 4], _next: [&[f32]; 4]| {
-            for r in rows {
-                push(st, r);
+        let extreme = move |st: &mut [f32], row: &[f32], next: &[f32]| unsafe {
+            (k.col_extreme)(st, row, sign, next)
+        };
+        let push = move |st: &mut [f32], row: &[f32]| extreme(st, row, &[]);
+        // Each row prefetches the one four rows on (see `col_add4`).
+        let push4 = move |st: &mut [f32], rows: [&[f32]; 4], next: [&[f32]; 4]| {
+            for (r, n) in rows.into_iter().zip(next) {
+                extreme(st, r, n);
             }
         };
         fold_cols(x, spec, f32::NEG_INFINITY, push, push4, nan_max)

@@ -562,8 +562,9 @@ pub(crate) struct RowKernels {
     /// `st[j] += (r0[j] + r1[j]) + (r2[j] + r3[j])` in f64: four rows per pass over `st`,
     /// prefetching the four rows of the second argument (see [`col_add4`]).
     pub col_add4: ColAdd4Fn,
-    /// `st[j] = nan_max(st[j], sign · row[j])` (column extremes).
-    pub col_extreme: unsafe fn(&mut [f32], &[f32], f32),
+    /// `st[j] = nan_max(st[j], sign · row[j])` (column extremes), prefetching the last
+    /// argument (see [`col_extreme`]).
+    pub col_extreme: unsafe fn(&mut [f32], &[f32], f32, &[f32]),
     /// bf16 → f32 (exact).
     pub widen_bf16: unsafe fn(&[half::bf16], &mut [f32]),
     /// f32 → bf16, round to nearest even, NaN kept quiet (bit-identical to `half`).
@@ -638,10 +639,23 @@ fn col_add4(st: &mut [f64], [a, b, c, d]: [&[f32]; 4], next: [&[f32]; 4]) {
     }
 }
 
-/// `st[j] = nan_max(st[j], sign · row[j])`.
+/// `st[j] = nan_max(st[j], sign · row[j])`, prefetching `next` (possibly empty: the row
+/// four on) into L2 a line per chunk, as [`col_add4`] does: 4096² column max 3.7–4.1 →
+/// 1.8–2.4 ms (5 interleaved rounds).
 #[inline(always)]
-fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
-    for (s, &v) in st.iter_mut().zip(row) {
+fn col_extreme(st: &mut [f32], row: &[f32], sign: f32, next: &[f32]) {
+    let mut sc = st.chunks_exact_mut(LANES);
+    let mut rc = row.chunks_exact(LANES);
+    for (ci, (s, r)) in (&mut sc).zip(&mut rc).enumerate() {
+        if let Some(x) = next.get(ci * LANES) {
+            crate::simd::prefetch_l2(x);
+        }
+        let r = lanes(r);
+        for i in 0..LANES {
+            s[i] = max_nan(s[i], sign * r[i]);
+        }
+    }
+    for (s, &v) in sc.into_remainder().iter_mut().zip(rc.remainder()) {
         *s = max_nan(*s, sign * v);
     }
 }
@@ -706,8 +720,8 @@ macro_rules! isa_kernels {
                 super::col_add4(st, rows, next)
             }
             $(#[$fn_attr])*
-            unsafe fn col_extreme(st: &mut [f32], row: &[f32], sign: f32) {
-                super::col_extreme(st, row, sign)
+            unsafe fn col_extreme(st: &mut [f32], row: &[f32], sign: f32, next: &[f32]) {
+                super::col_extreme(st, row, sign, next)
             }
             $(#[$fn_attr])*
             unsafe fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
