@@ -56,8 +56,9 @@ fn reductions_across_row_chunks() {
 }
 
 /// Softmax and log-softmax outputs of 8M elements and more are written with non-temporal
-/// stores (on x86 with AVX2 or AVX-512): the same bits as the rows computed one by one
-/// through the cache, with rows that start mid-line (4,100 floats).
+/// stores (f32 on x86 with AVX2 or AVX-512): the same bits as the rows computed one by one
+/// through the cache, with rows that start mid-line (4,100 floats). The 16-bit dtypes,
+/// which go through scratch rows, give their per-row bits too.
 #[test]
 fn streamed_softmax_outputs_match_the_cached_rows() {
     let dev = CpuBackend::new();
@@ -66,25 +67,32 @@ fn streamed_softmax_outputs_match_the_cached_rows() {
     let x: Vec<f32> = (0..rows * axis)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 9) as f32 * 1e-5 - 40.0)
         .collect();
-    let big = Tensor::from_slice(&dev, &[rows, axis], &x).unwrap();
-    for log in [false, true] {
-        let run = |t: &Tensor<CpuBackend>| {
-            if log { t.log_softmax(1) } else { t.softmax(1) }
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let tensor = |data: &[f32], shape: &[usize]| {
+            Tensor::from_slice(&dev, shape, data)
                 .unwrap()
-                .to_vec::<f32>()
+                .to_dtype(dtype)
                 .unwrap()
         };
-        let all = run(&big);
-        for r in [0, 1, 777, rows - 1] {
-            let one = Tensor::from_slice(&dev, &[1, axis], &x[r * axis..(r + 1) * axis]).unwrap();
-            let want = run(&one);
-            let got = &all[r * axis..(r + 1) * axis];
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "log {log} row {r}"
-            );
+        let big = tensor(&x, &[rows, axis]);
+        for log in [false, true] {
+            let run = |t: &Tensor<CpuBackend>| {
+                if log { t.log_softmax(1) } else { t.softmax(1) }
+                    .unwrap()
+                    .to_f64_vec()
+                    .unwrap()
+            };
+            let all = run(&big);
+            for r in [0, 1, 777, rows - 1] {
+                let want = run(&tensor(&x[r * axis..(r + 1) * axis], &[1, axis]));
+                let got = &all[r * axis..(r + 1) * axis];
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype:?} log {log} row {r}"
+                );
+            }
         }
     }
 }

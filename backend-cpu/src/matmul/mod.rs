@@ -405,13 +405,13 @@ fn pack<T: Scalar>(
             };
             for s in 0..steps {
                 let d = s * ku;
-                // The rows four slots ahead, a line at a time, into L2: the runs are short
+                // The rows two slots ahead, a line at a time, into L2: the runs are short
                 // (2 KiB for a 512-column block) and rows apart, and with prefetches into
                 // L1 the copy ran at 4–5 GB/s per thread (timed per pack call at
                 // 128×4096×11008), its misses queued behind the prefetches that filled
                 // L1's miss buffers; into L2 it runs at 6–7 GB/s. (The distance, 1 to 16
-                // slots, made no difference either way.)
-                for ahead in d + 4 * ku..(d + 5 * ku).min(kc) {
+                // slots, made no clear difference either way, so it stayed at two.)
+                for ahead in d + 2 * ku..(d + 3 * ku).min(kc) {
                     let start = v.offset + (p0 + ahead) * v.cs + x0;
                     crate::simd::prefetch_run_l2(v.data.as_ptr().wrapping_add(start), valid);
                 }
@@ -690,7 +690,12 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
     for ir in (i0..i1).step_by(mr) {
         let a = &p.a[ir / mr * p.a_stride..][..mr * kc];
         let rows = mr.min(i1 - ir);
-        let next_a = p.a.get((ir / mr + 1) * p.a_stride..).unwrap_or(&[]);
+        // (None after the tile's last strip: the panel beyond belongs to another task.)
+        let next_a = if ir + mr < i1 {
+            p.a.get((ir / mr + 1) * p.a_stride..).unwrap_or(&[])
+        } else {
+            &[]
+        };
         let next_a = &next_a[..next_a.len().min(mr * kc)];
         for (call, jr) in (j0..j1).step_by(nr).enumerate() {
             for line in call * ahead..(call + 1) * ahead {

@@ -159,6 +159,8 @@ fn sum_fold(x: &[f32], spec: &ReduceSpec, shift: Option<&[f32]>) -> Vec<f64> {
 /// 7.2–10.3 → 6.0–6.5 ms (a plain copy-and-scale of 64 MiB through the cache takes
 /// 4.8–5.1 ms there, with streaming stores 4.2–4.8).
 const STREAM_MIN: usize = 8 << 20;
+/// Rows up to this many elements (256 KiB of f32) stream; see [`STREAM_MIN`].
+const STREAM_ROW_MAX: usize = 1 << 16;
 
 /// Elements of a row reduced sequentially by one unit of work (a multiple of 16).
 const ROW_CHUNK: usize = 65536;
@@ -435,12 +437,11 @@ pub(crate) fn normalize(
         _ => None,
     };
     let len = outer * axis * inner;
-    // Outputs this large cannot stay in cache for their consumer: (log-)softmax writes
-    // them with non-temporal stores.
-    let stream = inner == 1 && len >= STREAM_MIN;
-    // `next`: the row to come, which softmax prefetches while it computes this one.
-    let row_next = |x: &[f32], o: &mut [f32], next: &[f32]| {
-        // SAFETY: `k` was built for an ISA detected on this CPU.
+    // `next`: the row to come, which softmax prefetches while it computes this one;
+    // `stream`: write the output with non-temporal stores (see the f32 path below).
+    let row_next = |x: &[f32], o: &mut [f32], next: &[f32], stream: bool| {
+        // SAFETY: `k` was built for an ISA detected on this CPU; every call with `stream`
+        // is followed by a store fence on the same thread, at the end of its task.
         unsafe {
             match spec.kind {
                 NormKind::Softmax => (k.softmax)(x, o, false, next, stream),
@@ -449,7 +450,7 @@ pub(crate) fn normalize(
             }
         }
     };
-    let row = |x: &[f32], o: &mut [f32]| row_next(x, o, &[]);
+    let row = |x: &[f32], o: &mut [f32]| row_next(x, o, &[], false);
     if inner == 1 && len > 0 {
         // 16-bit rows are widened and narrowed one row at a time in L1, instead of three
         // whole-tensor conversion passes through memory.
@@ -482,6 +483,10 @@ pub(crate) fn normalize(
         return CpuStorage::from_f32(spec.dtype, out);
     }
     let blk = axis * inner;
+    // f32 outputs this large cannot stay in cache for their consumer: (log-)softmax
+    // writes them with non-temporal stores, for rows short enough that the exponentials'
+    // scratch row stays in L2 (longer rows would write and read it back through memory).
+    let stream = inner == 1 && len >= STREAM_MIN && axis <= STREAM_ROW_MAX;
     // Tasks of whole blocks, about ROW_CHUNK elements each, on the calling thread and the
     // workers (see `fold_rows`).
     let per_task = (ROW_CHUNK / blk.max(1)).max(1) * blk;
@@ -491,7 +496,7 @@ pub(crate) fn normalize(
             let x_blk = &xs[r * blk..(r + 1) * blk];
             if inner == 1 {
                 let next = xs.get((r + 1) * blk..(r + 2) * blk).unwrap_or(&[]);
-                row_next(x_blk, o_blk, next);
+                row_next(x_blk, o_blk, next, stream);
                 continue;
             }
             let (mut xr, mut or) = (vec![0.0f32; axis], vec![0.0f32; axis]);

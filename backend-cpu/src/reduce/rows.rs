@@ -134,6 +134,15 @@ fn prefetch(next: &[f32], at: usize) {
     }
 }
 
+/// Starts loading the cache line of `next` holding element `at` into L2 (none past its
+/// end): rows to come in the column reductions.
+#[inline(always)]
+fn prefetch_l2(next: &[f32], at: usize) {
+    if let Some(p) = next.get(at) {
+        crate::simd::prefetch_l2(p);
+    }
+}
+
 /// The 16 lanes of an exact chunk as an array (chunks of `chunks_exact(LANES)`).
 #[inline(always)]
 fn lanes(c: &[f32]) -> &[f32; LANES] {
@@ -535,6 +544,10 @@ fn rms_norm(x: &[f32], out: &mut [f32], weight: Option<&[f32]>, eps: f32) {
 type ArgFn = unsafe fn(&[f32], f32) -> Option<(f32, u32)>;
 /// `softmax(row, out, log, next, stream)`: `next` is the row to come, prefetched (may be
 /// empty); `stream` writes `out` with non-temporal stores (see [`softmax`]).
+///
+/// # Safety
+/// The ISA the kernels were built for is available; with `stream`, the calling thread
+/// runs [`crate::simd::store_fence`] before `out` is read or handed to another thread.
 type SoftmaxFn = unsafe fn(&[f32], &mut [f32], bool, &[f32], bool);
 /// `softmax_cols(tile, width, scale, limit, state)`.
 type SoftmaxColsFn = unsafe fn(&mut [f32], usize, f32, &[u32], ColState<'_>);
@@ -619,9 +632,7 @@ fn col_add4(st: &mut [f64], [a, b, c, d]: [&[f32]; 4], next: [&[f32]; 4]) {
         .zip(&mut dc);
     for (ci, ((((s, p), q), r), t)) in chunks.enumerate() {
         for row in next {
-            if let Some(x) = row.get(ci * LANES) {
-                crate::simd::prefetch_l2(x);
-            }
+            prefetch_l2(row, ci * LANES);
         }
         let (p, q, r, t) = (lanes(p), lanes(q), lanes(r), lanes(t));
         for i in 0..LANES {
@@ -647,9 +658,7 @@ fn col_extreme(st: &mut [f32], row: &[f32], sign: f32, next: &[f32]) {
     let mut sc = st.chunks_exact_mut(LANES);
     let mut rc = row.chunks_exact(LANES);
     for (ci, (s, r)) in (&mut sc).zip(&mut rc).enumerate() {
-        if let Some(x) = next.get(ci * LANES) {
-            crate::simd::prefetch_l2(x);
-        }
+        prefetch_l2(next, ci * LANES);
         let r = lanes(r);
         for i in 0..LANES {
             s[i] = max_nan(s[i], sign * r[i]);
@@ -812,7 +821,7 @@ mod tests {
         );
     }
 
-    /// The single pass against the plain definition (first strict maximum of sign·x, or
+    /// `arg` against the plain definition (first strict maximum of sign·x, or
     /// the first NaN) on rows full of ties, ±0, ±∞ and NaNs, at every length around the
     /// 16-lane chunks, for both signs and every ISA's kernel.
     #[test]
@@ -872,13 +881,26 @@ mod tests {
                     }
                 }
             }
+            // Equal extremes in different 64-element blocks: the first wins.
+            for (first_at, second_at) in [(5, 70), (63, 64), (64, 200), (130, 4095)] {
+                for sign in [1.0, -1.0] {
+                    let mut x = vec![0.5f32; 4099];
+                    x[first_at] = 3.0 * sign;
+                    x[second_at] = 3.0 * sign;
+                    // SAFETY: `isa` is available on this CPU.
+                    let got = unsafe { (k.arg)(&x, sign) }.map(|(_, j)| j);
+                    assert_eq!(got, Some(first_at as u32), "{isa:?} {first_at} {sign}");
+                }
+            }
             // One extreme (or one NaN) anywhere in a long row: in every 64-element block
             // the search screens, at block edges and in the tail.
             for len in [1, 63, 64, 65, 130, 1000, 4099] {
                 let mut at: Vec<usize> = vec![0, len - 1, len / 2, 63, 64, 127, 128];
                 at.extend((0..8).map(|_| next() as usize % len));
                 for pos in at.into_iter().filter(|&p| p < len) {
-                    for (sign, special) in [(1.0, 2.0), (-1.0, -2.0), (1.0, f32::NAN)] {
+                    for (sign, special) in
+                        [(1.0, 2.0), (-1.0, -2.0), (1.0, f32::NAN), (-1.0, f32::NAN)]
+                    {
                         let mut x = vec![0.5f32; len];
                         x[pos] = special;
                         // SAFETY: `isa` is available on this CPU.
@@ -890,9 +912,6 @@ mod tests {
         }
     }
 
-    /// Every FMA kernel set (AVX2, AVX-512) gives the same bits; the portable set, whose
-    /// exp rounds each multiply and add separately, agrees within two ulp of the exp
-    /// (sums, extremes and argmax, which take no exp, exactly).
     /// Streamed (non-temporal) outputs hold the bits of the cached path, for outputs at
     /// every alignment within a line and lengths around whole lines, on every ISA.
     #[test]
@@ -933,6 +952,9 @@ mod tests {
         }
     }
 
+    /// Every FMA kernel set (AVX2, AVX-512) gives the same bits; the portable set, whose
+    /// exp rounds each multiply and add separately, agrees within two ulp of the exp
+    /// (sums, extremes and argmax, which take no exp, exactly).
     #[test]
     fn every_isa_gives_the_same_bits() {
         let x: Vec<f32> = (0..10_007)
