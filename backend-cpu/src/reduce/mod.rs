@@ -490,7 +490,7 @@ pub(crate) fn normalize(
     // Tasks of whole blocks, about ROW_CHUNK elements each, on the calling thread and the
     // workers (see `fold_rows`).
     let per_task = (ROW_CHUNK / blk.max(1)).max(1) * blk;
-    crate::tasks::share_slices(&mut out, per_task, |i0, piece| {
+    let done = crate::tasks::share_slices(&mut out, per_task, |i0, piece| {
         for (j, o_blk) in piece.chunks_mut(blk).enumerate() {
             let r = i0 / blk + j;
             let x_blk = &xs[r * blk..(r + 1) * blk];
@@ -516,6 +516,10 @@ pub(crate) fn normalize(
         }
         true
     });
+    if !done {
+        // The output is allocated without a fill: a piece left unwritten must not escape.
+        return Err(crate::internal("a normalisation left rows unwritten"));
+    }
     CpuStorage::from_f32(spec.dtype, out)
 }
 
