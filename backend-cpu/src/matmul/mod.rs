@@ -699,9 +699,7 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
         let next_a = &next_a[..next_a.len().min(mr * kc)];
         for (call, jr) in (j0..j1).step_by(nr).enumerate() {
             for line in call * ahead..(call + 1) * ahead {
-                if let Some(x) = next_a.get(line * 16) {
-                    crate::simd::prefetch_l2(x);
-                }
+                crate::simd::prefetch_l2_at(next_a, line * 16);
             }
             let b = &p.b[jr / nr * p.b_stride..][..nr * kc];
             let cols = nr.min(j1 - jr);

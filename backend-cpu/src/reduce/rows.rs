@@ -134,15 +134,6 @@ fn prefetch(next: &[f32], at: usize) {
     }
 }
 
-/// Starts loading the cache line of `next` holding element `at` into L2 (none past its
-/// end): rows to come in the column reductions.
-#[inline(always)]
-fn prefetch_l2(next: &[f32], at: usize) {
-    if let Some(p) = next.get(at) {
-        crate::simd::prefetch_l2(p);
-    }
-}
-
 /// The 16 lanes of an exact chunk as an array (chunks of `chunks_exact(LANES)`).
 #[inline(always)]
 fn lanes(c: &[f32]) -> &[f32; LANES] {
@@ -632,7 +623,7 @@ fn col_add4(st: &mut [f64], [a, b, c, d]: [&[f32]; 4], next: [&[f32]; 4]) {
         .zip(&mut dc);
     for (ci, ((((s, p), q), r), t)) in chunks.enumerate() {
         for row in next {
-            prefetch_l2(row, ci * LANES);
+            crate::simd::prefetch_l2_at(row, ci * LANES);
         }
         let (p, q, r, t) = (lanes(p), lanes(q), lanes(r), lanes(t));
         for i in 0..LANES {
@@ -658,7 +649,7 @@ fn col_extreme(st: &mut [f32], row: &[f32], sign: f32, next: &[f32]) {
     let mut sc = st.chunks_exact_mut(LANES);
     let mut rc = row.chunks_exact(LANES);
     for (ci, (s, r)) in (&mut sc).zip(&mut rc).enumerate() {
-        prefetch_l2(next, ci * LANES);
+        crate::simd::prefetch_l2_at(next, ci * LANES);
         let r = lanes(r);
         for i in 0..LANES {
             s[i] = max_nan(s[i], sign * r[i]);

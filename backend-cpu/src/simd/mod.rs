@@ -70,6 +70,15 @@ pub(crate) fn prefetch_l2<T>(p: *const T) {
     let _ = p;
 }
 
+/// [`prefetch_l2`]s the cache line of `s` holding element `at`; nothing past its end
+/// (so an empty slice, e.g. no row to come, asks for nothing).
+#[inline(always)]
+pub(crate) fn prefetch_l2_at<T>(s: &[T], at: usize) {
+    if let Some(p) = s.get(at) {
+        prefetch_l2(p);
+    }
+}
+
 /// [`prefetch_l2`]es every cache line of the `len` contiguous elements from `start` (a
 /// hint like it: any address is fine).
 #[inline(always)]
