@@ -154,6 +154,15 @@ impl Warmth {
 mod tests {
     use super::*;
 
+    /// A pool of `threads` workers and a fresh `Warmth` for it.
+    fn pool_and_warmth(threads: usize) -> (rayon::ThreadPool, Arc<Warmth>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        (pool, Arc::new(Warmth::default()))
+    }
+
     /// Waits (up to 20 s) until no polling task runs.
     fn settle(w: &Warmth) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -165,11 +174,7 @@ mod tests {
 
     #[test]
     fn pollers_run_pending_work_and_stop() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        let w = Arc::new(Warmth::default());
+        let (pool, w) = pool_and_warmth(3);
         // One poller per worker, for a minute; a second call meanwhile starts no more.
         w.keep(Some(&pool), Duration::from_secs(60), false);
         assert_eq!(w.running(), 3);
@@ -196,11 +201,7 @@ mod tests {
     fn pollers_leave_while_an_op_runs() {
         // With an op of the pool running, a poller that finds no work ends, so it never
         // holds up a wait it was run inside.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let w = Arc::new(Warmth::default());
+        let (pool, w) = pool_and_warmth(2);
         w.keep(Some(&pool), Duration::from_secs(60), false);
         assert_eq!(w.running(), 2);
         w.active.fetch_add(1, Ordering::AcqRel);
@@ -210,11 +211,7 @@ mod tests {
 
     #[test]
     fn ops_wake_and_poll_from_outside_the_pool_only() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let w = Arc::new(Warmth::default());
+        let (pool, w) = pool_and_warmth(2);
         // From inside the pool: nothing is spawned.
         let x = pool.install(|| w.around(Some(&pool), || 7));
         assert_eq!(x, 7);
