@@ -558,14 +558,12 @@ fn prefetch_row<T>(src: &[T], base: usize, stride: usize, len: usize) {
     }
 }
 
-/// Reads `dst.len()` elements `base + c·stride` as f32 (a plain converting copy when the
-/// row is contiguous, which the compiler vectorises).
+/// Reads `dst.len()` elements `base + c·stride` as f32 (a vectorised widening copy when
+/// the row is contiguous).
 fn gather_row<T: Scalar>(src: &[T], base: usize, stride: usize, dst: &mut [f32]) {
     if stride == 1 {
         let n = dst.len();
-        for (x, s) in dst.iter_mut().zip(&src[base..base + n]) {
-            *x = s.to_f32();
-        }
+        T::widen_into(&src[base..base + n], dst);
     } else {
         for (c, x) in dst.iter_mut().enumerate() {
             *x = src[base + c * stride].to_f32();

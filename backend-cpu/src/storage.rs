@@ -163,11 +163,7 @@ fn par_convert<S: Sync, D: Send>(src: &[S], dst: &mut [D], f: impl Fn(&mut [D], 
 /// `src` widened to f32, in a pooled buffer.
 fn widen<T: Scalar>(src: &[T]) -> Result<Vec<f32>> {
     let mut out = try_vec(src.len(), 0.0f32)?;
-    par_convert(src, &mut out, |d, s| {
-        for (o, x) in d.iter_mut().zip(s) {
-            *o = x.to_f32();
-        }
-    });
+    par_convert(src, &mut out, |d, s| T::widen_into(s, d));
     Ok(out)
 }
 
@@ -200,6 +196,14 @@ impl Drop for F32Input<'_> {
 /// An element type a kernel can read as f32.
 pub(crate) trait Scalar: Copy + Send + Sync {
     fn to_f32(self) -> f32;
+    /// Widens `src` into `dst` element for element, over the shorter of the two: a loop of
+    /// [`Scalar::to_f32`] unless the type has faster (vectorised) conversion. Exact.
+    #[inline(always)]
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
     /// The elements themselves where they already are f32 (no copy needed to read them
     /// as f32), else `None`.
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
@@ -231,6 +235,12 @@ impl Scalar for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    /// With F16C or AVX-512F where the CPU has them (see `simd::convert`): `to_f32`
+    /// checks the CPU per element and cannot vectorise.
+    #[inline(always)]
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        crate::simd::convert::widen_f16(src, dst);
+    }
 }
 impl Scalar for bf16 {
     fn to_f32(self) -> f32 {
@@ -238,6 +248,14 @@ impl Scalar for bf16 {
     }
     fn bf16_bits(self) -> u16 {
         self.to_bits()
+    }
+    /// The bf16 bits moved to the top of an f32 (a shift the compiler vectorises; the
+    /// same bits as `to_f32`, which also sets a signalling NaN's quiet bit).
+    #[inline(always)]
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
     }
     fn as_bf16_bits(s: &[Self]) -> Option<&[u16]> {
         Some(s.reinterpret_cast())
@@ -265,9 +283,7 @@ fn gather<T: Scalar>(
     for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
         let base = offset + r * row_stride;
         if col_stride == 1 {
-            for (d, s) in row.iter_mut().zip(&src[base..base + cols]) {
-                *d = s.to_f32();
-            }
+            T::widen_into(&src[base..base + cols], row);
         } else {
             for (c, d) in row.iter_mut().enumerate() {
                 *d = src[base + c * col_stride].to_f32();
@@ -398,7 +414,9 @@ impl CpuStorage {
             DType::F32 => CpuStorage::F32(values),
             DType::F16 => {
                 let mut out = try_vec(values.len(), f16::ZERO)?;
-                par_convert(&values, &mut out, |d, s| d.convert_from_f32_slice(s));
+                par_convert(&values, &mut out, |d, s| {
+                    crate::simd::convert::narrow_f16(s, d)
+                });
                 pool::give(values);
                 CpuStorage::F16(out)
             }

@@ -350,3 +350,70 @@ fn row_tasks_with_their_own_a_blocks() {
         check(dev, &[2], 900, 90, 40, false, false, DType::F32, true);
     });
 }
+
+/// 16-bit operands are widened exactly to f32 (in blocks, with F16C or AVX-512 for f16)
+/// and then summed in the f32 path's order, so a 16-bit product is the f32 product of
+/// the widened operands, rounded once: the same bits. Matrix-vector products over several
+/// widening blocks (1024 columns) with ragged ends, as `x · B` (row sums of four) and as
+/// dot products (`x · Bᵀ`, `A · v`); and packed products with A's lanes or B's rows
+/// widened, on every ISA. (bf16 products on AVX-512 BF16 use the pair kernel, which
+/// rounds differently; those are checked against the reference elsewhere.)
+#[test]
+fn sixteen_bit_operands_give_the_widened_f32_product() {
+    each_isa(|dev, _, _| {
+        for dtype in [DType::F16, DType::BF16] {
+            let pair_kernel = dtype == DType::BF16
+                && dev.isa() == Isa::Avx512
+                && std::arch::is_x86_feature_detected!("avx512bf16");
+            let shapes: &[(usize, usize, usize, bool, bool)] = &[
+                (1, 2501, 2100, false, false),
+                (1, 3, 5000, false, false),
+                (1, 2100, 2501, false, true),
+                (2501, 2100, 1, false, false),
+                (1, 2100, 3, false, true),
+                (37, 300, 70, true, false),
+                (37, 300, 70, false, false),
+                (45, 530, 101, false, true),
+                (45, 530, 101, true, true),
+            ];
+            for (i, &(m, k, n, a_t, b_t)) in shapes.iter().enumerate() {
+                if pair_kernel && m > 1 && n > 1 {
+                    continue;
+                }
+                let seed = 900 + i as u64;
+                let stored = |r: usize, c: usize, t: bool| if t { [c, r] } else { [r, c] };
+                let view = |x: Tensor<CpuBackend>, t: bool| if t { x.t().unwrap() } else { x };
+                let a16 = Tensor::randn(dev, &stored(m, k, a_t), dtype, seed).unwrap();
+                let b16 = Tensor::randn(dev, &stored(k, n, b_t), dtype, seed + 1).unwrap();
+                let (a32, b32) = (
+                    a16.to_dtype(DType::F32).unwrap(),
+                    b16.to_dtype(DType::F32).unwrap(),
+                );
+                let got = view(a16, a_t)
+                    .matmul(&view(b16, b_t))
+                    .unwrap()
+                    .to_f64_vec()
+                    .unwrap();
+                let want = view(a32, a_t)
+                    .matmul(&view(b32, b_t))
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .to_f64_vec()
+                    .unwrap();
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                assert_eq!(
+                    differ,
+                    0,
+                    "{:?} {dtype} m={m} k={k} n={n} a_t={a_t} b_t={b_t}: {differ} of {} outputs differ",
+                    dev.isa(),
+                    got.len()
+                );
+            }
+        }
+    });
+}

@@ -357,9 +357,7 @@ fn pack<T: Scalar>(
                         let start = v.offset + (x0 + i) * v.rs + p0 + sb * D;
                         // Each lane is its own stream, rows apart: fetch 4 lines ahead.
                         crate::simd::prefetch(v.data.as_ptr().wrapping_add(start + 4 * D));
-                        for (t, e) in row.iter_mut().zip(&v.data[start..start + D]) {
-                            *t = e.to_f32();
-                        }
+                        T::widen_into(&v.data[start..start + D], row);
                     }
                     for t in 0..D {
                         let slot = &mut out[(sb * D + t) * w..(sb * D + t + 1) * w];
@@ -423,11 +421,7 @@ fn pack<T: Scalar>(
                     let n = (valid - lo).min(w);
                     let src0 = &r0[lo..lo + n];
                     match (ku, r1) {
-                        (1, _) => {
-                            for (o, e) in slot[..n].iter_mut().zip(src0) {
-                                *o = e.to_f32();
-                            }
-                        }
+                        (1, _) => T::widen_into(src0, &mut slot[..n]),
                         (_, Some(r1)) => {
                             let src1 = &r1[lo..lo + n];
                             match (simd.pairs, T::as_bf16_bits(src0), T::as_bf16_bits(src1)) {
@@ -492,6 +486,25 @@ fn gather_lanes<T: Scalar, const W: usize>(
         }
     }
     let ahead = 64 / std::mem::size_of::<T>();
+    if T::as_f32(v.data).is_none() {
+        // Each lane widened a block of depths at a time (one vectorised conversion per
+        // lane and block), then transposed from the block into the slots.
+        const DK: usize = 128;
+        let mut block = [[0.0f32; DK]; W];
+        for s0 in (0..kc).step_by(DK) {
+            let depth = DK.min(kc - s0);
+            for (row, lane) in block.iter_mut().zip(&lanes) {
+                crate::simd::prefetch_run_l2(lane.as_ptr().wrapping_add(s0 + DK), DK);
+                T::widen_into(&lane[s0..s0 + depth], &mut row[..depth]);
+            }
+            for (t, slot) in out[s0 * W..].chunks_exact_mut(W).take(depth).enumerate() {
+                for (o, row) in slot.iter_mut().zip(&block) {
+                    *o = row[t];
+                }
+            }
+        }
+        return true;
+    }
     for (s, slot) in out.chunks_exact_mut(W).take(kc).enumerate() {
         if s % ahead == 0 {
             // Each lane is its own stream, rows apart: fetch its line 4 ahead.

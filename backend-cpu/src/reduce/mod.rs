@@ -26,7 +26,6 @@ pub(crate) mod rows;
 use crate::simd::Isa;
 use crate::simd::nan_max;
 use crate::storage::{CpuStorage, try_vec, try_vec_overwrite};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use rows::RowKernels;
 use xkern_core::{NormKind, NormSpec, ReduceKind, ReduceSpec, Result};
@@ -457,8 +456,8 @@ pub(crate) fn normalize(
         match x {
             CpuStorage::F16(v) if spec.dtype == xkern_core::DType::F16 => {
                 let src = &v[x.range(spec.offset, len)?];
-                let widen = |s: &[half::f16], d: &mut [f32]| s.convert_to_f32_slice(d);
-                let narrow = |s: &[f32], d: &mut [half::f16]| d.convert_from_f32_slice(s);
+                let widen = crate::simd::convert::widen_f16;
+                let narrow = crate::simd::convert::narrow_f16;
                 return Ok(CpuStorage::F16(normalize_16(
                     src, axis, row, widen, narrow,
                 )?));

@@ -1,6 +1,7 @@
 //! Thin wrappers over `std::arch`, one function per ISA, selected at run time: the FMA
 //! throughput loop of the peak probe, the [`Isa`] choice, and a vectorisable `exp`.
 
+pub(crate) mod convert;
 pub(crate) mod exp;
 
 /// Asks the CPU to start loading the cache line holding `p` (a hint: it never faults,
