@@ -1,7 +1,8 @@
-//! Rows longer than one unit of work (65,536 elements) are folded in fixed chunks and
-//! merged: every reduction across chunk boundaries against the f64 reference, including
-//! ties in different chunks (the first index wins), a NaN in a later chunk, and extremes
-//! on the boundaries.
+//! Rows longer than one unit of work (65,536 elements; 1,024 for 16-bit elements, which
+//! are widened a unit at a time) are folded in fixed chunks and merged: every reduction
+//! across chunk boundaries against the f64 reference, in every float dtype, including ties
+//! in different chunks (the first index wins), a NaN in a later chunk, and extremes on the
+//! boundaries.
 use xkern_core::reference::{self, HostTensor};
 use xkern_core::{DType, ReduceKind, Tensor, Tolerance};
 use xkern_cpu::CpuBackend;
@@ -13,46 +14,54 @@ fn reductions_across_row_chunks() {
     let mut x: Vec<f32> = (0..rows * axis)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 9) as f32 * 1e-6 - 4.0)
         .collect();
-    // Row 0: the same maximum in chunks 0 and 2 (first wins) and the minimum on a boundary.
+    // Row 0: the same maximum in chunks 0 and 2 (first wins) and at the start of a 16-bit
+    // chunk, and the minimum on a boundary.
     x[10] = 100.0;
     x[2 * 65_536 + 7] = 100.0;
+    x[5 * 1024] = 100.0;
     x[65_536] = -100.0;
     // Row 1: a NaN in chunk 2 (max/min/argmax/argmin/logsumexp/sum see it).
     x[axis + 2 * 65_536 + 1] = f32::NAN;
     // Row 2: extremes on the last element and the last chunk's first element.
     x[3 * axis - 1] = 50.0;
     x[2 * axis + 3 * 65_536] = -50.0;
-    let t = Tensor::from_slice(&dev, &[rows, axis], &x).unwrap();
-    let host = HostTensor::new(&[rows, axis], x.iter().map(|&v| f64::from(v)).collect());
-    for kind in ReduceKind::ALL {
-        let got = t.reduce(kind, 1, false).unwrap().to_f64_vec().unwrap();
-        let want = reference::reduce(&host, kind, Some(1), false).data;
-        match kind {
-            ReduceKind::ArgMax | ReduceKind::ArgMin | ReduceKind::Max | ReduceKind::Min => {
-                for (g, w) in got.iter().zip(&want) {
-                    assert!(
-                        g == w || (g.is_nan() && w.is_nan()),
-                        "{kind:?}: {got:?} vs {want:?}"
-                    );
+    let t32 = Tensor::from_slice(&dev, &[rows, axis], &x).unwrap();
+    for dtype in DType::FLOATS {
+        let t = t32.to_dtype(dtype).unwrap();
+        let host = HostTensor::new(&[rows, axis], t.to_f64_vec().unwrap());
+        for kind in ReduceKind::ALL {
+            let got = t.reduce(kind, 1, false).unwrap().to_f64_vec().unwrap();
+            let want = reference::reduce(&host, kind, Some(1), false).data;
+            match kind {
+                ReduceKind::ArgMax | ReduceKind::ArgMin | ReduceKind::Max | ReduceKind::Min => {
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            g == w || (g.is_nan() && w.is_nan()),
+                            "{dtype} {kind:?}: {got:?} vs {want:?}"
+                        );
+                    }
                 }
-            }
-            _ => {
-                for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                    if w.is_nan() {
-                        assert!(g.is_nan(), "{kind:?} row {r}: {g}");
-                    } else {
-                        Tolerance::for_dtype(DType::F32)
-                            .check(&[*g], &[*w])
-                            .unwrap_or_else(|e| panic!("{kind:?} row {r}: {e}"));
+                _ => {
+                    for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                        if w.is_nan() {
+                            assert!(g.is_nan(), "{dtype} {kind:?} row {r}: {g}");
+                        } else {
+                            Tolerance::for_dtype(dtype)
+                                .check(&[*g], &[*w])
+                                .unwrap_or_else(|e| panic!("{dtype} {kind:?} row {r}: {e}"));
+                        }
                     }
                 }
             }
         }
+        let am = t.argmax(1, false).unwrap().to_vec::<u32>().unwrap();
+        assert_eq!(am[0], 10, "{dtype}: the first of equal maxima");
+        assert_eq!(am[1], (2 * 65_536 + 1) as u32, "{dtype}: the NaN");
+        assert_eq!(am[2], (axis - 1) as u32, "{dtype}");
+        let am = t.argmin(1, false).unwrap().to_vec::<u32>().unwrap();
+        assert_eq!(am[0], 65_536, "{dtype}");
+        assert_eq!(am[2], (3 * 65_536) as u32, "{dtype}");
     }
-    let am = t.argmax(1, false).unwrap().to_vec::<u32>().unwrap();
-    assert_eq!(am[0], 10, "the first of two equal maxima");
-    assert_eq!(am[1], (2 * 65_536 + 1) as u32, "the NaN");
-    assert_eq!(am[2], (axis - 1) as u32);
 }
 
 /// Softmax and log-softmax outputs of 8M elements and more are written with non-temporal
