@@ -194,9 +194,10 @@ impl Src<'_> {
 }
 
 /// Folds every row of `[outer, axis]` with `f(chunk, first index of the chunk, row)` per
-/// fixed chunk ([`ROW_CHUNK`] elements, [`WIDE_CHUNK`] for 16-bit ones), merging a row's chunk results pairwise in order. The units run as tasks
-/// of about [`ROW_CHUNK`] elements each on the calling thread and the workers
-/// (`tasks::share`: a 4096² row sum is 2 ms, and waking a sleeping worker up to 0.5).
+/// fixed chunk ([`ROW_CHUNK`] elements, [`WIDE_CHUNK`] for 16-bit ones), merging a row's
+/// chunk results pairwise in order. The units run as tasks of about [`ROW_CHUNK`]
+/// elements each on the calling thread and the workers (`tasks::share`: a 4096² row sum
+/// is 2 ms, and waking a sleeping worker up to 0.5).
 fn fold_rows<S, F, M>(x: Src<'_>, outer: usize, axis: usize, f: F, merge: M) -> Result<Vec<S>>
 where
     S: Copy + Send + Sync,
