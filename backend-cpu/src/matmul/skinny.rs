@@ -1,6 +1,7 @@
-//! Skinny products (2 ≤ M ≤ 16 rows of A against an f32 B whose rows are contiguous, the
+//! Skinny products (2 ≤ M ≤ 16 rows of A against a B whose rows are contiguous, the
 //! `x @ W` of a small decode batch): B is read once, by the task that uses it, and never
-//! packed as a whole.
+//! packed as a whole. 16-bit B is widened 16 rows at a time, a task's chunk of them,
+//! into a buffer the tiles then read (in L2).
 //!
 //! With M ≤ 16 each element of B takes part in at most 16 multiply-adds, so the packed
 //! GEMM's separate pass over B (read all of it, write the panels, read them again) cost
@@ -42,7 +43,7 @@ const MAX_CHUNK: usize = 4096;
 /// How far ahead of a tile its rows of B are prefetched, in floats (16 tiles of 16).
 const AHEAD: usize = 256;
 
-/// `c = epi(A · B)` for `2 ≤ m ≤ 16` on AVX-512 when B is f32 with unit column stride;
+/// `c = epi(A · B)` for `2 ≤ m ≤ 16` on AVX-512 when B has unit column stride;
 /// `Ok(false)` (nothing written) when the shape or layout is not one this path takes.
 pub(super) fn skinny<T: Scalar>(
     a: View<'_, T>,
@@ -53,9 +54,6 @@ pub(super) fn skinny<T: Scalar>(
 ) -> Result<bool> {
     #[cfg(target_arch = "x86_64")]
     {
-        let Some(bd) = T::as_f32(b.data) else {
-            return Ok(false);
-        };
         // The last element of B the tiles read must lie inside its buffer (the spec was
         // validated; this keeps a bad view from reading past it).
         let in_bounds = b.rows_fit(k, n);
@@ -65,16 +63,10 @@ pub(super) fn skinny<T: Scalar>(
         if c.len() != m * n {
             return Ok(false);
         }
-        let bv = View {
-            data: bd,
-            offset: b.offset,
-            rs: b.rs,
-            cs: 1,
-        };
         match m {
-            9.. => run::<T, 16, 1>(a, bv, c, (m, k, n), epi)?,
-            5..=8 => run::<T, 8, 2>(a, bv, c, (m, k, n), epi)?,
-            _ => run::<T, 4, 4>(a, bv, c, (m, k, n), epi)?,
+            9.. => run::<T, 16, 1>(a, b, c, (m, k, n), epi)?,
+            5..=8 => run::<T, 8, 2>(a, b, c, (m, k, n), epi)?,
+            _ => run::<T, 4, 4>(a, b, c, (m, k, n), epi)?,
         }
         Ok(true)
     }
@@ -90,7 +82,7 @@ pub(super) fn skinny<T: Scalar>(
 #[cfg(target_arch = "x86_64")]
 fn run<T: Scalar, const R: usize, const V: usize>(
     a: View<'_, T>,
-    b: View<'_, f32>,
+    b: View<'_, T>,
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
     epi: Epilogue<'_>,
@@ -115,19 +107,37 @@ fn run<T: Scalar, const R: usize, const V: usize>(
             // The task's outputs, tile after tile (R rows of `width` each, 1 KiB apart at
             // most): C's own rows lie n floats apart, and a tile's lines of them would
             // share a few cache sets.
-            let cb = buf.get(tiles * R * width)?;
+            let cols = j1 - j0;
+            let b32 = T::as_f32(b.data);
+            // 16-bit B: each depth block's rows are widened into the buffer's tail (KB
+            // rows of the chunk, in L2) and the tiles read them there.
+            let wide_len = if b32.is_some() { 0 } else { KB * cols };
+            let (cb, wide) = buf
+                .get(tiles * R * width + wide_len)?
+                .split_at_mut(tiles * R * width);
             for p0 in (0..k).step_by(KB) {
                 let kb = KB.min(k - p0);
-                // SAFETY: rows p0..p0 + kb of B hold columns j0..j1 (the caller checked
-                // B's extent); the packed A holds R·k floats; the buffer holds `tiles`
-                // tiles of R rows; AVX-512F was detected when the device chose this path.
+                let (rows, ldb) = match b32 {
+                    Some(bd) => (&bd[b.offset + p0 * b.rs + j0..], b.rs),
+                    None => {
+                        for (r, dst) in wide.chunks_exact_mut(cols).take(kb).enumerate() {
+                            let at = b.offset + (p0 + r) * b.rs + j0;
+                            T::widen_into(&b.data[at..at + cols], dst);
+                        }
+                        (&wide[..], cols)
+                    }
+                };
+                // SAFETY: `rows` holds kb rows (`ldb` apart) of the chunk's columns (the
+                // caller checked B's extent; the widened rows are the buffer's); the
+                // packed A holds R·k floats; the buffer holds `tiles` tiles of R rows;
+                // AVX-512F was detected when the device chose this path.
                 unsafe {
                     strip::<R, V>(
                         kb,
                         ap.as_ptr().add(p0 * R),
-                        b.data.as_ptr().add(b.offset + p0 * b.rs + j0),
-                        b.rs,
-                        j1 - j0,
+                        rows.as_ptr(),
+                        ldb,
+                        cols,
                         cb.as_mut_ptr(),
                         p0 > 0,
                     )
