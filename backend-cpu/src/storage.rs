@@ -223,6 +223,27 @@ pub(crate) trait Scalar: Copy + Send + Sync {
     }
 }
 
+/// The f16 with bits `h` as f32, exactly, in integer and float operations that vectorise
+/// (`half`'s `to_f32` checks the CPU and calls its F16C routine per element): a normal
+/// number's exponent is rebased in the integer domain, a subnormal one is its integer
+/// mantissa times 2⁻²⁴ (no f32 subnormal is formed), ±∞ and NaN keep their payload bits.
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let mag = h & 0x7fff;
+    let normal = f32::from_bits((mag << 13) + ((127 - 15) << 23));
+    let subnormal = mag as f32 * f32::from_bits((127 - 24) << 23);
+    let special = f32::from_bits((mag << 13) | 0x7f80_0000);
+    let v = if mag < 0x400 {
+        subnormal
+    } else if mag >= 0x7c00 {
+        special
+    } else {
+        normal
+    };
+    f32::from_bits(v.to_bits() | ((h & 0x8000) << 16))
+}
+
 impl Scalar for f32 {
     fn to_f32(self) -> f32 {
         self
@@ -232,8 +253,10 @@ impl Scalar for f32 {
     }
 }
 impl Scalar for f16 {
+    /// Exact, branch-free (so loops of it vectorise), see [`f16_bits_to_f32`].
+    #[inline(always)]
     fn to_f32(self) -> f32 {
-        f16::to_f32(self)
+        f16_bits_to_f32(self.to_bits())
     }
     /// With F16C or AVX-512F where the CPU has them (see `simd::convert`): `to_f32`
     /// checks the CPU per element and cannot vectorise.

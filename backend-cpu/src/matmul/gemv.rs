@@ -35,100 +35,44 @@ const AXPY_CHUNKS: usize = 64;
 /// Output columns per task of a chunk (16 KiB runs of each row, partials that stay in L1).
 const AXPY_COLS: usize = 4096;
 
-/// Columns of 16-bit rows widened to f32 at a time (in L1) before the f32 loops below run
-/// on them: a per-element conversion inside those loops does not vectorise (for f16 it is
-/// a call per element, 10× the f32 time).
-const WIDEN: usize = 1024;
-
 /// `out[j] = ((out[j] + w0·r0[j]) + w1·r1[j]) + …` over the rows given, fused when `FMA`.
-/// 16-bit rows are widened a block of columns at a time; the sums are the same.
 #[inline(always)]
 fn axpy<T: Scalar, const FMA: bool>(out: &mut [f32], w: &[f32], rows: &[&[T]]) {
-    if let [r0, r1, r2, r3] = rows
-        && let (Some(r0), Some(r1), Some(r2), Some(r3)) =
-            (T::as_f32(r0), T::as_f32(r1), T::as_f32(r2), T::as_f32(r3))
-    {
-        return axpy_f32::<FMA>(out, w, &[r0, r1, r2, r3]);
-    }
-    if rows.iter().all(|r| T::as_f32(r).is_some()) {
-        for (wp, row) in w.iter().zip(rows) {
-            if let Some(r) = T::as_f32(row) {
-                axpy_f32::<FMA>(out, std::slice::from_ref(wp), &[r]);
-            }
-        }
-        return;
-    }
-    let mut wide = [[0.0f32; WIDEN]; 4];
-    for (c, o) in out.chunks_mut(WIDEN).enumerate() {
-        let c0 = c * WIDEN;
-        let len = o.len();
-        for (wp, group) in w.chunks(4).zip(rows.chunks(4)) {
-            for (buf, row) in wide.iter_mut().zip(group) {
-                let src = row.get(c0..).unwrap_or(&[]);
-                T::widen_into(&src[..len.min(src.len())], &mut buf[..len]);
-            }
-            match group.len() {
-                4 => axpy_f32::<FMA>(
-                    o,
-                    wp,
-                    &[
-                        &wide[0][..len],
-                        &wide[1][..len],
-                        &wide[2][..len],
-                        &wide[3][..len],
-                    ],
-                ),
-                g => {
-                    for (x, buf) in wp.iter().zip(&wide[..g]) {
-                        axpy_f32::<FMA>(o, std::slice::from_ref(x), &[&buf[..len]]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`axpy`] on f32 rows.
-#[inline(always)]
-fn axpy_f32<const FMA: bool>(out: &mut [f32], w: &[f32], rows: &[&[f32]]) {
     let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     match (w, rows) {
         ([w0, w1, w2, w3], [r0, r1, r2, r3]) => {
             for ((((o, a), b), c), d) in out.iter_mut().zip(*r0).zip(*r1).zip(*r2).zip(*r3) {
-                let mut t = madd(*w0, *a, *o);
-                t = madd(*w1, *b, t);
-                t = madd(*w2, *c, t);
-                *o = madd(*w3, *d, t);
+                let mut t = madd(*w0, a.to_f32(), *o);
+                t = madd(*w1, b.to_f32(), t);
+                t = madd(*w2, c.to_f32(), t);
+                *o = madd(*w3, d.to_f32(), t);
             }
         }
         _ => {
             for (&wp, row) in w.iter().zip(rows) {
                 for (o, x) in out.iter_mut().zip(*row) {
-                    *o = madd(wp, *x, *o);
+                    *o = madd(wp, x.to_f32(), *o);
                 }
             }
         }
     }
 }
 
-/// Lanes of [`dot`]'s partial sums.
-const L: usize = 32;
-
-/// `Σ a[p]·b[p]` with 32 lane sums (fixed lanes, then a fixed tree); 16-bit rows are
-/// widened [`WIDEN`] elements (a multiple of the lane count) at a time, so every element
-/// meets the same lane as in one pass.
+/// `Σ a[p]·b[p]` with 32 lane sums (fixed lanes, then a fixed tree).
 #[inline(always)]
 fn dot<T: Scalar, const FMA: bool>(a: &[T], b: &[f32]) -> f32 {
+    const L: usize = 32;
+    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     let mut acc = [0.0f32; L];
-    if let Some(a) = T::as_f32(a) {
-        dot_lanes::<FMA>(&mut acc, a, b);
-    } else {
-        let mut wide = [0.0f32; WIDEN];
-        for (x, y) in a.chunks(WIDEN).zip(b.chunks(WIDEN)) {
-            let len = x.len().min(y.len());
-            T::widen_into(&x[..len], &mut wide[..len]);
-            dot_lanes::<FMA>(&mut acc, &wide[..len], &y[..len]);
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
+            *s = madd(p.to_f32(), *q, *s);
         }
+    }
+    for ((s, p), q) in acc.iter_mut().zip(ra).zip(rb) {
+        *s = madd(p.to_f32(), *q, *s);
     }
     let mut width = L;
     while width > 1 {
@@ -138,23 +82,6 @@ fn dot<T: Scalar, const FMA: bool>(a: &[T], b: &[f32]) -> f32 {
         }
     }
     acc[0]
-}
-
-/// Adds `a[p]·b[p]` into lane `p mod 32` of `acc` (the length a multiple of 32 except
-/// for the last call of a dot product).
-#[inline(always)]
-fn dot_lanes<const FMA: bool>(acc: &mut [f32; L], a: &[f32], b: &[f32]) {
-    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
-            *s = madd(*p, *q, *s);
-        }
-    }
-    for ((s, p), q) in acc.iter_mut().zip(ra).zip(rb) {
-        *s = madd(*p, *q, *s);
-    }
 }
 
 macro_rules! isa_gemv {

@@ -4,7 +4,8 @@
 //! `half`'s own slice conversion calls its F16C routine through a function pointer for
 //! every 8 elements, and its per-element `to_f32` checks the CPU every time, so neither
 //! vectorises: an f16 GEMV (1×4096×4096) spent 25 ms converting what an f32 one reads
-//! in 2.5. The instructions are exact for widening and round to nearest even for
+//! in 2.5. (Loops that convert as they compute use `storage::f16_bits_to_f32`, which
+//! the compiler vectorises.) The instructions are exact for widening and round to nearest even for
 //! narrowing, as `half` does, so the result does not depend on which variant runs (the
 //! tests compare every f16 value and a spread of f32 values bit for bit).
 
@@ -271,6 +272,25 @@ mod tests {
                     assert_eq!(g.to_bits(), s.to_f32().to_bits(), "{name} len {len}");
                 }
                 assert!(got[len..].iter().all(|&x| x == -7.0), "{name} len {len}");
+            }
+        }
+    }
+
+    /// The branch-free element conversion that fused loops use (`Scalar::to_f32`).
+    #[test]
+    fn element_widening_of_every_f16_value() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (got, want) = (crate::storage::f16_bits_to_f32(bits), h.to_f32());
+            assert!(same32(got, want), "{bits:#06x} gave {got:e}, want {want:e}");
+            if h.is_nan() {
+                // The payload moves with the value (a quiet NaN stays quiet).
+                assert_eq!(
+                    got.to_bits() >> 13 & 0x3ff,
+                    u32::from(bits & 0x3ff),
+                    "{bits:#06x}"
+                );
+                assert_eq!(got.is_sign_negative(), h.is_sign_negative(), "{bits:#06x}");
             }
         }
     }
