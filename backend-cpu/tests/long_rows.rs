@@ -105,3 +105,40 @@ fn streamed_softmax_outputs_match_the_cached_rows() {
         }
     }
 }
+
+/// Column sums, means, maxima and minima of 16-bit tensors read the rows in place,
+/// widening four at a time: the same bits as the f32 path on the widened tensor, over
+/// two axis chunks (2,048 rows each, the second ending in a ragged group of rows), two
+/// column blocks (4,096 columns, the second ragged) and several outer blocks.
+#[test]
+fn sixteen_bit_column_reductions_match_the_widened_f32_ones() {
+    let dev = CpuBackend::new();
+    for dtype in [DType::F16, DType::BF16] {
+        for (shape, axis) in [(vec![2051, 4099], 0), (vec![3, 5, 4101], 1)] {
+            let t = Tensor::randn(&dev, &shape, dtype, 77).unwrap();
+            let wide = t.to_dtype(DType::F32).unwrap();
+            for kind in [
+                ReduceKind::Sum,
+                ReduceKind::Mean,
+                ReduceKind::Max,
+                ReduceKind::Min,
+            ] {
+                let got = t.reduce(kind, axis, false).unwrap().to_f64_vec().unwrap();
+                let want = wide
+                    .reduce(kind, axis, false)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .to_f64_vec()
+                    .unwrap();
+                assert_eq!(got.len(), want.len());
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != w.to_bits())
+                    .count();
+                assert_eq!(differ, 0, "{dtype} {kind:?} {shape:?} axis {axis}");
+            }
+        }
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! Rows (`inner = 1`, the common case: reducing or normalising the last axis) run the
 //! vectorised kernels of [`rows`], compiled per instruction set: the axis is cut into fixed
-//! chunks of `ROW_CHUNK` elements, every (row, chunk) is one parallel unit, and the chunk
-//! results of a row merge in a fixed pairwise tree. Outer-axis reductions (`inner > 1`)
-//! use the generic path below.
+//! chunks of `ROW_CHUNK` elements (`WIDE_CHUNK` for 16-bit elements, widened a chunk at
+//! a time in L1), every (row, chunk) is one parallel unit, and the chunk results of a row
+//! merge in a fixed pairwise tree. Outer-axis reductions (`inner > 1`) use the generic
+//! path below; column sums and extremes read 16-bit rows in place, a few at a time.
 //!
 //! Reductions: the axis is cut into fixed chunks of `CHUNK` positions. Each (outer,
 //! chunk) unit folds its rows into one state per inner position (for `inner > 1` the
@@ -180,15 +181,22 @@ enum Src<'a> {
 impl Src<'_> {
     /// Elements `r` as f32: borrowed, or widened into `buf` (`None` if it finds no memory).
     fn get<'s>(&'s self, r: std::ops::Range<usize>, buf: &'s mut PackBuf) -> Option<&'s [f32]> {
-        fn widen<'b, T: Scalar>(x: &[T], buf: &'b mut PackBuf) -> Option<&'b [f32]> {
-            let dst = buf.get(x.len()).ok()?;
-            T::widen_into(x, dst);
-            Some(dst)
-        }
         match self {
             Src::F32(x) => Some(&x[r]),
-            Src::F16(x) => widen(&x[r], buf),
-            Src::BF16(x) => widen(&x[r], buf),
+            _ => {
+                let dst = buf.get(r.len()).ok()?;
+                self.widen(r, dst);
+                Some(dst)
+            }
+        }
+    }
+
+    /// Writes elements `r` as f32 into `dst` (of the same length).
+    fn widen(&self, r: std::ops::Range<usize>, dst: &mut [f32]) {
+        match self {
+            Src::F32(x) => dst.copy_from_slice(&x[r]),
+            Src::F16(x) => Scalar::widen_into(&x[r], dst),
+            Src::BF16(x) => Scalar::widen_into(&x[r], dst),
         }
     }
 }
@@ -327,15 +335,16 @@ const COL_BLOCK: usize = 4096;
 /// Outer-axis reductions (`inner > 1`) that stream whole rows: each unit (outer, axis
 /// chunk, column block) adds its rows into one state per column with `push(states,
 /// row)`, a loop over contiguous memory the compiler vectorises; chunk states merge
-/// pairwise in order.
+/// pairwise in order. 16-bit rows are widened four at a time into a per-thread buffer
+/// first (`None` if it finds no memory).
 fn fold_cols<S, P, P4, M>(
-    x: &[f32],
+    x: Src<'_>,
     spec: &ReduceSpec,
     init: S,
     push: P,
     push4: P4,
     merge: M,
-) -> Vec<S>
+) -> Option<Vec<S>>
 where
     S: Copy + Send + Sync,
     P: Fn(&mut [S], &[f32]) + Sync,
@@ -350,36 +359,59 @@ where
         .map(|u| {
             let (o, c, blk) = (u / (chunks * blocks), u / blocks % chunks, u % blocks);
             let (j0, j1) = (blk * COL_BLOCK, ((blk + 1) * COL_BLOCK).min(inner));
-            let mut st = vec![init; j1 - j0];
-            let row = |a: usize| &x[(o * axis + a) * inner + j0..(o * axis + a) * inner + j1];
+            let w = j1 - j0;
+            let mut st = vec![init; w];
+            let at = |a: usize| (o * axis + a) * inner + j0;
             let (a0, a1) = (c * CHUNK, ((c + 1) * CHUNK).min(axis));
-            // A row to prefetch: empty past the unit's rows.
-            let ahead = |a: usize| if a < a1 { row(a) } else { &[] };
             // Four rows per pass while they last (a fixed grouping: the chunks do not
             // depend on the thread count), then one at a time.
             let quads = (a1 - a0) / 4;
-            for q in 0..quads {
-                let a = a0 + 4 * q;
-                let next = [ahead(a + 4), ahead(a + 5), ahead(a + 6), ahead(a + 7)];
-                push4(&mut st, [row(a), row(a + 1), row(a + 2), row(a + 3)], next);
+            if let Src::F32(x) = x {
+                let row = |a: usize| &x[at(a)..at(a) + w];
+                // A row to prefetch: empty past the unit's rows.
+                let ahead = |a: usize| if a < a1 { row(a) } else { &[] };
+                for q in 0..quads {
+                    let a = a0 + 4 * q;
+                    let next = [ahead(a + 4), ahead(a + 5), ahead(a + 6), ahead(a + 7)];
+                    push4(&mut st, [row(a), row(a + 1), row(a + 2), row(a + 3)], next);
+                }
+                for a in a0 + 4 * quads..a1 {
+                    push(&mut st, row(a));
+                }
+                return Some(st);
             }
-            for a in a0 + 4 * quads..a1 {
-                push(&mut st, row(a));
-            }
-            st
+            with_task_buf(|buf| {
+                let rows = buf.get(4 * w).ok()?;
+                for q in 0..quads {
+                    let a = a0 + 4 * q;
+                    for (i, dst) in rows.chunks_exact_mut(w).enumerate() {
+                        x.widen(at(a + i)..at(a + i) + w, dst);
+                    }
+                    let (r01, r23) = rows.split_at(2 * w);
+                    let ((r0, r1), (r2, r3)) = (r01.split_at(w), r23.split_at(w));
+                    push4(&mut st, [r0, r1, r2, r3], [&[]; 4]);
+                }
+                for a in a0 + 4 * quads..a1 {
+                    x.widen(at(a)..at(a) + w, &mut rows[..w]);
+                    push(&mut st, &rows[..w]);
+                }
+                Some(st)
+            })
         })
-        .collect();
-    (0..outer * inner)
-        .into_par_iter()
-        .map(|oi| {
-            let (o, i) = (oi / inner, oi % inner);
-            let (blk, j) = (i / COL_BLOCK, i % COL_BLOCK);
-            let column: Vec<S> = (0..chunks)
-                .map(|c| parts[(o * chunks + c) * blocks + blk][j])
-                .collect();
-            tree(&column, &merge).unwrap_or(init)
-        })
-        .collect()
+        .collect::<Option<Vec<_>>>()?;
+    Some(
+        (0..outer * inner)
+            .into_par_iter()
+            .map(|oi| {
+                let (o, i) = (oi / inner, oi % inner);
+                let (blk, j) = (i / COL_BLOCK, i % COL_BLOCK);
+                let column: Vec<S> = (0..chunks)
+                    .map(|c| parts[(o * chunks + c) * blocks + blk][j])
+                    .collect();
+                tree(&column, &merge).unwrap_or(init)
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
@@ -392,8 +424,22 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
             _ => reduce_rows(k, spec, Src::F32(&x.f32_range(spec.offset, len)?)),
         };
     }
-    let xs = x.f32_range(spec.offset, len)?;
-    let x = &*xs;
+    // Column sums and extremes read 16-bit rows in place (widened a few rows at a time);
+    // the other outer-axis reductions read an f32 copy.
+    let in_place = matches!(
+        spec.kind,
+        ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min
+    );
+    let xs;
+    let src = match x {
+        CpuStorage::F16(v) if in_place => Src::F16(&v[x.range(spec.offset, len)?]),
+        CpuStorage::BF16(v) if in_place => Src::BF16(&v[x.range(spec.offset, len)?]),
+        _ => {
+            xs = x.f32_range(spec.offset, len)?;
+            Src::F32(&xs)
+        }
+    };
+    let no_memory = || crate::internal("an outer-axis reduction found no memory for its rows");
     let k = RowKernels::for_isa(isa);
     let col_sum = || {
         // SAFETY: `k` was built for an ISA detected on this CPU.
@@ -402,7 +448,7 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
         let add4 = |st: &mut [f64], rows: [&[f32]; 4], next: [&[f32]; 4]| unsafe {
             (k.col_add4)(st, rows, next)
         };
-        fold_cols(x, spec, 0.0f64, add, add4, |a, b| a + b)
+        fold_cols(src, spec, 0.0f64, add, add4, |a, b| a + b).ok_or_else(no_memory)
     };
     let col_extreme = |sign: f32| {
         // SAFETY: as above.
@@ -416,29 +462,33 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
                 extreme(st, r, n);
             }
         };
-        fold_cols(x, spec, f32::NEG_INFINITY, push, push4, nan_max)
-            .into_iter()
-            .map(|v| sign * v)
-            .collect::<Vec<f32>>()
+        fold_cols(src, spec, f32::NEG_INFINITY, push, push4, nan_max)
+            .map(|m| m.into_iter().map(|v| sign * v).collect::<Vec<f32>>())
+            .ok_or_else(no_memory)
     };
     match spec.kind {
         ReduceKind::Sum => {
             return CpuStorage::from_f32(
                 spec.dtype,
-                col_sum().into_iter().map(|s| s as f32).collect(),
+                col_sum()?.into_iter().map(|s| s as f32).collect(),
             );
         }
         ReduceKind::Mean => {
             let n = spec.axis_len as f64;
             return CpuStorage::from_f32(
                 spec.dtype,
-                col_sum().into_iter().map(|s| (s / n) as f32).collect(),
+                col_sum()?.into_iter().map(|s| (s / n) as f32).collect(),
             );
         }
-        ReduceKind::Max => return CpuStorage::from_f32(spec.dtype, col_extreme(1.0)),
-        ReduceKind::Min => return CpuStorage::from_f32(spec.dtype, col_extreme(-1.0)),
+        ReduceKind::Max => return CpuStorage::from_f32(spec.dtype, col_extreme(1.0)?),
+        ReduceKind::Min => return CpuStorage::from_f32(spec.dtype, col_extreme(-1.0)?),
         _ => {}
     }
+    let Src::F32(x) = src else {
+        return Err(crate::internal(
+            "an outer-axis reduction read 16-bit rows in place",
+        ));
+    };
     let values = match spec.kind {
         ReduceKind::Sum => sum_fold(x, spec, None)
             .into_iter()
