@@ -119,20 +119,12 @@ fn depths_around_the_packed_panel() {
             check(dev, &[], mr + 1, k, nr + 1, true, false, DType::F32, false);
         }
         // The bf16 pair kernel packs 2·KC depths per panel (pairs of bf16 in a slot):
-        // odd depths leave a half-empty last pair in each panel.
+        // odd depths leave a half-empty last pair in each panel. (More than 16 rows: up
+        // to 16, AVX-512 takes the skinny path.)
         for k in [2 * KC - 1, 2 * KC, 2 * KC + 1, 4 * KC + 3] {
-            check(
-                dev,
-                &[],
-                mr + 1,
-                k,
-                nr + 1,
-                false,
-                false,
-                DType::BF16,
-                false,
-            );
-            check(dev, &[], mr + 1, k, nr + 1, true, false, DType::BF16, false);
+            let m = 2 * mr + 1;
+            check(dev, &[], m, k, nr + 1, false, false, DType::BF16, false);
+            check(dev, &[], m, k, nr + 1, true, false, DType::BF16, false);
         }
     });
 }
@@ -290,6 +282,13 @@ fn skinny_rows_against_streamed_b() {
         }
         // Large enough per matrix for the batched entries to take the skinny path too.
         check(dev, &[2], 16, 130, 1100, false, false, DType::F32, true);
+        // 16-bit B, widened 16 rows at a time: ragged depth blocks and tiles, two tasks.
+        for dtype in [DType::F16, DType::BF16] {
+            for (m, k, n) in [(2, 17, 33), (7, 70, 1100), (16, 33, 65), (12, 1000, 300)] {
+                check(dev, &[], m, k, n, false, false, dtype, m == 7);
+            }
+            check(dev, &[2], 16, 130, 1100, false, false, dtype, true);
+        }
     });
 }
 
@@ -351,11 +350,11 @@ fn row_tasks_with_their_own_a_blocks() {
     });
 }
 
-/// 16-bit operands are widened exactly to f32 (in blocks, with F16C or AVX-512 for f16)
-/// and then summed in the f32 path's order, so a 16-bit product is the f32 product of
-/// the widened operands, rounded once: the same bits. Matrix-vector products over several
-/// widening blocks (1024 columns) with ragged ends, as `x · B` (row sums of four) and as
-/// dot products (`x · Bᵀ`, `A · v`); skinny products (B's rows widened 16 at a time);
+/// 16-bit operands are widened exactly to f32 (in blocks with F16C or AVX-512 where they
+/// are packed or staged, element by element where a loop converts as it computes) and
+/// then summed in the f32 path's order, so a 16-bit product is the f32 product of the
+/// widened operands, rounded once: the same bits. Matrix-vector products with ragged
+/// ends, as `x · B` (row sums of four) and as dot products (`x · Bᵀ`, `A · v`); skinny products (B's rows widened 16 at a time);
 /// and packed products with A's lanes or B's rows widened, on every ISA. (Packed bf16
 /// products on AVX-512 BF16 use the pair kernel, which rounds differently; those are
 /// checked against the reference elsewhere.)

@@ -32,12 +32,14 @@
 //!
 //! On AVX-512, products with f32 operands whose rows are contiguous skip packing where it
 //! does not pay ([`direct`]: up to 1024³ multiply-adds, any size with at most 512 columns,
-//! and batches of small matrices), and 2 ≤ M ≤ 16 rows stream B in place ([`skinny`]).
-//! The direct path sums in the packed GEMM's order (same bits); the skinny and GEMV paths
-//! sum in their own fixed orders (the skinny path in 16-deep blocks; GEMV in 32 lanes for
-//! dot products, and for `x · B` row by row within fixed chunks of rows whose partial
-//! sums are added in a fixed tree), so a product's last bits can depend on which path its
-//! shape takes, never on the thread count or the memory available.
+//! and batches of small matrices), and 2 ≤ M ≤ 16 rows stream B in place ([`skinny`], for
+//! every float dtype: 16-bit B is widened 16 rows at a time, so bf16 products of that
+//! shape run on f32 FMAs, not the bf16 pair kernel). The direct path sums in the packed
+//! GEMM's order (same bits); the skinny and GEMV paths sum in their own fixed orders (the
+//! skinny path in 16-deep blocks; GEMV in 32 lanes for dot products, and for `x · B` row
+//! by row within fixed chunks of rows whose partial sums are added in a fixed tree), so a
+//! product's last bits can depend on which path its shape takes, never on the thread
+//! count or the memory available.
 
 // Kernel code: slices of packed panels and of C are sized from the validated spec and
 // the blocking; loop bounds never exceed them.

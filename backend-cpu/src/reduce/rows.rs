@@ -575,19 +575,18 @@ pub(crate) struct RowKernels {
     pub narrow_bf16: unsafe fn(&[f32], &mut [half::bf16]),
 }
 
-/// bf16 → f32: the bf16 bits are the top half of the f32.
+/// bf16 → f32: the bf16 bits are the top half of the f32 (`Scalar::widen_into`, here
+/// compiled per ISA).
 #[inline(always)]
 fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
-    }
+    <half::bf16 as crate::storage::Scalar>::widen_into(src, dst);
 }
 
 /// f32 → bf16 with round to nearest even, branch-free so it vectorises: round up when
 /// the first dropped bit is set and any other dropped bit or the kept last bit is set;
 /// NaN keeps its top bits and becomes quiet. Same bits as `half::bf16::from_f32`.
 #[inline(always)]
-fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
+pub(crate) fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
     for (d, s) in dst.iter_mut().zip(src) {
         let x = s.to_bits();
         let up = u32::from((x & 0x8000) != 0 && (x & 0x1_7fff) != 0);

@@ -50,6 +50,7 @@ static NARROW: LazyLock<Narrow> = LazyLock::new(|| {
 /// Widens `src` into `dst`, element for element, over the shorter of the two.
 #[inline]
 pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), dst.len());
     // SAFETY: the routine was chosen for instructions detected on this CPU, and reads and
     // writes only within the two slices.
     unsafe { (*WIDEN)(src, dst) }
@@ -59,17 +60,18 @@ pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
 /// element for element, over the shorter of the two.
 #[inline]
 pub(crate) fn narrow_f16(src: &[f32], dst: &mut [f16]) {
+    debug_assert_eq!(src.len(), dst.len());
     // SAFETY: as in `widen_f16`.
     unsafe { (*NARROW)(src, dst) }
 }
 
-/// Portable widening (`half`'s software conversion where the CPU has no F16C).
+/// Portable widening, the branch-free conversion the compiler vectorises.
 ///
 /// # Safety
 /// None beyond the signature; `unsafe` only to share the routines' type.
 unsafe fn widen_soft(src: &[f16], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
+        *d = crate::storage::f16_bits_to_f32(s.to_bits());
     }
 }
 
@@ -221,7 +223,9 @@ mod tests {
         let mut v: Vec<(&'static str, Widen)> = vec![("soft", widen_soft)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("f16c") {
+            if std::arch::is_x86_feature_detected!("f16c")
+                && std::arch::is_x86_feature_detected!("avx")
+            {
                 v.push(("f16c", x86::widen_f16c));
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -235,7 +239,9 @@ mod tests {
         let mut v: Vec<(&'static str, Narrow)> = vec![("soft", narrow_soft)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("f16c") {
+            if std::arch::is_x86_feature_detected!("f16c")
+                && std::arch::is_x86_feature_detected!("avx")
+            {
                 v.push(("f16c", x86::narrow_f16c));
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -284,13 +290,20 @@ mod tests {
             let (got, want) = (crate::storage::f16_bits_to_f32(bits), h.to_f32());
             assert!(same32(got, want), "{bits:#06x} gave {got:e}, want {want:e}");
             if h.is_nan() {
-                // The payload moves with the value (a quiet NaN stays quiet).
-                assert_eq!(
-                    got.to_bits() >> 13 & 0x3ff,
-                    u32::from(bits & 0x3ff),
-                    "{bits:#06x}"
-                );
+                // The payload moves with the value, made quiet as the hardware does.
+                let payload = u32::from(bits & 0x3ff) | 0x200;
+                assert_eq!((got.to_bits() >> 13) & 0x3ff, payload, "{bits:#06x}");
                 assert_eq!(got.is_sign_negative(), h.is_sign_negative(), "{bits:#06x}");
+                if let Some(&(name, f)) = widens().last() {
+                    let mut out = [0.0f32];
+                    // SAFETY: `widens` lists only routines this CPU runs.
+                    unsafe { f(&[h], &mut out) };
+                    assert_eq!(
+                        got.to_bits(),
+                        out[0].to_bits(),
+                        "{bits:#06x}: {name} differs"
+                    );
+                }
             }
         }
     }
