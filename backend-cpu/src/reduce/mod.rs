@@ -557,7 +557,7 @@ pub(crate) fn normalize(
                 let widen = crate::simd::convert::widen_f16;
                 let narrow = crate::simd::convert::narrow_f16;
                 return Ok(CpuStorage::F16(normalize_16(
-                    src, axis, row, widen, narrow,
+                    src, axis, row_next, widen, narrow,
                 )?));
             }
             CpuStorage::BF16(v) if spec.dtype == xkern_core::DType::BF16 => {
@@ -567,7 +567,7 @@ pub(crate) fn normalize(
                 // SAFETY: as above.
                 let narrow = |s: &[f32], d: &mut [half::bf16]| unsafe { (k.narrow_bf16)(s, d) };
                 return Ok(CpuStorage::BF16(normalize_16(
-                    src, axis, row, widen, narrow,
+                    src, axis, row_next, widen, narrow,
                 )?));
             }
             _ => {}
@@ -620,26 +620,28 @@ pub(crate) fn normalize(
     CpuStorage::from_f32(spec.dtype, out)
 }
 
-/// Rows of `axis` 16-bit elements through `row` (f32 in, f32 out), each widened into and
-/// narrowed from per-thread scratch rows.
-fn normalize_16<T: Copy + Default + Send + Sync + crate::pool::Pooled>(
+/// Rows of `axis` 16-bit elements through `row(x, out, next, stream)` (f32 in, f32 out),
+/// each widened into and narrowed from per-thread scratch rows. The next 16-bit row is
+/// handed to the kernel as the row to prefetch (its bytes seen as f32: only their
+/// addresses are used), so memory works while this row's exponentials are computed.
+fn normalize_16<T: bytemuck::Pod + Default + Send + Sync + crate::pool::Pooled>(
     src: &[T],
     axis: usize,
-    row: impl Fn(&[f32], &mut [f32]) + Sync,
+    row: impl Fn(&[f32], &mut [f32], &[f32], bool) + Sync,
     widen: impl Fn(&[T], &mut [f32]) + Sync,
     narrow: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Result<Vec<T>> {
     // Every element is written below (each row in full).
     let mut out = try_vec_overwrite(src.len(), T::default())?;
-    out.par_chunks_mut(axis)
-        .zip(src.par_chunks(axis))
-        .for_each_init(
-            || (vec![0.0f32; axis], vec![0.0f32; axis]),
-            |(xr, or), (o, x)| {
-                widen(x, xr);
-                row(xr, or);
-                narrow(or, o);
-            },
-        );
+    out.par_chunks_mut(axis).enumerate().for_each_init(
+        || (vec![0.0f32; axis], vec![0.0f32; axis]),
+        |(xr, or), (r, o)| {
+            let x = &src[r * axis..(r + 1) * axis];
+            let next = src.get((r + 1) * axis..(r + 2) * axis).unwrap_or(&[]);
+            widen(x, xr);
+            row(xr, or, bytemuck::pod_align_to::<T, f32>(next).1, false);
+            narrow(or, o);
+        },
+    );
     Ok(out)
 }
