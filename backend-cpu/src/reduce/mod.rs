@@ -154,12 +154,59 @@ fn sum_fold(x: &[f32], spec: &ReduceSpec, shift: Option<&[f32]>) -> Vec<f64> {
     )
 }
 
-/// Outputs of at least this many elements (32 MiB of f32, beyond the L3 caches the
-/// kernels were tuned on) are written by softmax and log-softmax with non-temporal stores.
-/// On Zen 4, interleaved medians: 4096² softmax 5.6–6.9 → 4.8–5.4 ms, log-softmax
+/// Outputs of at least this many elements (32 MiB of f32), and at least the size of the
+/// last-level cache (see [`stream_min`]), are written by softmax and log-softmax with
+/// non-temporal stores: they could not stay in cache for their consumer anyway. On Zen 4
+/// (32 MiB L3), interleaved medians: 4096² softmax 5.6–6.9 → 4.8–5.4 ms, log-softmax
 /// 7.2–10.3 → 6.0–6.5 ms (a plain copy-and-scale of 64 MiB through the cache takes
 /// 4.8–5.1 ms there, with streaming stores 4.2–4.8).
 const STREAM_MIN: usize = 8 << 20;
+
+/// The f32 elements from which outputs stream: [`STREAM_MIN`], or the last-level cache's
+/// size where the OS reports a larger one (Linux sysfs), read once.
+fn stream_min() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        let llc = last_level_cache_bytes().unwrap_or(0);
+        STREAM_MIN.max(llc / std::mem::size_of::<f32>())
+    })
+}
+
+/// The size in bytes of the first CPU's largest cache level, from
+/// `/sys/devices/system/cpu/cpu0/cache/index*/{level,size}`; `None` where unreadable.
+fn last_level_cache_bytes() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| {
+        let path = e.ok()?.path();
+        let level: u32 = std::fs::read_to_string(path.join("level"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let size = parse_cache_size(&std::fs::read_to_string(path.join("size")).ok()?)?;
+        Some((level, size))
+    })
+    .max()
+    .map(|(_, size)| size)
+}
+
+/// A sysfs cache size (`"32768K"`, `"1M"`, `"512"`) in bytes.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits.parse().ok()?;
+    let scale = match unit.trim() {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
 /// Rows up to this many elements (256 KiB of f32) stream; see [`STREAM_MIN`].
 const STREAM_ROW_MAX: usize = 1 << 16;
 
@@ -583,7 +630,7 @@ pub(crate) fn normalize(
     // f32 outputs this large cannot stay in cache for their consumer: (log-)softmax
     // writes them with non-temporal stores, for rows short enough that the exponentials'
     // scratch row stays in L2 (longer rows would write and read it back through memory).
-    let stream = inner == 1 && len >= STREAM_MIN && axis <= STREAM_ROW_MAX;
+    let stream = inner == 1 && len >= stream_min() && axis <= STREAM_ROW_MAX;
     // Tasks of whole blocks, about ROW_CHUNK elements each, on the calling thread and the
     // workers (see `fold_rows`).
     let per_task = (ROW_CHUNK / blk.max(1)).max(1) * blk;
@@ -644,4 +691,21 @@ fn normalize_16<T: bytemuck::Pod + Default + Send + Sync + crate::pool::Pooled>(
         },
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("32768K\n"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_cache_size("12Q"), None);
+        assert_eq!(parse_cache_size("99999999999999999999G"), None);
+        // Never below the floor, whatever this machine reports.
+        assert!(stream_min() >= STREAM_MIN);
+    }
 }
