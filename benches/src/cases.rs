@@ -219,8 +219,9 @@ mod tests {
     }
 
     /// The case files that are only run elsewhere (the timing-only Trainium targets, the
-    /// real-GPU check, its smoke twin and the matmul-block A/B cases) must parse here; the smoke file mirrors the GPU
-    /// check case by case (same op and dtype, `_smoke` ids), so its run tests the script.
+    /// real-GPU check, its smoke twin, the matmul-block A/B cases and the CPU's 16-bit
+    /// cases) must parse here; the smoke file mirrors the GPU check case by case (same op
+    /// and dtype, `_smoke` ids), so its run tests the script.
     #[test]
     fn external_case_files_parse() {
         let targets = parse(
@@ -232,6 +233,9 @@ mod tests {
         // The A/B timing of the wgpu matmul blocks (XKERN_WGPU_MATMUL_TILE).
         let blocks = parse(include_str!("../cases/gpu-matmul-blocks.json"), "blocks");
         assert_eq!(blocks.unwrap().len(), 8);
+        // The CPU's 16-bit paths (f16 and bf16 twins of each case).
+        let sixteen = parse(include_str!("../cases/cpu-16bit.json"), "cpu-16bit").unwrap();
+        assert_eq!(sixteen.len(), 26);
         let smoke = parse(include_str!("../cases/gpu-check-smoke.json"), "smoke").unwrap();
         for s in &smoke {
             let full =
