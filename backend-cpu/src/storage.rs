@@ -196,7 +196,7 @@ impl Drop for F32Input<'_> {
 /// An element type a kernel can read as f32.
 pub(crate) trait Scalar: Copy + Send + Sync {
     fn to_f32(self) -> f32;
-    /// Widens `src` into `dst` element for element, over the shorter of the two: a loop of
+    /// Widens `src` into `dst` (of the same length) element for element: a loop of
     /// [`Scalar::to_f32`] unless the type has faster (vectorised) conversion. Exact.
     #[inline(always)]
     fn widen_into(src: &[Self], dst: &mut [f32]) {
@@ -275,14 +275,11 @@ impl Scalar for bf16 {
     fn bf16_bits(self) -> u16 {
         self.to_bits()
     }
-    /// The bf16 bits moved to the top of an f32 (a shift the compiler vectorises): the
-    /// same value as `to_f32`, which also makes a signalling NaN quiet.
+    /// The bf16 bits moved to the top of an f32, a NaN made quiet (the same bits as
+    /// `to_f32`), with the CPU's widest vectors (see `simd::convert::widen_bf16`).
     #[inline(always)]
     fn widen_into(src: &[Self], dst: &mut [f32]) {
-        debug_assert_eq!(src.len(), dst.len());
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
-        }
+        crate::simd::convert::widen_bf16(src, dst);
     }
     fn as_bf16_bits(s: &[Self]) -> Option<&[u16]> {
         Some(s.reinterpret_cast())

@@ -354,10 +354,10 @@ fn row_tasks_with_their_own_a_blocks() {
 /// are packed or staged, element by element where a loop converts as it computes) and
 /// then summed in the f32 path's order, so a 16-bit product is the f32 product of the
 /// widened operands, rounded once: the same bits. Matrix-vector products with ragged
-/// ends, as `x · B` (row sums of four) and as dot products (`x · Bᵀ`, `A · v`); skinny products (B's rows widened 16 at a time);
-/// and packed products with A's lanes or B's rows widened, on every ISA. (Packed bf16
-/// products on AVX-512 BF16 use the pair kernel, which rounds differently; those are
-/// checked against the reference elsewhere.)
+/// ends, as `x · B` (row sums of four) and as dot products (`x · Bᵀ`, `A · v`); skinny
+/// products (B's rows widened 16 at a time); and packed products with A's lanes or B's
+/// rows widened, on every ISA. (Packed bf16 products on AVX-512 BF16 use the pair
+/// kernel, which rounds differently; those are checked against the reference elsewhere.)
 #[test]
 fn sixteen_bit_operands_give_the_widened_f32_product() {
     each_isa(|dev, _, _| {

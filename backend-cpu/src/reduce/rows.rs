@@ -575,8 +575,8 @@ pub(crate) struct RowKernels {
     pub narrow_bf16: unsafe fn(&[f32], &mut [half::bf16]),
 }
 
-/// bf16 → f32: the bf16 bits are the top half of the f32 (`Scalar::widen_into`, here
-/// compiled per ISA).
+/// bf16 → f32: the bf16 bits are the top half of the f32 (`Scalar::widen_into`: the
+/// CPU's widest vectors whatever this set's ISA, the result being the same).
 #[inline(always)]
 fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
     <half::bf16 as crate::storage::Scalar>::widen_into(src, dst);

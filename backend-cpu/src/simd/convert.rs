@@ -47,7 +47,48 @@ static NARROW: LazyLock<Narrow> = LazyLock::new(|| {
     narrow_soft
 });
 
-/// Widens `src` into `dst`, element for element, over the shorter of the two.
+/// bf16 → f32 for a slice: the widest routine this CPU runs.
+static WIDEN_BF16: LazyLock<WidenBf16> = LazyLock::new(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return x86::widen_bf16_avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return x86::widen_bf16_avx2;
+        }
+    }
+    widen_bf16_soft
+});
+
+/// A bf16 widening routine, as [`Widen`].
+type WidenBf16 = unsafe fn(&[half::bf16], &mut [f32]);
+
+/// Widens bf16 `src` into `dst` (of the same length): the bits moved to the top half of
+/// the f32, a NaN made quiet (`half`'s `to_f32` bits). Compiled for the CPU's widest
+/// vectors: the portable shift loop, inlined into code built for the x86-64 baseline,
+/// ran 4 lanes at a time (a bf16 4096² column sum took 3.0 ms, f16 through AVX-512 1.6).
+#[inline]
+pub(crate) fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), dst.len());
+    // SAFETY: as in `widen_f16`.
+    unsafe { (*WIDEN_BF16)(src, dst) }
+}
+
+/// The portable bf16 widening, which the routines below compile per ISA.
+///
+/// # Safety
+/// None beyond the signature; `unsafe` only to share the routines' type.
+#[inline(always)]
+unsafe fn widen_bf16_soft(src: &[half::bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        let b = u32::from(s.to_bits());
+        let quiet = u32::from(b & 0x7fff > 0x7f80) << 22;
+        *d = f32::from_bits((b << 16) | quiet);
+    }
+}
+
+/// Widens `src` into `dst` (of the same length), element for element.
 #[inline]
 pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
     debug_assert_eq!(src.len(), dst.len());
@@ -56,8 +97,8 @@ pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
     unsafe { (*WIDEN)(src, dst) }
 }
 
-/// Narrows `src` into `dst` (round to nearest even, overflow to ±inf, NaN stays NaN),
-/// element for element, over the shorter of the two.
+/// Narrows `src` into `dst` (of the same length; round to nearest even, overflow to
+/// ±inf, NaN stays NaN), element for element.
 #[inline]
 pub(crate) fn narrow_f16(src: &[f32], dst: &mut [f16]) {
     debug_assert_eq!(src.len(), dst.len());
@@ -89,6 +130,26 @@ unsafe fn narrow_soft(src: &[f32], dst: &mut [f16]) {
 mod x86 {
     use half::f16;
     use std::arch::x86_64::*;
+
+    /// [`super::widen_bf16_soft`] vectorised for AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn widen_bf16_avx512(src: &[half::bf16], dst: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { super::widen_bf16_soft(src, dst) }
+    }
+
+    /// [`super::widen_bf16_soft`] vectorised for AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn widen_bf16_avx2(src: &[half::bf16], dst: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { super::widen_bf16_soft(src, dst) }
+    }
 
     /// 16 elements per instruction; the tail through a zeroed block.
     ///
@@ -304,6 +365,49 @@ mod tests {
                         "{bits:#06x}: {name} differs"
                     );
                 }
+            }
+        }
+    }
+
+    /// bf16 slices widen to `to_f32`'s bits, NaNs quiet included, on every routine this
+    /// CPU runs and through `Scalar::widen_into`, at every tail length.
+    #[test]
+    fn bf16_widening_of_every_value() {
+        use crate::storage::Scalar;
+        let all: Vec<half::bf16> = (0..=u16::MAX).map(half::bf16::from_bits).collect();
+        let mut routines: Vec<(&str, WidenBf16)> = vec![("soft", widen_bf16_soft)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                routines.push(("avx2", x86::widen_bf16_avx2));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                routines.push(("avx512", x86::widen_bf16_avx512));
+            }
+        }
+        let via_trait: WidenBf16 = |s, d| half::bf16::widen_into(s, d);
+        routines.push(("widen_into", via_trait));
+        for (name, f) in routines {
+            let mut got = vec![0.0f32; all.len()];
+            // SAFETY: only routines this CPU runs are listed.
+            unsafe { f(&all, &mut got) };
+            for (g, b) in got.iter().zip(&all) {
+                assert_eq!(
+                    g.to_bits(),
+                    b.to_f32().to_bits(),
+                    "{name}: {:#06x}",
+                    b.to_bits()
+                );
+            }
+            for len in 0..40 {
+                let src = &all[0x3f01..0x3f01 + len];
+                let mut got = vec![-7.0f32; len + 3];
+                // SAFETY: as above.
+                unsafe { f(src, &mut got[..len]) };
+                for (g, s) in got.iter().zip(src) {
+                    assert_eq!(g.to_bits(), s.to_f32().to_bits(), "{name} len {len}");
+                }
+                assert!(got[len..].iter().all(|&x| x == -7.0), "{name} len {len}");
             }
         }
     }
