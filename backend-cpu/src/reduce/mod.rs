@@ -426,10 +426,17 @@ where
             // Four rows per pass while they last (a fixed grouping: the chunks do not
             // depend on the thread count), then one at a time.
             let quads = (a1 - a0) / 4;
+            // A row to prefetch (for 16-bit rows, their bytes: see `Src::lines`); empty
+            // past the unit's rows.
+            let ahead = |a: usize| {
+                if a < a1 {
+                    x.lines(at(a)..at(a) + w)
+                } else {
+                    &[]
+                }
+            };
             if let Src::F32(x) = x {
                 let row = |a: usize| &x[at(a)..at(a) + w];
-                // A row to prefetch: empty past the unit's rows.
-                let ahead = |a: usize| if a < a1 { row(a) } else { &[] };
                 for q in 0..quads {
                     let a = a0 + 4 * q;
                     let next = [ahead(a + 4), ahead(a + 5), ahead(a + 6), ahead(a + 7)];
@@ -440,14 +447,6 @@ where
                 }
                 return Some(st);
             }
-            // The 16-bit rows four on, as the kernels' rows to prefetch (see `Src::lines`).
-            let ahead = |a: usize| {
-                if a < a1 {
-                    x.lines(at(a)..at(a) + w)
-                } else {
-                    &[]
-                }
-            };
             with_task_buf(|buf| {
                 let rows = buf.get(4 * w).ok()?;
                 for q in 0..quads {
@@ -483,33 +482,24 @@ where
     )
 }
 
-pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
-    let len = spec.outer * spec.axis_len * spec.inner;
-    if spec.inner == 1 {
-        let k = RowKernels::for_isa(isa);
-        return match x {
-            CpuStorage::F16(v) => reduce_rows(k, spec, Src::F16(&v[x.range(spec.offset, len)?])),
-            CpuStorage::BF16(v) => reduce_rows(k, spec, Src::BF16(&v[x.range(spec.offset, len)?])),
-            _ => reduce_rows(k, spec, Src::F32(&x.f32_range(spec.offset, len)?)),
-        };
+/// Calls `f` with elements `offset..offset + len` of `x`: 16-bit ones in place, others as
+/// f32 (borrowed, or a widened copy).
+fn with_src<R>(
+    x: &CpuStorage,
+    offset: usize,
+    len: usize,
+    f: impl FnOnce(Src<'_>) -> Result<R>,
+) -> Result<R> {
+    match x {
+        CpuStorage::F16(v) => f(Src::F16(&v[x.range(offset, len)?])),
+        CpuStorage::BF16(v) => f(Src::BF16(&v[x.range(offset, len)?])),
+        _ => f(Src::F32(&x.f32_range(offset, len)?)),
     }
-    // Column sums and extremes read 16-bit rows in place (widened a few rows at a time);
-    // the other outer-axis reductions read an f32 copy.
-    let in_place = matches!(
-        spec.kind,
-        ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min
-    );
-    let xs;
-    let src = match x {
-        CpuStorage::F16(v) if in_place => Src::F16(&v[x.range(spec.offset, len)?]),
-        CpuStorage::BF16(v) if in_place => Src::BF16(&v[x.range(spec.offset, len)?]),
-        _ => {
-            xs = x.f32_range(spec.offset, len)?;
-            Src::F32(&xs)
-        }
-    };
+}
+
+/// Column sums, means, maxima and minima (`inner > 1`) through [`fold_cols`].
+fn reduce_cols(k: RowKernels, spec: &ReduceSpec, src: Src<'_>) -> Result<CpuStorage> {
     let no_memory = || crate::internal("an outer-axis reduction found no memory for its rows");
-    let k = RowKernels::for_isa(isa);
     let col_sum = || {
         // SAFETY: `k` was built for an ISA detected on this CPU.
         let add = |st: &mut [f64], row: &[f32]| unsafe { (k.col_add)(st, row) };
@@ -535,29 +525,35 @@ pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuS
             .map(|m| m.into_iter().map(|v| sign * v).collect::<Vec<f32>>())
             .ok_or_else(no_memory)
     };
-    match spec.kind {
-        ReduceKind::Sum => {
-            return CpuStorage::from_f32(
-                spec.dtype,
-                col_sum()?.into_iter().map(|s| s as f32).collect(),
-            );
-        }
+    let values = match spec.kind {
+        ReduceKind::Sum => col_sum()?.into_iter().map(|s| s as f32).collect(),
         ReduceKind::Mean => {
             let n = spec.axis_len as f64;
-            return CpuStorage::from_f32(
-                spec.dtype,
-                col_sum()?.into_iter().map(|s| (s / n) as f32).collect(),
-            );
+            col_sum()?.into_iter().map(|s| (s / n) as f32).collect()
         }
-        ReduceKind::Max => return CpuStorage::from_f32(spec.dtype, col_extreme(1.0)?),
-        ReduceKind::Min => return CpuStorage::from_f32(spec.dtype, col_extreme(-1.0)?),
-        _ => {}
-    }
-    let Src::F32(x) = src else {
-        return Err(crate::internal(
-            "an outer-axis reduction read 16-bit rows in place",
-        ));
+        ReduceKind::Max => col_extreme(1.0)?,
+        ReduceKind::Min => col_extreme(-1.0)?,
+        _ => return Err(crate::internal("not a column sum or extreme")),
     };
+    CpuStorage::from_f32(spec.dtype, values)
+}
+
+pub(crate) fn reduce(isa: Isa, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {
+    let len = spec.outer * spec.axis_len * spec.inner;
+    let k = RowKernels::for_isa(isa);
+    if spec.inner == 1 {
+        return with_src(x, spec.offset, len, |src| reduce_rows(k, spec, src));
+    }
+    // Column sums and extremes read 16-bit rows in place (widened a few rows at a time);
+    // the other outer-axis reductions read an f32 copy.
+    if matches!(
+        spec.kind,
+        ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min
+    ) {
+        return with_src(x, spec.offset, len, |src| reduce_cols(k, spec, src));
+    }
+    let xs = x.f32_range(spec.offset, len)?;
+    let x = &*xs;
     let values = match spec.kind {
         ReduceKind::Sum => sum_fold(x, spec, None)
             .into_iter()
@@ -623,21 +619,14 @@ pub(crate) fn normalize(
         match x {
             CpuStorage::F16(v) if spec.dtype == xkern_core::DType::F16 => {
                 let src = &v[x.range(spec.offset, len)?];
-                let widen = crate::simd::convert::widen_f16;
                 let narrow = crate::simd::convert::narrow_f16;
-                return Ok(CpuStorage::F16(normalize_16(
-                    src, axis, row_next, widen, narrow,
-                )?));
+                return Ok(CpuStorage::F16(normalize_16(src, axis, row_next, narrow)?));
             }
             CpuStorage::BF16(v) if spec.dtype == xkern_core::DType::BF16 => {
                 let src = &v[x.range(spec.offset, len)?];
                 // SAFETY: `k` was built for an ISA detected on this CPU.
-                let widen = |s: &[half::bf16], d: &mut [f32]| unsafe { (k.widen_bf16)(s, d) };
-                // SAFETY: as above.
                 let narrow = |s: &[f32], d: &mut [half::bf16]| unsafe { (k.narrow_bf16)(s, d) };
-                return Ok(CpuStorage::BF16(normalize_16(
-                    src, axis, row_next, widen, narrow,
-                )?));
+                return Ok(CpuStorage::BF16(normalize_16(src, axis, row_next, narrow)?));
             }
             _ => {}
         }
@@ -690,14 +679,13 @@ pub(crate) fn normalize(
 }
 
 /// Rows of `axis` 16-bit elements through `row(x, out, next, stream)` (f32 in, f32 out),
-/// each widened into and narrowed from per-thread scratch rows. The next 16-bit row is
+/// each widened (`Scalar::widen_into`) into and narrowed from per-thread scratch rows. The next 16-bit row is
 /// handed to the kernel as the row to prefetch (its bytes seen as f32: only their
 /// addresses are used), so memory works while this row's exponentials are computed.
-fn normalize_16<T: bytemuck::Pod + Default + Send + Sync + crate::pool::Pooled>(
+fn normalize_16<T: Scalar + bytemuck::Pod + Default + crate::pool::Pooled>(
     src: &[T],
     axis: usize,
     row: impl Fn(&[f32], &mut [f32], &[f32], bool) + Sync,
-    widen: impl Fn(&[T], &mut [f32]) + Sync,
     narrow: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Result<Vec<T>> {
     // Every element is written below (each row in full).
@@ -707,7 +695,7 @@ fn normalize_16<T: bytemuck::Pod + Default + Send + Sync + crate::pool::Pooled>(
         |(xr, or), (r, o)| {
             let x = &src[r * axis..(r + 1) * axis];
             let next = src.get((r + 1) * axis..(r + 2) * axis).unwrap_or(&[]);
-            widen(x, xr);
+            T::widen_into(x, xr);
             row(xr, or, bytemuck::pod_align_to::<T, f32>(next).1, false);
             narrow(or, o);
         },

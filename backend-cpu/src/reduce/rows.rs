@@ -569,17 +569,8 @@ pub(crate) struct RowKernels {
     /// `st[j] = nan_max(st[j], sign · row[j])` (column extremes), prefetching the last
     /// argument (see [`col_extreme`]).
     pub col_extreme: unsafe fn(&mut [f32], &[f32], f32, &[f32]),
-    /// bf16 → f32 (exact).
-    pub widen_bf16: unsafe fn(&[half::bf16], &mut [f32]),
     /// f32 → bf16, round to nearest even, NaN kept quiet (bit-identical to `half`).
     pub narrow_bf16: unsafe fn(&[f32], &mut [half::bf16]),
-}
-
-/// bf16 → f32: the bf16 bits are the top half of the f32 (`Scalar::widen_into`: the
-/// CPU's widest vectors whatever this set's ISA, the result being the same).
-#[inline(always)]
-fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
-    <half::bf16 as crate::storage::Scalar>::widen_into(src, dst);
 }
 
 /// f32 → bf16 with round to nearest even, branch-free so it vectorises: round up when
@@ -723,10 +714,6 @@ macro_rules! isa_kernels {
                 super::col_extreme(st, row, sign, next)
             }
             $(#[$fn_attr])*
-            unsafe fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
-                super::widen_bf16(src, dst)
-            }
-            $(#[$fn_attr])*
             unsafe fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
                 super::narrow_bf16(src, dst)
             }
@@ -743,7 +730,6 @@ macro_rules! isa_kernels {
                 col_add,
                 col_add4,
                 col_extreme,
-                widen_bf16,
                 narrow_bf16,
             };
         }
@@ -1042,7 +1028,8 @@ mod speed {
 
 #[cfg(test)]
 mod bf16_conversion {
-    use super::{narrow_bf16, widen_bf16};
+    use super::narrow_bf16;
+    use crate::storage::Scalar;
     use half::bf16;
 
     /// The vectorisable conversion gives `half`'s bits for every class of value: ties
@@ -1088,7 +1075,7 @@ mod bf16_conversion {
             );
         }
         let mut back = vec![0.0f32; got.len()];
-        widen_bf16(&got, &mut back);
+        bf16::widen_into(&got, &mut back);
         for (g, b) in got.iter().zip(&back) {
             assert_eq!(b.to_bits(), g.to_f32().to_bits());
         }
