@@ -555,10 +555,10 @@ fn dot8(q: &[f32], k: &[f32]) -> f32 {
 /// its first block of keys. After that, each key of a block prefetches the key and value
 /// rows of the key one block later, the key rows while the dot products run and the
 /// value rows while the first query row's weighted sums do (the keys it sees: all but
-/// at most the last few of a causal decode's, whose next block lies past the end): fetching only a few keys ahead, from the dot
-/// products' loop, left the memory idle while each block's weighted sums ran (h32 q1
-/// kv4096 d128, 6 interleaved rounds, medians: 5.1–5.6 → 4.5–5.0 ms; two blocks ahead
-/// was no better).
+/// at most the last few of a causal decode's, whose next block lies past the end).
+/// Fetching only a few keys ahead, from the dot products' loop, left the memory idle
+/// while each block's weighted sums ran (h32 q1 kv4096 d128, 6 interleaved rounds,
+/// medians: 5.1–5.6 → 4.5–5.0 ms; two blocks ahead was no better).
 const PREFETCH_KEYS: usize = 8;
 
 /// Asks the CPU to start loading the contiguous row of `len` elements at `base` into the

@@ -1,21 +1,23 @@
-//! f16 ↔ f32 conversion of whole slices with the CPU's conversion instructions (F16C, or
-//! AVX-512F's 16-lane forms), chosen once per process.
+//! f16 ↔ f32 and bf16 → f32 conversion of whole slices with the CPU's widest vectors
+//! (F16C, or AVX-512F's 16-lane forms, for f16), chosen once per process.
 //!
 //! `half`'s own slice conversion calls its F16C routine through a function pointer for
 //! every 8 elements, and its per-element `to_f32` checks the CPU every time, so neither
 //! vectorises: an f16 GEMV (1×4096×4096) spent 25 ms converting what an f32 one reads
 //! in 2.5. (Loops that convert as they compute use `storage::f16_bits_to_f32`, which
-//! the compiler vectorises.) The instructions are exact for widening and round to nearest even for
-//! narrowing, as `half` does, so the result does not depend on which variant runs (the
-//! tests compare every f16 value and a spread of f32 values bit for bit).
+//! the compiler vectorises.) The instructions are exact for widening and round to nearest
+//! even for narrowing, as `half` does, so the result does not depend on which variant
+//! runs (the tests compare every 16-bit value and a spread of f32 values bit for bit).
 
 use half::f16;
 use std::sync::LazyLock;
 
-/// A widening routine: `dst[i] = src[i]` for `i < min(len)`.
+/// A widening routine: `dst[i] = src[i]` (slices of the same length).
 type Widen = unsafe fn(&[f16], &mut [f32]);
-/// A narrowing routine: `dst[i] = round(src[i])` for `i < min(len)`.
+/// A narrowing routine: `dst[i] = round(src[i])` (slices of the same length).
 type Narrow = unsafe fn(&[f32], &mut [f16]);
+/// A bf16 widening routine, as [`Widen`].
+type WidenBf16 = unsafe fn(&[half::bf16], &mut [f32]);
 
 /// The widest widening this CPU runs.
 static WIDEN: LazyLock<Widen> = LazyLock::new(|| {
@@ -60,9 +62,6 @@ static WIDEN_BF16: LazyLock<WidenBf16> = LazyLock::new(|| {
     }
     widen_bf16_soft
 });
-
-/// A bf16 widening routine, as [`Widen`].
-type WidenBf16 = unsafe fn(&[half::bf16], &mut [f32]);
 
 /// Widens bf16 `src` into `dst` (of the same length): the bits moved to the top half of
 /// the f32, a NaN made quiet (`half`'s `to_f32` bits). Compiled for the CPU's widest

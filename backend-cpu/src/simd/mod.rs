@@ -9,13 +9,17 @@ pub(crate) mod exp;
 #[inline(always)]
 pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: SSE is part of the x86-64 baseline; a prefetch does not dereference.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
-    }
+    prefetch_hint::<{ std::arch::x86_64::_MM_HINT_T0 }, T>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// `prefetcht0`/`prefetcht1`… of the line holding `p`, as the hint `H` says.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_hint<const H: i32, T>(p: *const T) {
+    // SAFETY: SSE is part of the x86-64 baseline; a prefetch does not dereference.
+    unsafe { std::arch::x86_64::_mm_prefetch::<H>(p.cast::<i8>()) };
 }
 
 /// Stores 16 floats at `p` with a non-temporal (cache-bypassing, weakly ordered) store.
@@ -62,11 +66,7 @@ pub(crate) fn store_fence() {
 #[inline(always)]
 pub(crate) fn prefetch_l2<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        // SAFETY: SSE is part of the x86-64 baseline; a prefetch does not dereference.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) };
-    }
+    prefetch_hint::<{ std::arch::x86_64::_MM_HINT_T1 }, T>(p);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
