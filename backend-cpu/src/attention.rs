@@ -36,7 +36,9 @@
 #![allow(clippy::indexing_slicing)]
 
 use crate::internal;
-use crate::matmul::{CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b, with_task_buf};
+use crate::matmul::{
+    Ahead, CPtr, MicroKernel, Packed, View, macro_tile, pack_a, pack_b, with_task_buf,
+};
 use crate::reduce::rows::{ColState, RowKernels};
 use crate::simd::exp::exp;
 use crate::simd::{Isa, nan_max};
@@ -327,6 +329,7 @@ fn tile<K: MicroKernel, T: Scalar>(
                     b: &qb[jq * nr * d..],
                     b_stride: nr * d,
                     kc: d,
+                    next: Ahead::default(),
                 };
                 // SAFETY: the panel holds BK ≥ bk rows of NR floats, owned by this task.
                 unsafe {
@@ -384,6 +387,7 @@ fn tile<K: MicroKernel, T: Scalar>(
                 b: st,
                 b_stride: BK * nr,
                 kc: bk,
+                next: Ahead::default(),
             };
             // The dv rows of Oᵀ only: the panels' zero padding rows (up to dvr) would add
             // nothing but work (12.5% of P·V at D = 64 with 12-row panels); a ragged last

@@ -194,7 +194,7 @@ impl Drop for F32Input<'_> {
 }
 
 /// An element type a kernel can read as f32.
-pub(crate) trait Scalar: Copy + Send + Sync {
+pub(crate) trait Scalar: bytemuck::Pod + Send + Sync {
     fn to_f32(self) -> f32;
     /// Widens `src` into `dst` (of the same length) element for element: a loop of
     /// [`Scalar::to_f32`] unless the type has faster (vectorised) conversion. Exact.

@@ -9,7 +9,7 @@
 // Accumulator arrays are indexed by constant-bounded register-tile loops.
 #![allow(clippy::indexing_slicing)]
 
-use super::MicroKernel;
+use super::{MicroKernel, Walk};
 use std::arch::x86_64::*;
 
 /// The AVX-512F kernel.
@@ -33,7 +33,27 @@ impl MicroKernel for Avx512 {
     ) {
         // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F was detected before
         // this kernel was selected.
-        unsafe { kernel::<12>(kc, a, b, c, ldc, accumulate) }
+        unsafe { kernel::<12, false>(kc, a, b, c, ldc, accumulate, Walk::NONE) }
+    }
+
+    unsafe fn run_fetching(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        walk: Walk,
+    ) {
+        // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F was detected before
+        // this kernel was selected.
+        unsafe {
+            if walk.is_empty() {
+                kernel::<12, false>(kc, a, b, c, ldc, accumulate, walk)
+            } else {
+                kernel::<12, true>(kc, a, b, c, ldc, accumulate, walk)
+            }
+        }
     }
 
     unsafe fn run_rows(
@@ -49,17 +69,17 @@ impl MicroKernel for Avx512 {
         // rows` rows; AVX-512F was detected before this kernel was selected.
         unsafe {
             match rows {
-                1 => kernel::<1>(kc, a, b, c, ldc, accumulate),
-                2 => kernel::<2>(kc, a, b, c, ldc, accumulate),
-                3 => kernel::<3>(kc, a, b, c, ldc, accumulate),
-                4 => kernel::<4>(kc, a, b, c, ldc, accumulate),
-                5 => kernel::<5>(kc, a, b, c, ldc, accumulate),
-                6 => kernel::<6>(kc, a, b, c, ldc, accumulate),
-                7 => kernel::<7>(kc, a, b, c, ldc, accumulate),
-                8 => kernel::<8>(kc, a, b, c, ldc, accumulate),
-                9 => kernel::<9>(kc, a, b, c, ldc, accumulate),
-                10 => kernel::<10>(kc, a, b, c, ldc, accumulate),
-                11 => kernel::<11>(kc, a, b, c, ldc, accumulate),
+                1 => kernel::<1, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                2 => kernel::<2, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                3 => kernel::<3, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                4 => kernel::<4, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                5 => kernel::<5, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                6 => kernel::<6, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                7 => kernel::<7, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                8 => kernel::<8, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                9 => kernel::<9, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                10 => kernel::<10, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
+                11 => kernel::<11, false>(kc, a, b, c, ldc, accumulate, Walk::NONE),
                 _ => return false,
             }
         }
@@ -69,15 +89,17 @@ impl MicroKernel for Avx512 {
 
 /// The first `ROWS` rows (all 12 for the full tile) of a 12-row panel's tile: a ragged
 /// last strip runs with `ROWS` accumulator pairs in place instead of the whole tile on a
-/// scratch tile (no wasted multiply-adds, no copy).
+/// scratch tile (no wasted multiply-adds, no copy). With `FETCH`, each k-step also takes
+/// a step of `walk`: a prefetch of the memory the caller packs next.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const ROWS: usize>(
+unsafe fn kernel<const ROWS: usize, const FETCH: bool>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    mut walk: Walk,
 ) {
     let mut lo = [_mm512_setzero_ps(); ROWS];
     let mut hi = [_mm512_setzero_ps(); ROWS];
@@ -95,6 +117,11 @@ unsafe fn kernel<const ROWS: usize>(
             // (1 KiB) ahead. Prefetches past the panel's end are harmless hints.
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 32 + 256) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(p * 32 + 272) as *const i8);
+            if FETCH {
+                // One line of the next block a step (repeats while the walk lingers on a
+                // line find its miss in flight).
+                _mm_prefetch::<_MM_HINT_T1>(walk.step().cast());
+            }
             let b0 = _mm512_loadu_ps(b.add(p * 32));
             let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
             for i in 0..ROWS {

@@ -11,7 +11,7 @@
 // Accumulator arrays are indexed by constant-bounded register-tile loops.
 #![allow(clippy::indexing_slicing)]
 
-use super::{MicroKernel, PackSimd};
+use super::{MicroKernel, PackSimd, Walk};
 use std::arch::x86_64::*;
 
 /// The AVX-512 BF16 kernel.
@@ -37,18 +37,38 @@ impl MicroKernel for Avx512Bf16 {
     ) {
         // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F and AVX-512 BF16 were
         // detected before this kernel was selected.
-        unsafe { kernel(kc, a, b, c, ldc, accumulate) }
+        unsafe { kernel::<false>(kc, a, b, c, ldc, accumulate, Walk::NONE) }
+    }
+
+    unsafe fn run_fetching(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        walk: Walk,
+    ) {
+        // SAFETY: as in `run`.
+        unsafe {
+            if walk.is_empty() {
+                kernel::<false>(kc, a, b, c, ldc, accumulate, walk)
+            } else {
+                kernel::<true>(kc, a, b, c, ldc, accumulate, walk)
+            }
+        }
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel(
+unsafe fn kernel<const FETCH: bool>(
     steps: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    mut walk: Walk,
 ) {
     let mut lo = [_mm512_setzero_ps(); 12];
     let mut hi = [_mm512_setzero_ps(); 12];
@@ -56,6 +76,10 @@ unsafe fn kernel(
         // SAFETY: the packed panels hold `steps`·NR and `steps`·MR 32-bit slots; bf16 pairs
         // are reinterpreted, not converted (`__m512bh` is 32 bf16 in a 512-bit register).
         unsafe {
+            if FETCH {
+                // A line of the next block a step (see `Walk`).
+                _mm_prefetch::<_MM_HINT_T1>(walk.step().cast());
+            }
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_ps(b.add(p * 32)));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_ps(b.add(p * 32 + 16)));
             for i in 0..12 {
