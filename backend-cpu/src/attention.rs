@@ -26,7 +26,10 @@
 //! Decode-shaped problems whose query rows per kv head (group × Sq) are at most
 //! `DECODE_ROWS` skip the packing: their cost is reading K and V once, so `decode` streams
 //! each key and value row once per kv head for all its query rows, in key blocks with the
-//! same online softmax, split over fixed key ranges as above.
+//! same online softmax, split over fixed key ranges as above. With AVX2 or AVX-512 the
+//! rows are read where they lie, in their own dtype, by `simd::rowops`: each key row is
+//! dotted with all the group's query rows in one pass, and each block's value rows are
+//! added into all its output rows, held in registers, in one pass.
 //!
 //! A row that sees no key ends with `l = 0` and is written as zeros; the max is
 //! NaN-propagating, so a NaN score poisons exactly the rows that see it.
@@ -41,6 +44,7 @@ use crate::matmul::{
 };
 use crate::reduce::rows::{ColState, RowKernels};
 use crate::simd::exp::exp;
+use crate::simd::rowops::{Lanes, RowOps};
 use crate::simd::{Isa, nan_max};
 use crate::storage::{CpuStorage, Scalar, try_vec_overwrite};
 use rayon::prelude::*;
@@ -87,19 +91,20 @@ pub(crate) fn attention(
 ) -> Result<CpuStorage> {
     use crate::matmul::kernel_generic::Generic;
     let rk = RowKernels::for_isa(isa);
+    // (`typed!` instantiates `run` per dtype; each picks its decode row operations.)
     macro_rules! typed {
         // typed!(Kernel) expands to the match over the operand dtypes below, with the
         // f32 output of `run::<Kernel, T>` for the matching element type T.
         ($kern:ty) => {
             match (q, k, v) {
                 (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                    run::<$kern, f32>(spec, q, k, v, rk)
+                    run::<$kern, f32>(spec, q, k, v, rk, isa)
                 }
                 (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                    run::<$kern, _>(spec, q, k, v, rk)
+                    run::<$kern, _>(spec, q, k, v, rk, isa)
                 }
                 (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                    run::<$kern, _>(spec, q, k, v, rk)
+                    run::<$kern, _>(spec, q, k, v, rk, isa)
                 }
                 _ => Err(Error::Backend {
                     backend: "cpu",
@@ -118,12 +123,13 @@ pub(crate) fn attention(
     CpuStorage::from_f32(spec.dtype, out)
 }
 
-fn run<K: MicroKernel, T: Scalar>(
+fn run<K: MicroKernel, T: Lanes>(
     spec: &AttentionSpec,
     q: &[T],
     k: &[T],
     v: &[T],
     rk: RowKernels,
+    isa: Isa,
 ) -> Result<Vec<f32>> {
     let (sq, dv) = (spec.q_seq, spec.v_head_dim);
     // Every output row is written by `finish` below (no fill pass first).
@@ -139,12 +145,16 @@ fn run<K: MicroKernel, T: Scalar>(
     };
     let group = spec.q_heads / spec.kv_heads;
     if group * sq <= DECODE_ROWS {
+        let ops = RowOps::<T>::for_isa(isa);
         out.par_chunks_mut(group * sq * dv)
             .enumerate()
             .for_each(|(bkv, group_out)| {
                 let states: Vec<Partial> = (0..splits)
                     .into_par_iter()
-                    .map(|s| decode(spec, q, k, v, rk, bkv, split_range(s, splits, spec.kv_seq)))
+                    .map(|s| {
+                        let keys = split_range(s, splits, spec.kv_seq);
+                        decode(spec, q, k, v, (rk, ops), bkv, keys)
+                    })
                     .collect();
                 finish(merge(states), dv, group_out);
             });
@@ -417,12 +427,14 @@ fn tile<K: MicroKernel, T: Scalar>(
 
 /// The softmax state of all query rows of (batch, kv head) `bkv` (rows ordered head by
 /// head, as in the output) over keys `lo..hi`, streaming each key and value row once.
+/// Contiguous rows are read where they lie, by `ops` where the ISA has them (any dtype)
+/// or by `dot8` and a plain loop (f32); others are converted into `kr` / `vr` first.
 fn decode<T: Scalar>(
     spec: &AttentionSpec,
     q: &[T],
     k: &[T],
     v: &[T],
-    rk: RowKernels,
+    (rk, ops): (RowKernels, Option<RowOps<T>>),
     bkv: usize,
     (lo, hi): (usize, usize),
 ) -> Partial {
@@ -444,19 +456,29 @@ fn decode<T: Scalar>(
         l: vec![0.0; rows],
         o: vec![0.0; rows * dv],
     };
-    // f32 rows with unit stride are read in place, others converted into `kr` / `vr`.
-    let k_in_place = (spec.k.strides[3] == 1).then(|| T::as_f32(k)).flatten();
-    let v_in_place = (spec.v.strides[3] == 1).then(|| T::as_f32(v)).flatten();
-    let mut kr = vec![0.0f32; if k_in_place.is_some() { 0 } else { d }];
-    let mut vr = vec![
-        0.0f32;
-        if v_in_place.is_some() {
-            0
-        } else {
-            DECODE_BLOCK * dv
-        }
-    ];
+    let (k_unit, v_unit) = (spec.k.strides[3] == 1, spec.v.strides[3] == 1);
+    let k_src = match (ops, k_unit.then(|| T::as_f32(k)).flatten()) {
+        (Some(o), _) if k_unit => Row::Typed(k, o),
+        (_, Some(k32)) => Row::F32(k32),
+        _ => Row::Converted,
+    };
+    let v_src = match (ops, v_unit.then(|| T::as_f32(v)).flatten()) {
+        (Some(o), _) if v_unit => Row::Typed(v, o),
+        (_, Some(v32)) => Row::F32(v32),
+        _ => Row::Converted,
+    };
+    let converted = |src: &Row<'_, T>, len| match src {
+        Row::Converted => len,
+        _ => 0,
+    };
+    let mut kr = vec![0.0f32; converted(&k_src, d)];
+    let mut vr = vec![0.0f32; converted(&v_src, DECODE_BLOCK * dv)];
     let mut s = vec![f32::NEG_INFINITY; rows * DECODE_BLOCK];
+    // Keys each row sees (causal: fewer for earlier queries).
+    let mut visible = [0usize; DECODE_ROWS];
+    for (r, vis) in visible.iter_mut().enumerate().take(rows) {
+        *vis = spec.visible_keys(r % sq);
+    }
     for j0 in (lo..hi).step_by(DECODE_BLOCK) {
         let bk = DECODE_BLOCK.min(hi - j0);
         for j in 0..bk {
@@ -472,14 +494,10 @@ fn decode<T: Scalar>(
                 prefetch_row(k, spec.k.row(b, kvh, ahead), spec.k.strides[3], d);
             }
             let kb = spec.k.row(b, kvh, j0 + j);
-            let krow: &[f32] = match k_in_place {
-                Some(k32) => &k32[kb..kb + d],
-                None => {
-                    gather_row(k, kb, spec.k.strides[3], &mut kr);
-                    &kr
-                }
-            };
-            if v_in_place.is_none() {
+            if let Row::Converted = k_src {
+                gather_row(k, kb, spec.k.strides[3], &mut kr);
+            }
+            if let Row::Converted = v_src {
                 gather_row(
                     v,
                     spec.v.row(b, kvh, j0 + j),
@@ -487,15 +505,31 @@ fn decode<T: Scalar>(
                     &mut vr[j * dv..(j + 1) * dv],
                 );
             }
-            for (r, qr) in qs.chunks_exact(d).enumerate() {
-                let visible = spec.visible_keys(r % sq);
-                s[r * DECODE_BLOCK + j] = if j0 + j < visible {
-                    spec.scale * dot8(qr, krow)
+            let mut dots = [0.0f32; DECODE_ROWS];
+            match &k_src {
+                // SAFETY: `ops` were chosen for an ISA detected on this CPU.
+                Row::Typed(k, o) => unsafe { (o.dots)(&qs, &k[kb..kb + d], &mut dots[..rows]) },
+                Row::F32(k32) => {
+                    for (x, qr) in dots.iter_mut().zip(qs.chunks_exact(d)) {
+                        *x = dot8(qr, &k32[kb..kb + d]);
+                    }
+                }
+                Row::Converted => {
+                    for (x, qr) in dots.iter_mut().zip(qs.chunks_exact(d)) {
+                        *x = dot8(qr, &kr);
+                    }
+                }
+            }
+            for r in 0..rows {
+                s[r * DECODE_BLOCK + j] = if j0 + j < visible[r] {
+                    spec.scale * dots[r]
                 } else {
                     f32::NEG_INFINITY
                 };
             }
         }
+        // Keys each row adds this block (0: none, all of its scores being −∞).
+        let mut seen = [0usize; DECODE_ROWS];
         for r in 0..rows {
             let row = &mut s[r * DECODE_BLOCK..r * DECODE_BLOCK + bk];
             // SAFETY: `rk` was built for an ISA detected on this CPU.
@@ -512,19 +546,35 @@ fn decode<T: Scalar>(
                 o.iter_mut().for_each(|x| *x *= correction);
             }
             st.m[r] = m_new;
-            let visible = spec.visible_keys(r % sq).saturating_sub(j0).min(bk);
+            seen[r] = visible[r].saturating_sub(j0).min(bk);
+        }
+        let vb = spec.v.row(b, kvh, j0);
+        let vrs = spec.v.strides[2];
+        if let Row::Typed(v, o_ops) = &v_src {
+            // All rows at once, reading each value row once; the next block's rows are
+            // fetched meanwhile.
+            let next = if j0 + DECODE_BLOCK < hi {
+                v.as_ptr()
+                    .wrapping_add(spec.v.row(b, kvh, j0 + DECODE_BLOCK))
+            } else {
+                std::ptr::null()
+            };
+            // SAFETY: `ops` were chosen for an ISA detected on this CPU.
+            unsafe { (o_ops.pv)(&mut st.o, &s, &seen[..rows], &v[vb..], vrs, next) };
+            continue;
+        }
+        for (r, &visible) in seen.iter().enumerate().take(rows) {
+            let o = &mut st.o[r * dv..(r + 1) * dv];
+            let row = &s[r * DECODE_BLOCK..r * DECODE_BLOCK + bk];
             for (j, &p) in row.iter().enumerate().take(visible) {
                 if r == 0 && j0 + j + DECODE_BLOCK < hi {
                     // The next block's value rows, one per key of this one.
                     let ahead = j0 + j + DECODE_BLOCK;
                     prefetch_row(v, spec.v.row(b, kvh, ahead), spec.v.strides[3], dv);
                 }
-                let vrow = match v_in_place {
-                    Some(v32) => {
-                        let vb = spec.v.row(b, kvh, j0 + j);
-                        &v32[vb..vb + dv]
-                    }
-                    None => &vr[j * dv..(j + 1) * dv],
+                let vrow = match &v_src {
+                    Row::F32(v32) => &v32[vb + j * vrs..vb + j * vrs + dv],
+                    _ => &vr[j * dv..(j + 1) * dv],
                 };
                 for (x, &y) in o.iter_mut().zip(vrow) {
                     *x += p * y;
@@ -533,6 +583,16 @@ fn decode<T: Scalar>(
         }
     }
     st
+}
+
+/// Where the streaming decode reads a K or V row from.
+enum Row<'a, T> {
+    /// In place, in its own dtype, through the ISA's row operations.
+    Typed(&'a [T], RowOps<T>),
+    /// In place, f32, through the portable loops.
+    F32(&'a [f32]),
+    /// Converted (or gathered, when strided) into a buffer first.
+    Converted,
 }
 
 /// Σ q·k in eight lanes (element i into lane i mod 8, lanes summed in order at the end).

@@ -62,6 +62,9 @@ fn split_key_decode() {
         check(dev, 4, 1, 1, 5000, 64, false, DType::F32);
         check(dev, 2, 2, 17, 4500, 32, true, DType::F32);
         check(dev, 4, 2, 1, 4097, 64, true, DType::BF16);
+        // GQA decodes (all of a group's rows in one pass), ragged head dims.
+        check(dev, 8, 1, 1, 3000, 100, false, DType::F16);
+        check(dev, 4, 1, 2, 300, 40, true, DType::F32);
     });
 }
 
@@ -133,5 +136,68 @@ fn tiles_around_the_query_and_key_blocks() {
         }
         check(dev, 1, 1, 130, 70, 24, true, DType::F32);
         check(dev, 1, 1, 70, 130, 24, true, DType::BF16);
+    });
+}
+
+/// The streaming decode reads 16-bit K and V rows where they lie, widening them as it
+/// loads; widening is exact and the sums keep the f32 decode's order, so a 16-bit decode
+/// is the f32 decode of the widened operands, rounded once at the end, bit for bit. On
+/// every ISA: GQA groups across the row groups, causal rows seeing different key counts,
+/// head dims with ragged vector tails, one and several key blocks and splits, and K/V
+/// with rows not back to back or elements not contiguous.
+#[test]
+fn sixteen_bit_decode_is_the_widened_f32_decode() {
+    // K/V stored as [1, hkv, skv, d], [1, skv, hkv, d] (rows hkv·d apart) or
+    // [1, hkv, d, skv] (elements skv apart), always viewed as [1, hkv, skv, d].
+    let kv = |dev: &CpuBackend,
+              dtype,
+              hkv,
+              skv,
+              d,
+              layout,
+              seed|
+     -> (Tensor<CpuBackend>, Tensor<CpuBackend>) {
+        let (shape, perm): ([usize; 4], [usize; 4]) = match layout {
+            0 => ([1, hkv, skv, d], [0, 1, 2, 3]),
+            1 => ([1, skv, hkv, d], [0, 2, 1, 3]),
+            _ => ([1, hkv, d, skv], [0, 1, 3, 2]),
+        };
+        let base = Tensor::randn(dev, &shape, dtype, seed).unwrap();
+        let wide = base.to_dtype(DType::F32).unwrap();
+        (base.permute(&perm).unwrap(), wide.permute(&perm).unwrap())
+    };
+    each_isa(|dev| {
+        for dtype in [DType::F16, DType::BF16] {
+            for (hq, hkv, sq, skv, d, causal, layout) in [
+                (8, 1, 1, 200, 128, false, 0),
+                (6, 2, 1, 65, 40, false, 1),
+                (2, 2, 3, 130, 13, true, 0),
+                (4, 1, 2, 64, 100, true, 1),
+                (3, 3, 1, 2500, 64, false, 0),
+                (2, 1, 1, 70, 24, false, 2),
+                (1, 1, 1, 1, 17, true, 0),
+            ] {
+                let q = Tensor::randn(dev, &[1, hq, sq, d], dtype, 7).unwrap();
+                let q32 = q.to_dtype(DType::F32).unwrap();
+                let (k, k32) = kv(dev, dtype, hkv, skv, d, layout, 8);
+                let (v, v32) = kv(dev, dtype, hkv, skv, d, layout, 9);
+                let opts = AttentionOptions {
+                    causal,
+                    scale: None,
+                };
+                let got = attention(&q, &k, &v, &opts).unwrap();
+                let want = attention(&q32, &k32, &v32, &opts)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+                let same = g.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{:?} {dtype} hq={hq} hkv={hkv} sq={sq} skv={skv} d={d} layout {layout}",
+                    dev.isa()
+                );
+            }
+        }
     });
 }

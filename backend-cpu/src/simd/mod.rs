@@ -3,6 +3,7 @@
 
 pub(crate) mod convert;
 pub(crate) mod exp;
+pub(crate) mod rowops;
 
 /// Asks the CPU to start loading the cache line holding `p` (a hint: it never faults,
 /// reads nothing the program sees and changes no result, whatever the address).
