@@ -8,7 +8,7 @@
 // Accumulator arrays are indexed by constant-bounded register-tile loops.
 #![allow(clippy::indexing_slicing)]
 
-use super::MicroKernel;
+use super::{MicroKernel, Walk};
 use std::arch::x86_64::*;
 
 /// The AVX2 + FMA kernel.
@@ -17,6 +17,9 @@ pub(crate) struct Avx2;
 impl MicroKernel for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
+    // A step is 6 cycles of FMAs (12 on two pipes); one walk step in each made the kernel
+    // as much slower as packing got faster (128×4096×11008, perf).
+    const STEPS_PER_FETCH: usize = 4;
 
     unsafe fn run(
         kc: usize,
@@ -28,24 +31,49 @@ impl MicroKernel for Avx2 {
     ) {
         // SAFETY: forwarded contract of `MicroKernel::run`; AVX2 and FMA were detected
         // before this kernel was selected.
-        unsafe { kernel(kc, a, b, c, ldc, accumulate) }
+        unsafe { kernel::<false>(kc, a, b, c, ldc, accumulate, Walk::NONE) }
+    }
+
+    unsafe fn run_fetching(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        walk: Walk,
+    ) {
+        // SAFETY: as in `run`.
+        unsafe {
+            if walk.is_empty() {
+                kernel::<false>(kc, a, b, c, ldc, accumulate, walk)
+            } else {
+                kernel::<true>(kc, a, b, c, ldc, accumulate, walk)
+            }
+        }
     }
 }
 
+/// The full tile; with `FETCH`, each k-step also takes a step of `walk` (a prefetch of
+/// the memory the caller packs next).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel(
+unsafe fn kernel<const FETCH: bool>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    mut walk: Walk,
 ) {
     let mut lo = [_mm256_setzero_ps(); 6];
     let mut hi = [_mm256_setzero_ps(); 6];
     for p in 0..kc {
         // SAFETY: the packed panels hold kc·NR floats of B and kc·MR floats of A.
         unsafe {
+            if FETCH && p % <Avx2 as MicroKernel>::STEPS_PER_FETCH == 0 {
+                _mm_prefetch::<_MM_HINT_T1>(walk.step().cast());
+            }
             let b0 = _mm256_loadu_ps(b.add(p * 16));
             let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
             for i in 0..6 {

@@ -103,6 +103,9 @@ pub(crate) trait MicroKernel {
         gather: None,
         pairs: None,
     };
+    /// K-steps per [`Walk::step`] in [`MicroKernel::run_fetching`]: more where a step is
+    /// short, so that the walk's few scalar operations stay hidden behind its FMAs.
+    const STEPS_PER_FETCH: usize = 1;
 
     /// Runs `kc` packed steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed
     /// B micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
@@ -883,9 +886,10 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
             }
             // This call's share of the next block, walked by the kernel (up to one line a
             // step; the rest, if any, now).
-            let walk = p.next.walk(next_line, per_call, kc);
-            let rest = per_call.saturating_sub(kc);
-            p.next.walk(next_line + kc, rest, rest).burst();
+            let steps = kc.div_ceil(K::STEPS_PER_FETCH);
+            let walk = p.next.walk(next_line, per_call, steps);
+            let rest = per_call.saturating_sub(steps);
+            p.next.walk(next_line + steps, rest, rest).burst();
             next_line += per_call;
             let b = &p.b[jr / nr * p.b_stride..][..nr * kc];
             let cols = nr.min(j1 - jr);
