@@ -323,7 +323,7 @@ impl Backend for CpuBackend {
         k: &CpuStorage,
         v: &CpuStorage,
     ) -> Result<CpuStorage> {
-        self.run(|| attention::attention(self.isa(), spec, q, k, v))
+        self.run(|| attention::attention(self.isa(), self.inner.bf16_dot, spec, q, k, v))
     }
 
     fn reduce(&self, spec: &ReduceSpec, x: &CpuStorage) -> Result<CpuStorage> {

@@ -73,6 +73,11 @@ fn wide_heads_and_ragged_tiles() {
     each_isa(|dev| {
         check(dev, 2, 1, 50, 130, 256, true, DType::F32);
         check(dev, 1, 1, 97, 257, 13, false, DType::F16);
+        // bf16 scores by `vdpbf16ps` where the CPU has it: odd head dims (a zero-padded
+        // last pair), GQA, ragged query and key tiles, heads wider than one packed panel.
+        check(dev, 2, 1, 50, 130, 13, true, DType::BF16);
+        check(dev, 4, 2, 97, 257, 64, false, DType::BF16);
+        check(dev, 1, 1, 33, 300, 256, true, DType::BF16);
     });
 }
 
