@@ -24,7 +24,7 @@
 //!    depends only on the shape, so results are the same for any thread count.
 //!
 //! Decode-shaped problems whose query rows per kv head (group × Sq) are at most
-//! `DECODE_ROWS` skip the packing: their cost is reading K and V once, so `decode` streams
+//! `DECODE_ROWS`, with at most `DECODE_SQ` queries per head, skip the packing: their cost is reading K and V once, so `decode` streams
 //! each key and value row once per kv head for all its query rows, in key blocks with the
 //! same online softmax, split over fixed key ranges as above. With AVX2 or AVX-512 the
 //! rows are read where they lie, in their own dtype, by `simd::rowops`: each key row is
@@ -64,8 +64,18 @@ const BK: usize = 96;
 const NR_MAX: usize = 32;
 /// Keys per split of a decode-shaped problem (a multiple of BK: tiles start on K panels).
 const DECODE_SPLIT: usize = 960;
-/// Query rows per kv head up to which attention streams K/V instead of packing them.
-const DECODE_ROWS: usize = 8;
+/// Query rows per kv head (GQA group × queries) up to which attention streams K/V
+/// instead of packing them, where each head has at most [`DECODE_SQ`] queries: the packed
+/// path's query tiles are at least NR = 32 lanes per head, so with 16 queries or fewer at
+/// least half of every tile is padding, while the streaming path shares each K/V row
+/// among all the group's rows. Causal, kv 4096, d 128, f32, 2 interleaved rounds
+/// (medians, packed → streamed): q32 kv8 sq4 (16 rows) 15–16 → 5.3–6.0 ms, q32 kv4 sq4
+/// (32) 14–16 → 4.3–5.0, q32 kv8 sq8 (32) 15–20 → 8.3–8.8, q32 kv32 sq16 (16) 28–33 →
+/// 19–24; but q32 kv32 sq32 (32 rows, one full tile per head) 26–28 → 34–36 and q32 kv8
+/// sq16 (64) 16 → 19–22 stay packed.
+const DECODE_ROWS: usize = 32;
+/// Queries per head up to which attention may stream (see [`DECODE_ROWS`]).
+const DECODE_SQ: usize = 16;
 /// Keys per block of the streaming decode path.
 const DECODE_BLOCK: usize = 64;
 
@@ -168,7 +178,7 @@ fn run<KS: MicroKernel, KP: MicroKernel, T: Lanes>(
         1
     };
     let group = spec.q_heads / spec.kv_heads;
-    if group * sq <= DECODE_ROWS {
+    if sq <= DECODE_SQ && group * sq <= DECODE_ROWS {
         let ops = RowOps::<T>::for_isa(isa);
         out.par_chunks_mut(group * sq * dv)
             .enumerate()

@@ -65,6 +65,8 @@ fn split_key_decode() {
         // GQA decodes (all of a group's rows in one pass), ragged head dims.
         check(dev, 8, 1, 1, 3000, 100, false, DType::F16);
         check(dev, 4, 1, 2, 300, 40, true, DType::F32);
+        check(dev, 8, 2, 8, 2500, 64, true, DType::BF16);
+        check(dev, 2, 2, 16, 700, 24, false, DType::F16);
     });
 }
 
@@ -181,6 +183,9 @@ fn sixteen_bit_decode_is_the_widened_f32_decode() {
                 (3, 3, 1, 2500, 64, false, 0),
                 (2, 1, 1, 70, 24, false, 2),
                 (1, 1, 1, 1, 17, true, 0),
+                // 32 and 16 rows per kv head: four and two groups of eight.
+                (16, 4, 8, 300, 64, true, 1),
+                (2, 2, 16, 2100, 40, true, 0),
             ] {
                 let q = Tensor::randn(dev, &[1, hq, sq, d], dtype, 7).unwrap();
                 let q32 = q.to_dtype(DType::F32).unwrap();
