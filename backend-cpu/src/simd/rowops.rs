@@ -148,11 +148,241 @@ mod x86 {
         }
     }
 
-    /// The `W`-lane sum of `acc` in a fixed tree, then the tail `q[i..]·k[i..]` in order.
+    /// One vector width's operations, for the bodies below, written once: AVX-512F (16
+    /// lanes) and AVX2 + FMA + F16C (8). Each is inlined into a wrapper compiled with its
+    /// features.
+    trait Simd {
+        type V: Copy;
+        /// Lanes per vector.
+        const W: usize;
+        unsafe fn zero() -> Self::V;
+        unsafe fn splat(x: f32) -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        /// `W` elements of `T` widened.
+        unsafe fn load_t<T: Lanes>(p: *const T) -> Self::V;
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn store(p: *mut f32, v: Self::V);
+    }
+
+    /// 16 lanes (AVX-512F).
+    struct Z;
+    /// 8 lanes (AVX2, FMA, F16C).
+    struct Y;
+
+    // SAFETY (every method of both impls): the callers' pointers hold a vector's lanes, and
+    // the methods run only inside wrappers compiled for, and called on CPUs with, the
+    // features named.
+    impl Simd for Z {
+        type V = __m512;
+        const W: usize = 16;
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: see the impl.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load_t<T: Lanes>(p: *const T) -> __m512 {
+            // SAFETY: see the impl.
+            unsafe { T::load16(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            _mm512_add_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: see the impl.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+    }
+
+    impl Simd for Y {
+        type V = __m256;
+        const W: usize = 8;
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: see the impl.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load_t<T: Lanes>(p: *const T) -> __m256 {
+            // SAFETY: see the impl.
+            unsafe { T::load8(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            _mm256_add_ps(a, b)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            // SAFETY: see the impl.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+    }
+
+    /// [`super::Dots`] with 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots_avx512<T: Lanes>(q: &[f32], k: &[T], out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { dots::<Z, T>(q, k, out) }
+    }
+
+    /// [`super::Dots`] with 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dots_avx2<T: Lanes>(q: &[f32], k: &[T], out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { dots::<Y, T>(q, k, out) }
+    }
+
+    /// [`super::Pv`] with 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pv_avx512<T: Lanes>(
+        o: &mut [f32],
+        p: &[f32],
+        vis: &[usize],
+        v: &[T],
+        rs: usize,
+        next: *const T,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { pv::<Z, T>(o, p, vis, v, rs, next) }
+    }
+
+    /// [`super::Pv`] with 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn pv_avx2<T: Lanes>(
+        o: &mut [f32],
+        p: &[f32],
+        vis: &[usize],
+        v: &[T],
+        rs: usize,
+        next: *const T,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { pv::<Y, T>(o, p, vis, v, rs, next) }
+    }
+
+    /// [`super::Dots`] in vectors of `S`: rows in groups of up to 8.
+    ///
+    /// # Safety
+    /// The CPU has `S`'s features.
     #[inline(always)]
-    fn finish<T: Lanes, const W: usize>(acc: [f32; W], q: &[f32], k: &[T], i: usize) -> f32 {
-        let mut lanes = acc;
-        let mut w = W;
+    unsafe fn dots<S: Simd, T: Lanes>(q: &[f32], k: &[T], out: &mut [f32]) {
+        let d = k.len();
+        let rows = out.len().min(q.len() / d.max(1));
+        for g in (0..rows).step_by(8) {
+            let n = (rows - g).min(8);
+            let (q, out) = (&q[g * d..(g + n) * d], &mut out[g..g + n]);
+            // SAFETY: q holds n rows of d; the features as the caller guarantees.
+            unsafe {
+                match n {
+                    1 => dots_rows::<S, T, 1>(q, k, out),
+                    2 => dots_rows::<S, T, 2>(q, k, out),
+                    3 => dots_rows::<S, T, 3>(q, k, out),
+                    4 => dots_rows::<S, T, 4>(q, k, out),
+                    5 => dots_rows::<S, T, 5>(q, k, out),
+                    6 => dots_rows::<S, T, 6>(q, k, out),
+                    7 => dots_rows::<S, T, 7>(q, k, out),
+                    _ => dots_rows::<S, T, 8>(q, k, out),
+                }
+            }
+        }
+    }
+
+    /// `R` rows of [`dots`]: two accumulators per row, each key vector loaded (and
+    /// widened) once for all rows.
+    ///
+    /// # Safety
+    /// As [`dots`], with `q` holding `R·k.len()` elements and `out` `R`.
+    #[inline(always)]
+    unsafe fn dots_rows<S: Simd, T: Lanes, const R: usize>(q: &[f32], k: &[T], out: &mut [f32]) {
+        let (d, w) = (k.len(), S::W);
+        let (qp, kp) = (q.as_ptr(), k.as_ptr());
+        // SAFETY: every load reads elements below d of k and of each of the R rows of q;
+        // the features as the caller guarantees.
+        unsafe {
+            let mut acc = [[S::zero(); 2]; R];
+            let mut i = 0;
+            while i + 2 * w <= d {
+                let x = [S::load_t(kp.add(i)), S::load_t(kp.add(i + w))];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    for (h, a) in a.iter_mut().enumerate() {
+                        *a = S::fma(S::load(qp.add(r * d + i + w * h)), x[h], *a);
+                    }
+                }
+                i += 2 * w;
+            }
+            if i + w <= d {
+                let x = S::load_t(kp.add(i));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    a[0] = S::fma(S::load(qp.add(r * d + i)), x, a[0]);
+                }
+                i += w;
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let mut lanes = [0.0f32; 16];
+                S::store(lanes.as_mut_ptr(), S::add(a[0], a[1]));
+                out[r] = finish(&mut lanes[..w], &q[r * d..(r + 1) * d], k, i);
+            }
+        }
+    }
+
+    /// The lanes' sum in a fixed tree (halves added pairwise, `W` a power of two), then
+    /// the tail `q[i..]·k[i..]` in order.
+    #[inline(always)]
+    fn finish<T: Lanes>(lanes: &mut [f32], q: &[f32], k: &[T], i: usize) -> f32 {
+        let mut w = lanes.len();
         while w > 1 {
             w /= 2;
             for l in 0..w {
@@ -164,134 +394,6 @@ mod x86 {
             s += x * y.to_f32();
         }
         s
-    }
-
-    /// [`super::Dots`] with 16 lanes: rows in groups of up to 8.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots_avx512<T: Lanes>(q: &[f32], k: &[T], out: &mut [f32]) {
-        let d = k.len();
-        let rows = out.len().min(q.len() / d.max(1));
-        for g in (0..rows).step_by(8) {
-            let n = (rows - g).min(8);
-            let (q, out) = (&q[g * d..(g + n) * d], &mut out[g..g + n]);
-            // SAFETY: q holds n rows of d; the features as the caller guarantees.
-            unsafe {
-                match n {
-                    1 => dots16::<T, 1>(q, k, out),
-                    2 => dots16::<T, 2>(q, k, out),
-                    3 => dots16::<T, 3>(q, k, out),
-                    4 => dots16::<T, 4>(q, k, out),
-                    5 => dots16::<T, 5>(q, k, out),
-                    6 => dots16::<T, 6>(q, k, out),
-                    7 => dots16::<T, 7>(q, k, out),
-                    _ => dots16::<T, 8>(q, k, out),
-                }
-            }
-        }
-    }
-
-    /// `R` rows of [`dots_avx512`].
-    ///
-    /// # Safety
-    /// As [`dots_avx512`], with `q` holding `R·k.len()` elements and `out` `R`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dots16<T: Lanes, const R: usize>(q: &[f32], k: &[T], out: &mut [f32]) {
-        let d = k.len();
-        let (qp, kp) = (q.as_ptr(), k.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        let mut i = 0;
-        // SAFETY: every load reads elements below d of k and of each of the R rows of q.
-        unsafe {
-            while i + 2 * 16 <= d {
-                let x = [T::load16(kp.add(i)), T::load16(kp.add(i + 16))];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    for (h, a) in a.iter_mut().enumerate() {
-                        let qv = _mm512_loadu_ps(qp.add(r * d + i + 16 * h));
-                        *a = _mm512_fmadd_ps(qv, x[h], *a);
-                    }
-                }
-                i += 2 * 16;
-            }
-            if i + 16 <= d {
-                let x = T::load16(kp.add(i));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(qp.add(r * d + i)), x, a[0]);
-                }
-                i += 16;
-            }
-            for (r, a) in acc.iter().enumerate() {
-                let mut lanes = [0.0f32; 16];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(a[0], a[1]));
-                out[r] = finish(lanes, &q[r * d..(r + 1) * d], k, i);
-            }
-        }
-    }
-
-    /// [`super::Dots`] with 8 lanes: rows in groups of up to 8.
-    ///
-    /// # Safety
-    /// The CPU has AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dots_avx2<T: Lanes>(q: &[f32], k: &[T], out: &mut [f32]) {
-        let d = k.len();
-        let rows = out.len().min(q.len() / d.max(1));
-        for g in (0..rows).step_by(8) {
-            let n = (rows - g).min(8);
-            let (q, out) = (&q[g * d..(g + n) * d], &mut out[g..g + n]);
-            // SAFETY: q holds n rows of d; the features as the caller guarantees.
-            unsafe {
-                match n {
-                    1 => dots8::<T, 1>(q, k, out),
-                    2 => dots8::<T, 2>(q, k, out),
-                    3 => dots8::<T, 3>(q, k, out),
-                    4 => dots8::<T, 4>(q, k, out),
-                    5 => dots8::<T, 5>(q, k, out),
-                    6 => dots8::<T, 6>(q, k, out),
-                    7 => dots8::<T, 7>(q, k, out),
-                    _ => dots8::<T, 8>(q, k, out),
-                }
-            }
-        }
-    }
-
-    /// `R` rows of [`dots_avx2`].
-    ///
-    /// # Safety
-    /// As [`dots_avx2`], with `q` holding `R·k.len()` elements and `out` `R`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dots8<T: Lanes, const R: usize>(q: &[f32], k: &[T], out: &mut [f32]) {
-        let d = k.len();
-        let (qp, kp) = (q.as_ptr(), k.as_ptr());
-        let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        let mut i = 0;
-        // SAFETY: every load reads elements below d of k and of each of the R rows of q.
-        unsafe {
-            while i + 2 * 8 <= d {
-                let x = [T::load8(kp.add(i)), T::load8(kp.add(i + 8))];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    for (h, a) in a.iter_mut().enumerate() {
-                        let qv = _mm256_loadu_ps(qp.add(r * d + i + 8 * h));
-                        *a = _mm256_fmadd_ps(qv, x[h], *a);
-                    }
-                }
-                i += 2 * 8;
-            }
-            if i + 8 <= d {
-                let x = T::load8(kp.add(i));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(r * d + i)), x, a[0]);
-                }
-                i += 8;
-            }
-            for (r, a) in acc.iter().enumerate() {
-                let mut lanes = [0.0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a[0], a[1]));
-                out[r] = finish(lanes, &q[r * d..(r + 1) * d], k, i);
-            }
-        }
     }
 
     /// The keys of a [`super::Pv`] call whose `dv` elements fit in `v` (rows `rs` apart),
@@ -306,19 +408,148 @@ mod x86 {
         want.min(fit)
     }
 
-    /// The columns past the last whole vector of `W` lanes, element by element.
+    /// [`super::Pv`] in vectors of `S`: output rows in groups of up to 8, with up to 8
+    /// accumulator chains (rows × column vectors) per pass.
+    ///
+    /// # Safety
+    /// The CPU has `S`'s features.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn pv_tail<T: Lanes>(
+    unsafe fn pv<S: Simd, T: Lanes>(
         o: &mut [f32],
-        dv: usize,
-        c0: usize,
         p: &[f32],
-        ps: usize,
         vis: &[usize],
         v: &[T],
         rs: usize,
+        next: *const T,
     ) {
+        let rows = vis.len();
+        if rows == 0 {
+            return;
+        }
+        let (dv, ps) = (o.len() / rows, p.len() / rows);
+        let keys = pv_keys(vis, v, rs, dv);
+        for g in (0..rows).step_by(8) {
+            let n = (rows - g).min(8);
+            let mut seen = [0usize; 8];
+            for (s, &x) in seen.iter_mut().zip(&vis[g..g + n]) {
+                *s = x.min(keys).min(ps);
+            }
+            // (The next block's rows are fetched by the first group only.)
+            let next = if g == 0 { next } else { std::ptr::null() };
+            let a = &mut PvRows {
+                o: &mut o[g * dv..(g + n) * dv],
+                dv,
+                p: &p[g * ps..(g + n) * ps],
+                ps,
+                vis: &seen[..n],
+                v,
+                rs,
+            };
+            // SAFETY: `vis` is at most `keys`, whose rows of dv elements lie in `v`, and
+            // at most `ps`; the features as the caller guarantees.
+            unsafe {
+                let c0 = match n {
+                    1 => pv_rows::<S, T, 1, 8>(a, 0, next),
+                    2 => pv_rows::<S, T, 2, 4>(a, 0, next),
+                    3 => pv_rows::<S, T, 3, 2>(a, 0, next),
+                    4 => pv_rows::<S, T, 4, 2>(a, 0, next),
+                    5 => pv_rows::<S, T, 5, 1>(a, 0, next),
+                    6 => pv_rows::<S, T, 6, 1>(a, 0, next),
+                    7 => pv_rows::<S, T, 7, 1>(a, 0, next),
+                    _ => pv_rows::<S, T, 8, 1>(a, 0, next),
+                };
+                // The columns left: one vector at a time, then element by element.
+                let null = std::ptr::null();
+                let c0 = match n {
+                    1 => pv_rows::<S, T, 1, 1>(a, c0, null),
+                    2 => pv_rows::<S, T, 2, 1>(a, c0, null),
+                    3 => pv_rows::<S, T, 3, 1>(a, c0, null),
+                    4 => pv_rows::<S, T, 4, 1>(a, c0, null),
+                    _ => c0,
+                };
+                pv_tail(a, c0);
+            }
+        }
+    }
+
+    /// The arguments of [`pv_rows`] and [`pv_tail`] for one group of `R` rows.
+    struct PvRows<'a, T> {
+        /// The outputs, `R·dv`.
+        o: &'a mut [f32],
+        dv: usize,
+        /// The probabilities, `R·ps`.
+        p: &'a [f32],
+        ps: usize,
+        /// The keys each row adds: each at most `ps` and at most the keys whose rows fit
+        /// in `v`.
+        vis: &'a [usize],
+        /// The value rows, `rs` apart.
+        v: &'a [T],
+        rs: usize,
+    }
+
+    /// `R` rows of [`pv`], `C` vectors of columns at a time from column `c0` for as long
+    /// as whole passes fit; returns the first column left. Rows of `next` are fetched into
+    /// L2 during the first pass, one per key.
+    ///
+    /// # Safety
+    /// As [`pv`], with the group's arguments as [`PvRows`] says.
+    #[inline(always)]
+    unsafe fn pv_rows<S: Simd, T: Lanes, const R: usize, const C: usize>(
+        g: &mut PvRows<'_, T>,
+        mut c0: usize,
+        next: *const T,
+    ) -> usize {
+        let (dv, p, ps, vis, v, rs) = (g.dv, g.p, g.ps, g.vis, g.v, g.rs);
+        let o = &mut *g.o;
+        let w = S::W;
+        let keys = vis.iter().copied().max().unwrap_or(0);
+        let (op, vp) = (o.as_mut_ptr(), v.as_ptr());
+        let first = c0;
+        while c0 + w * C <= dv {
+            // SAFETY: rows r < R of o hold dv ≥ c0 + w·C floats; key j < keys has dv
+            // elements at j·rs in v; the features as the caller guarantees.
+            unsafe {
+                let mut acc = [[S::zero(); C]; R];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    for (c, x) in a.iter_mut().enumerate() {
+                        *x = S::load(op.add(r * dv + c0 + w * c));
+                    }
+                }
+                for j in 0..keys {
+                    if c0 == first && !next.is_null() {
+                        // One row of the next block per key, while this one's are used.
+                        crate::simd::prefetch_run_l2(next.wrapping_add(j * rs), dv);
+                    }
+                    let mut x = [S::zero(); C];
+                    for (c, x) in x.iter_mut().enumerate() {
+                        *x = S::load_t(vp.add(j * rs + c0 + w * c));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        if j < vis[r] {
+                            let pr = S::splat(p[r * ps + j]);
+                            for (a, &x) in a.iter_mut().zip(&x) {
+                                *a = S::fma(pr, x, *a);
+                            }
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (c, x) in a.iter().enumerate() {
+                        S::store(op.add(r * dv + c0 + w * c), *x);
+                    }
+                }
+            }
+            c0 += w * C;
+        }
+        c0
+    }
+
+    /// The columns from `c0` on (past the last whole vector), element by element.
+    #[inline(always)]
+    fn pv_tail<T: Lanes>(g: &mut PvRows<'_, T>, c0: usize) {
+        let (dv, p, ps, vis, v, rs) = (g.dv, g.p, g.ps, g.vis, g.v, g.rs);
+        let o = &mut *g.o;
         for (r, &seen) in vis.iter().enumerate() {
             for c in c0..dv {
                 let mut x = o[r * dv + c];
@@ -328,246 +559,6 @@ mod x86 {
                 o[r * dv + c] = x;
             }
         }
-    }
-
-    /// [`super::Pv`] with 16 lanes: output rows in groups of up to 8 (one register each
-    /// per column vector).
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pv_avx512<T: Lanes>(
-        o: &mut [f32],
-        p: &[f32],
-        vis: &[usize],
-        v: &[T],
-        rs: usize,
-        next: *const T,
-    ) {
-        let rows = vis.len();
-        if rows == 0 {
-            return;
-        }
-        let (dv, ps) = (o.len() / rows, p.len() / rows);
-        let keys = pv_keys(vis, v, rs, dv);
-        for g in (0..rows).step_by(8) {
-            let n = (rows - g).min(8);
-            let mut seen = [0usize; 8];
-            for (s, &x) in seen.iter_mut().zip(&vis[g..g + n]) {
-                *s = x.min(keys).min(ps);
-            }
-            // (The next block's rows are fetched by the first group only.)
-            let next = if g == 0 { next } else { std::ptr::null() };
-            let (o, p, vis) = (
-                &mut o[g * dv..(g + n) * dv],
-                &p[g * ps..(g + n) * ps],
-                &seen[..n],
-            );
-            // SAFETY: `vis` is at most `keys`, whose rows of dv elements lie in `v`, and
-            // at most `ps`; AVX-512F as the caller guarantees.
-            unsafe {
-                // Up to 8 accumulator chains: rows × column vectors per pass.
-                let c0 = match n {
-                    1 => pv16::<T, 1, 8>(o, dv, 0, p, ps, vis, v, rs, next),
-                    2 => pv16::<T, 2, 4>(o, dv, 0, p, ps, vis, v, rs, next),
-                    3 => pv16::<T, 3, 2>(o, dv, 0, p, ps, vis, v, rs, next),
-                    4 => pv16::<T, 4, 2>(o, dv, 0, p, ps, vis, v, rs, next),
-                    5 => pv16::<T, 5, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                    6 => pv16::<T, 6, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                    7 => pv16::<T, 7, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                    _ => pv16::<T, 8, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                };
-                // The columns left: one vector at a time, then element by element.
-                let null = std::ptr::null();
-                let c0 = match n {
-                    1 => pv16::<T, 1, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    2 => pv16::<T, 2, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    3 => pv16::<T, 3, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    4 => pv16::<T, 4, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    _ => c0,
-                };
-                pv_tail(o, dv, c0, p, ps, vis, v, rs);
-            }
-        }
-    }
-
-    /// `R` rows of [`pv_avx512`], `C` vectors of columns at a time from column `c0` for as
-    /// long as whole passes fit; returns the first column left.
-    ///
-    /// # Safety
-    /// As [`pv_avx512`], with `o` (`R·dv`), `p` (`R·ps`), `vis` (`R`, each at most `ps`
-    /// and at most the keys whose rows fit in `v`).
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn pv16<T: Lanes, const R: usize, const C: usize>(
-        o: &mut [f32],
-        dv: usize,
-        mut c0: usize,
-        p: &[f32],
-        ps: usize,
-        vis: &[usize],
-        v: &[T],
-        rs: usize,
-        next: *const T,
-    ) -> usize {
-        let keys = vis.iter().copied().max().unwrap_or(0);
-        let (op, vp) = (o.as_mut_ptr(), v.as_ptr());
-        let first = c0;
-        while c0 + 16 * C <= dv {
-            // SAFETY: rows r < R of o hold dv ≥ c0 + 16·C floats; key j < keys has dv
-            // elements at j·rs in v; the features as the caller guarantees.
-            unsafe {
-                let mut acc = [[_mm512_setzero_ps(); C]; R];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    for (c, x) in a.iter_mut().enumerate() {
-                        *x = _mm512_loadu_ps(op.add(r * dv + c0 + 16 * c));
-                    }
-                }
-                for j in 0..keys {
-                    if c0 == first && !next.is_null() {
-                        // One row of the next block per key, while this one's are used.
-                        crate::simd::prefetch_run_l2(next.wrapping_add(j * rs), dv);
-                    }
-                    let mut x = [_mm512_setzero_ps(); C];
-                    for (c, x) in x.iter_mut().enumerate() {
-                        *x = T::load16(vp.add(j * rs + c0 + 16 * c));
-                    }
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        if j < vis[r] {
-                            let pr = _mm512_set1_ps(p[r * ps + j]);
-                            for (a, &x) in a.iter_mut().zip(&x) {
-                                *a = _mm512_fmadd_ps(pr, x, *a);
-                            }
-                        }
-                    }
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    for (c, x) in a.iter().enumerate() {
-                        _mm512_storeu_ps(op.add(r * dv + c0 + 16 * c), *x);
-                    }
-                }
-            }
-            c0 += 16 * C;
-        }
-        c0
-    }
-
-    /// [`super::Pv`] with 8 lanes, as [`pv_avx512`].
-    ///
-    /// # Safety
-    /// The CPU has AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn pv_avx2<T: Lanes>(
-        o: &mut [f32],
-        p: &[f32],
-        vis: &[usize],
-        v: &[T],
-        rs: usize,
-        next: *const T,
-    ) {
-        let rows = vis.len();
-        if rows == 0 {
-            return;
-        }
-        let (dv, ps) = (o.len() / rows, p.len() / rows);
-        let keys = pv_keys(vis, v, rs, dv);
-        for g in (0..rows).step_by(8) {
-            let n = (rows - g).min(8);
-            let mut seen = [0usize; 8];
-            for (s, &x) in seen.iter_mut().zip(&vis[g..g + n]) {
-                *s = x.min(keys).min(ps);
-            }
-            // (The next block's rows are fetched by the first group only.)
-            let next = if g == 0 { next } else { std::ptr::null() };
-            let (o, p, vis) = (
-                &mut o[g * dv..(g + n) * dv],
-                &p[g * ps..(g + n) * ps],
-                &seen[..n],
-            );
-            // SAFETY: as in `pv_avx512`; the features as the caller guarantees.
-            unsafe {
-                // Up to 8 accumulator chains: rows × column vectors per pass.
-                let c0 = match n {
-                    1 => pv8::<T, 1, 8>(o, dv, 0, p, ps, vis, v, rs, next),
-                    2 => pv8::<T, 2, 4>(o, dv, 0, p, ps, vis, v, rs, next),
-                    3 => pv8::<T, 3, 2>(o, dv, 0, p, ps, vis, v, rs, next),
-                    4 => pv8::<T, 4, 2>(o, dv, 0, p, ps, vis, v, rs, next),
-                    5 => pv8::<T, 5, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                    6 => pv8::<T, 6, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                    7 => pv8::<T, 7, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                    _ => pv8::<T, 8, 1>(o, dv, 0, p, ps, vis, v, rs, next),
-                };
-                // The columns left: one vector at a time, then element by element.
-                let null = std::ptr::null();
-                let c0 = match n {
-                    1 => pv8::<T, 1, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    2 => pv8::<T, 2, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    3 => pv8::<T, 3, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    4 => pv8::<T, 4, 1>(o, dv, c0, p, ps, vis, v, rs, null),
-                    _ => c0,
-                };
-                pv_tail(o, dv, c0, p, ps, vis, v, rs);
-            }
-        }
-    }
-
-    /// `R` rows of [`pv_avx2`], as [`pv16`].
-    ///
-    /// # Safety
-    /// As [`pv16`], for AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn pv8<T: Lanes, const R: usize, const C: usize>(
-        o: &mut [f32],
-        dv: usize,
-        mut c0: usize,
-        p: &[f32],
-        ps: usize,
-        vis: &[usize],
-        v: &[T],
-        rs: usize,
-        next: *const T,
-    ) -> usize {
-        let keys = vis.iter().copied().max().unwrap_or(0);
-        let (op, vp) = (o.as_mut_ptr(), v.as_ptr());
-        let first = c0;
-        while c0 + 8 * C <= dv {
-            // SAFETY: rows r < R of o hold dv ≥ c0 + 8·C floats; key j < keys has dv
-            // elements at j·rs in v; the features as the caller guarantees.
-            unsafe {
-                let mut acc = [[_mm256_setzero_ps(); C]; R];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    for (c, x) in a.iter_mut().enumerate() {
-                        *x = _mm256_loadu_ps(op.add(r * dv + c0 + 8 * c));
-                    }
-                }
-                for j in 0..keys {
-                    if c0 == first && !next.is_null() {
-                        // One row of the next block per key, while this one's are used.
-                        crate::simd::prefetch_run_l2(next.wrapping_add(j * rs), dv);
-                    }
-                    let mut x = [_mm256_setzero_ps(); C];
-                    for (c, x) in x.iter_mut().enumerate() {
-                        *x = T::load8(vp.add(j * rs + c0 + 8 * c));
-                    }
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        if j < vis[r] {
-                            let pr = _mm256_set1_ps(p[r * ps + j]);
-                            for (a, &x) in a.iter_mut().zip(&x) {
-                                *a = _mm256_fmadd_ps(pr, x, *a);
-                            }
-                        }
-                    }
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    for (c, x) in a.iter().enumerate() {
-                        _mm256_storeu_ps(op.add(r * dv + c0 + 8 * c), *x);
-                    }
-                }
-            }
-            c0 += 8 * C;
-        }
-        c0
     }
 }
 
