@@ -24,18 +24,22 @@
 //!    depends only on the shape, so results are the same for any thread count.
 //!
 //! Decode-shaped problems whose query rows per kv head (group × Sq) are at most
-//! `DECODE_ROWS`, with at most `DECODE_SQ` queries per head, skip the packing: their cost is reading K and V once, so `decode` streams
-//! each key and value row once per kv head for all its query rows, in key blocks with the
-//! same online softmax, split over fixed key ranges as above. With AVX2 or AVX-512 the
-//! rows are read where they lie, in their own dtype, by `simd::rowops`: each key row is
-//! dotted with all the group's query rows in one pass, and each block's value rows are
-//! added into all its output rows, held in registers, in one pass.
+//! `DECODE_ROWS`, with at most `DECODE_SQ` queries per head, skip the packing: their cost
+//! is reading K and V once, so `decode` streams each key and value row once per kv head
+//! for all its query rows (in tasks of eight rows where the shape gives few tasks), in
+//! key blocks with the same online softmax, split over fixed key ranges as above. With
+//! AVX2 or AVX-512 the rows are read where they lie, in their own dtype, by
+//! `simd::rowops`: each key row is dotted with all the group's query rows in one pass,
+//! and each block's value rows are added into all its output rows, held in registers,
+//! in one pass.
 //!
 //! bf16 operands on CPUs with AVX-512 BF16 take their scores `K·Qᵀ` from the bf16 pair
 //! kernel (`vdpbf16ps`, twice the f32 kernel's multiply-adds per instruction; K and Qᵀ
-//! packed as pairs of consecutive head-dim elements, products exact and summed in f32,
-//! bf16 denormal inputs read as zero), and `Vᵀ·P` from the f32 kernel (P stays f32).
-//! h32 S1024 D128, 3 interleaved rounds: full 96–107 → 75–80 ms, causal 58–60 → 45–49 ms.
+//! packed as pairs of consecutive head-dim elements; products exact, summed in f32 with
+//! round-to-nearest-even, bf16 denormal inputs and f32 denormal sums flushed to zero, as
+//! the instruction does whatever MXCSR says), and `Vᵀ·P` from the f32 kernel (P stays
+//! f32). h32 S1024 D128, 3 interleaved rounds: full 96–107 → 75–80 ms, causal 58–60 →
+//! 45–49 ms.
 //!
 //! A row that sees no key ends with `l = 0` and is written as zeros; the max is
 //! NaN-propagating, so a NaN score poisons exactly the rows that see it.
@@ -76,6 +80,9 @@ const DECODE_SPLIT: usize = 960;
 const DECODE_ROWS: usize = 32;
 /// Queries per head up to which attention may stream (see [`DECODE_ROWS`]).
 const DECODE_SQ: usize = 16;
+/// (batch, kv head, key split) items below which the streaming decode also splits a kv
+/// head's rows into tasks of eight.
+const DECODE_TASKS: usize = 8;
 /// Keys per block of the streaming decode path.
 const DECODE_BLOCK: usize = 64;
 
@@ -180,17 +187,33 @@ fn run<KS: MicroKernel, KP: MicroKernel, T: Lanes>(
     let group = spec.q_heads / spec.kv_heads;
     if sq <= DECODE_SQ && group * sq <= DECODE_ROWS {
         let ops = RowOps::<T>::for_isa(isa);
-        out.par_chunks_mut(group * sq * dv)
+        // Rows of a kv head in groups of eight as separate tasks (each reading K and V)
+        // where (batch, kv head, key split) alone make few: an MQA decode over 1,500 keys
+        // would otherwise be one task. Each row's result is the same either way (rows
+        // never mix), and the choice depends on the shape only.
+        let rows = group * sq;
+        let per = if spec.batch * spec.kv_heads * splits >= DECODE_TASKS {
+            rows
+        } else {
+            8
+        };
+        out.par_chunks_mut(rows * dv)
             .enumerate()
             .for_each(|(bkv, group_out)| {
-                let states: Vec<Partial> = (0..splits)
-                    .into_par_iter()
-                    .map(|s| {
-                        let keys = split_range(s, splits, spec.kv_seq);
-                        decode(spec, q, k, v, (rk, ops), bkv, keys)
-                    })
-                    .collect();
-                finish(merge(states), dv, group_out);
+                group_out
+                    .par_chunks_mut(per * dv)
+                    .enumerate()
+                    .for_each(|(g, part_out)| {
+                        let (r0, r1) = (g * per, g * per + part_out.len() / dv);
+                        let states: Vec<Partial> = (0..splits)
+                            .into_par_iter()
+                            .map(|s| {
+                                let keys = split_range(s, splits, spec.kv_seq);
+                                decode(spec, q, k, v, (rk, ops), bkv, ((r0, r1), keys))
+                            })
+                            .collect();
+                        finish(merge(states), dv, part_out);
+                    });
             });
         return Ok(out);
     }
@@ -463,8 +486,9 @@ fn tile<KS: MicroKernel, KP: MicroKernel, T: Scalar>(
     })
 }
 
-/// The softmax state of all query rows of (batch, kv head) `bkv` (rows ordered head by
-/// head, as in the output) over keys `lo..hi`, streaming each key and value row once.
+/// The softmax state of query rows `r0..r1` of (batch, kv head) `bkv` (its rows ordered
+/// head by head, as in the output) over keys `lo..hi`, streaming each key and value row
+/// once.
 /// Contiguous rows are read where they lie, by `ops` where the ISA has them (any dtype)
 /// or by `dot8` and a plain loop (f32); others are converted into `kr` / `vr` first.
 fn decode<T: Scalar>(
@@ -474,7 +498,7 @@ fn decode<T: Scalar>(
     v: &[T],
     (rk, ops): (RowKernels, Option<RowOps<T>>),
     bkv: usize,
-    (lo, hi): (usize, usize),
+    ((r0, r1), (lo, hi)): ((usize, usize), (usize, usize)),
 ) -> Partial {
     let (b, kvh) = (bkv / spec.kv_heads, bkv % spec.kv_heads);
     let (sq, d, dv, group) = (
@@ -483,9 +507,9 @@ fn decode<T: Scalar>(
         spec.v_head_dim,
         spec.q_heads / spec.kv_heads,
     );
-    let rows = group * sq;
+    let rows = r1 - r0;
     let mut qs = vec![0.0f32; rows * d];
-    for (r, qr) in qs.chunks_exact_mut(d).enumerate() {
+    for (r, qr) in (r0..r1).zip(qs.chunks_exact_mut(d)) {
         let (h, i) = (kvh * group + r / sq, r % sq);
         gather_row(q, spec.q.row(b, h, i), spec.q.strides[3], qr);
     }
@@ -514,7 +538,7 @@ fn decode<T: Scalar>(
     let mut s = vec![f32::NEG_INFINITY; rows * DECODE_BLOCK];
     // Keys each row sees (causal: fewer for earlier queries).
     let mut visible = [0usize; DECODE_ROWS];
-    for (r, vis) in visible.iter_mut().enumerate().take(rows) {
+    for (r, vis) in (r0..r1).zip(visible.iter_mut()) {
         *vis = spec.visible_keys(r % sq);
     }
     for j0 in (lo..hi).step_by(DECODE_BLOCK) {
@@ -597,6 +621,12 @@ fn decode<T: Scalar>(
             } else {
                 std::ptr::null()
             };
+            // (`pv` leaves out keys whose rows would not fit; a valid spec has none.)
+            debug_assert!(
+                seen[..rows]
+                    .iter()
+                    .all(|&n| n == 0 || vb + (n - 1) * vrs + dv <= v.len())
+            );
             // SAFETY: `ops` were chosen for an ISA detected on this CPU.
             unsafe { (o_ops.pv)(&mut st.o, &s, &seen[..rows], &v[vb..], vrs, next) };
             continue;
@@ -656,8 +686,9 @@ fn dot8(q: &[f32], k: &[f32]) -> f32 {
 /// Keys ahead of the current one whose K and V rows the streaming decode prefetches in
 /// its first block of keys. After that, each key of a block prefetches the key and value
 /// rows of the key one block later, the key rows while the dot products run and the
-/// value rows while the first query row's weighted sums do (the keys it sees: all but
-/// at most the last few of a causal decode's, whose next block lies past the end).
+/// value rows while the weighted sums do (`rowops`' `pv`: during its first pass over the
+/// block; the portable loops: during the first query row's sums, over the keys it sees,
+/// all but at most the last few of a causal decode's, whose next block lies past the end).
 /// Fetching only a few keys ahead, from the dot products' loop, left the memory idle
 /// while each block's weighted sums ran (h32 q1 kv4096 d128, 6 interleaved rounds,
 /// medians: 5.1–5.6 → 4.5–5.0 ms; two blocks ahead was no better).

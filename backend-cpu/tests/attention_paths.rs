@@ -130,6 +130,53 @@ fn a_masked_keys_nan_value_never_leaks() {
     });
 }
 
+/// The same through the streaming decode (four causal queries over 64 keys, so query 0
+/// sees keys 0..61, query 1 keys 0..62, …), alone and as one of a GQA group's rows, f32
+/// and bf16: a masked key's NaN or ∞ value never reaches a query that does not see it.
+#[test]
+fn decode_never_leaks_a_masked_keys_nan_value() {
+    each_isa(|dev| {
+        for (hq, dtype) in [(1, DType::F32), (4, DType::F32), (3, DType::BF16)] {
+            let (sq, skv, d) = (4, 64, 24);
+            let q = Tensor::randn(dev, &[1, hq, sq, d], dtype, 4).unwrap();
+            let k = Tensor::randn(dev, &[1, 1, skv, d], dtype, 5).unwrap();
+            for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut vv = Tensor::randn(dev, &[1, 1, skv, d], DType::F32, 6)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap();
+                vv[61 * d + 5] = poison;
+                let v = Tensor::from_slice(dev, &[1, 1, skv, d], &vv)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let opts = AttentionOptions {
+                    causal: true,
+                    scale: None,
+                };
+                let got = attention(&q, &k, &v, &opts).unwrap().to_f64_vec().unwrap();
+                let want = reference::attention(
+                    &host(&q),
+                    &host(&k),
+                    &host(&v),
+                    true,
+                    1.0 / (d as f64).sqrt(),
+                );
+                for h in 0..hq {
+                    let row0 = &got[h * sq * d..h * sq * d + d];
+                    assert!(
+                        row0.iter().all(|x| x.is_finite()),
+                        "{:?} {dtype} hq={hq} {poison}: query 0 saw key 61",
+                        dev.isa()
+                    );
+                    let (g, w) = (&got[h * sq * d..][..d], &want.data[h * sq * d..][..d]);
+                    Tolerance::for_dtype(dtype).check(g, w).unwrap();
+                }
+            }
+        }
+    });
+}
+
 /// Query counts around the 64-query task and its 32/16-lane panels, key counts around
 /// the 96-key tiles (and the 12/6/4-key panels inside them), causal and not, including
 /// more queries than keys (early rows see no key) and fewer.

@@ -125,8 +125,9 @@ pub(crate) trait MicroKernel {
     );
 
     /// As [`MicroKernel::run`], also fetching `walk`'s lines into L2 for the work after
-    /// the call. Kernels take a [`Walk::step`] per k-step; this default, for those that
-    /// do not, fetches them all first.
+    /// the call: a [`Walk::step`] every [`MicroKernel::STEPS_PER_FETCH`] k-steps. This
+    /// default, for kernels that do not walk (the portable one), leaves them to the
+    /// packing's own prefetches.
     ///
     /// # Safety
     /// As [`MicroKernel::run`].
@@ -140,7 +141,7 @@ pub(crate) trait MicroKernel {
         accumulate: bool,
         walk: Walk,
     ) {
-        walk.burst();
+        let _ = walk;
         // SAFETY: the caller's contract.
         unsafe { Self::run(kc, a, b, c, ldc, accumulate) }
     }
@@ -741,7 +742,7 @@ impl Ahead<'_> {
         self.seg.div_ceil(64) + 1
     }
 
-    /// How many [`Ahead::fetch`] calls cover the block.
+    /// How many lines the block's [`Ahead::walk`]s can take.
     fn lines(&self) -> usize {
         if self.seg == 0 {
             0
@@ -766,16 +767,17 @@ impl Ahead<'_> {
             wrap: per * 64,
             stride: self.stride,
             acc: 0,
-            // Lines per step in 16.16 fixed point, at most one.
-            scale: ((count << 16) / steps) as u32,
+            count,
+            steps,
             lines: count,
         }
     }
 }
 
 /// One micro-kernel call's share of an [`Ahead`] block: `lines` consecutive lines of it,
-/// which the kernel fetches one step at a time ([`Walk::step`] per k-step, the line
-/// advancing every `65536 / scale` steps), so the fetches never queue up behind each
+/// which the kernel fetches one step at a time ([`Walk::step`] per k-step: step `p` is at
+/// line `⌊p·count / steps⌋`, an integer error term deciding when to move on, so `steps`
+/// steps visit exactly lines `0..count`), so the fetches never queue up behind each
 /// other. A burst of about 50 prefetches before each call (128×4096×11008) stalled the
 /// core, waiting for free miss buffers, about as long as the fetches saved.
 #[derive(Clone, Copy)]
@@ -789,10 +791,11 @@ pub(crate) struct Walk {
     /// Byte offset at which the walk moves on to the next run.
     wrap: usize,
     stride: usize,
-    /// Fraction of a line walked (16.16 fixed point).
-    acc: u32,
-    /// Lines per step (16.16 fixed point; 0: the walk fetches nothing).
-    scale: u32,
+    /// The error term: `p·count mod steps` after step `p`.
+    acc: usize,
+    /// Lines over steps (`count ≤ steps`; 0: the walk stays on its first line).
+    count: usize,
+    steps: usize,
     lines: usize,
 }
 
@@ -805,7 +808,8 @@ impl Walk {
         wrap: 64,
         stride: 0,
         acc: 0,
-        scale: 0,
+        count: 0,
+        steps: 1,
         lines: 0,
     };
 
@@ -814,26 +818,20 @@ impl Walk {
         self.lines == 0
     }
 
-    /// The current line's address (a prefetch hint), then moves on by `scale` of a line.
+    /// The current line's address (a prefetch hint), then moves on to the next line
+    /// where the error term says so (branch-free: a compare and two selects).
     #[inline(always)]
     pub(crate) fn step(&mut self) -> *const u8 {
         let at = self.run.wrapping_add(self.off.min(self.last));
-        self.acc += self.scale;
-        self.off += (self.acc >> 16) as usize * 64;
-        self.acc &= 0xffff;
+        self.acc += self.count;
+        let on = usize::from(self.acc >= self.steps);
+        self.acc -= on * self.steps;
+        self.off += on * 64;
         if self.off >= self.wrap {
             self.off -= self.wrap;
             self.run = self.run.wrapping_add(self.stride);
         }
         at
-    }
-
-    /// Fetches all of the walk's lines at once (for kernels that do not walk).
-    pub(crate) fn burst(mut self) {
-        self.scale = 1 << 16;
-        for _ in 0..self.lines {
-            crate::simd::prefetch_l2(self.step());
-        }
     }
 }
 
@@ -868,7 +866,10 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
         0
     };
     // The next block's lines, spread evenly over the tile's calls.
-    let per_call = p.next.lines().div_ceil((i1 - i0).div_ceil(mr) * calls);
+    let per_call = p
+        .next
+        .lines()
+        .div_ceil(((i1 - i0).div_ceil(mr) * calls).max(1));
     let mut next_line = 0;
     for ir in (i0..i1).step_by(mr) {
         let a = &p.a[ir / mr * p.a_stride..][..mr * kc];
@@ -884,22 +885,18 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
             for line in call * ahead..(call + 1) * ahead {
                 crate::simd::prefetch_l2_at(next_a, line * 16);
             }
-            // This call's share of the next block, walked by the kernel (up to one line a
-            // step; the rest, if any, now).
+            // This call's share of the next block, walked by the kernel: up to one line a
+            // walk step. Lines beyond that, and those of ragged calls, are not fetched
+            // here (the packing's own prefetches take them): fetched in a burst, they
+            // would stall the core as long as they save.
             let steps = kc.div_ceil(K::STEPS_PER_FETCH);
             let walk = p.next.walk(next_line, per_call, steps);
-            let rest = per_call.saturating_sub(steps);
-            p.next.walk(next_line + steps, rest, rest).burst();
             next_line += per_call;
             let b = &p.b[jr / nr * p.b_stride..][..nr * kc];
             let cols = nr.min(j1 - jr);
             // SAFETY: (ir, jr) lies inside C by the caller's contract.
             let tile = unsafe { c.0.add(ir * ldc + jr) };
-            let full = rows == mr && cols == nr;
-            if !full {
-                walk.burst();
-            }
-            if full {
+            if rows == mr && cols == nr {
                 // SAFETY: panels hold kc·MR and kc·NR floats; the full tile is inside C and
                 // ours alone; the kernel's ISA was detected when it was chosen.
                 unsafe { K::run_fetching(kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate, walk) };
@@ -1483,7 +1480,19 @@ mod fetch_walk {
                     want.insert(std::ptr::from_ref(&data[offset + r * rs + c * cs]) as usize / 64);
                 }
             }
-            for (per_call, steps) in [(1, 1), (3, 256), (47, 256), (256, 256), (5, 3), (1000, 7)] {
+            let shares = [
+                (1, 1),
+                (3, 256),
+                (47, 256),
+                (256, 256),
+                (5, 3),
+                (1000, 7),
+                (272, 273),
+                (300, 301),
+                (1, 1000),
+                (999, 1000),
+            ];
+            for (per_call, steps) in shares {
                 let got = walked(&ahead, per_call, steps);
                 assert_eq!(
                     got, want,

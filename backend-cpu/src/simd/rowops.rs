@@ -458,16 +458,23 @@ mod x86 {
                     7 => pv_rows::<S, T, 7, 1>(a, 0, next),
                     _ => pv_rows::<S, T, 8, 1>(a, 0, next),
                 };
-                // The columns left: one vector at a time, then element by element.
-                let null = std::ptr::null();
-                let c0 = match n {
-                    1 => pv_rows::<S, T, 1, 1>(a, c0, null),
-                    2 => pv_rows::<S, T, 2, 1>(a, c0, null),
-                    3 => pv_rows::<S, T, 3, 1>(a, c0, null),
-                    4 => pv_rows::<S, T, 4, 1>(a, c0, null),
+                // The columns left: one vector at a time (fetching the next block's rows
+                // if the wide passes did not run), then element by element.
+                let next = if c0 == 0 { next } else { std::ptr::null() };
+                let c1 = match n {
+                    1 => pv_rows::<S, T, 1, 1>(a, c0, next),
+                    2 => pv_rows::<S, T, 2, 1>(a, c0, next),
+                    3 => pv_rows::<S, T, 3, 1>(a, c0, next),
+                    4 => pv_rows::<S, T, 4, 1>(a, c0, next),
                     _ => c0,
                 };
-                pv_tail(a, c0);
+                if c1 == 0 && !next.is_null() {
+                    // Rows narrower than a vector: no pass ran to spread the fetches over.
+                    for j in 0..keys {
+                        crate::simd::prefetch_run_l2(next.wrapping_add(j * rs), dv);
+                    }
+                }
+                pv_tail(a, c1);
             }
         }
     }
