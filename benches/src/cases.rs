@@ -236,6 +236,10 @@ mod tests {
         // The CPU's 16-bit paths (f16 and bf16 twins of each case).
         let sixteen = parse(include_str!("../cases/cpu-16bit.json"), "cpu-16bit").unwrap();
         assert_eq!(sixteen.len(), 26);
+        // The CPU's inference shapes: decode (MHA, GQA, MQA), a few queries per head,
+        // bf16 prefill, small-M products.
+        let inference = parse(include_str!("../cases/cpu-inference.json"), "cpu-inference");
+        assert_eq!(inference.unwrap().len(), 27);
         let smoke = parse(include_str!("../cases/gpu-check-smoke.json"), "smoke").unwrap();
         for s in &smoke {
             let full =
