@@ -114,6 +114,8 @@ pub(crate) fn attention(
     v: &CpuStorage,
 ) -> Result<CpuStorage> {
     use crate::matmul::kernel_generic::Generic;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bf16_dot; // (only x86 has a bf16 pair kernel)
     let rk = RowKernels::for_isa(isa);
     // (`typed!` instantiates `run` per dtype; each picks its decode row operations.)
     macro_rules! typed {
