@@ -21,20 +21,7 @@ impl MicroKernel for Avx2 {
     // as much slower as packing got faster (128×4096×11008, perf).
     const STEPS_PER_FETCH: usize = 4;
 
-    unsafe fn run(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: forwarded contract of `MicroKernel::run`; AVX2 and FMA were detected
-        // before this kernel was selected.
-        unsafe { kernel::<false>(kc, a, b, c, ldc, accumulate, Walk::NONE) }
-    }
-
-    unsafe fn run_fetching(
+    unsafe fn run<const FETCH: bool>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -43,14 +30,9 @@ impl MicroKernel for Avx2 {
         accumulate: bool,
         walk: Walk,
     ) {
-        // SAFETY: as in `run`.
-        unsafe {
-            if walk.is_empty() {
-                kernel::<false>(kc, a, b, c, ldc, accumulate, walk)
-            } else {
-                kernel::<true>(kc, a, b, c, ldc, accumulate, walk)
-            }
-        }
+        // SAFETY: forwarded contract of `MicroKernel::run`; AVX2 and FMA were
+        // detected before this kernel was selected.
+        unsafe { kernel::<FETCH>(kc, a, b, c, ldc, accumulate, walk) }
     }
 }
 

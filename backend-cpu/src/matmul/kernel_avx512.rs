@@ -23,20 +23,7 @@ impl MicroKernel for Avx512 {
         pairs: None,
     };
 
-    unsafe fn run(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F was detected before
-        // this kernel was selected.
-        unsafe { kernel::<12, false>(kc, a, b, c, ldc, accumulate, Walk::NONE) }
-    }
-
-    unsafe fn run_fetching(
+    unsafe fn run<const FETCH: bool>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -45,15 +32,9 @@ impl MicroKernel for Avx512 {
         accumulate: bool,
         walk: Walk,
     ) {
-        // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F was detected before
-        // this kernel was selected.
-        unsafe {
-            if walk.is_empty() {
-                kernel::<12, false>(kc, a, b, c, ldc, accumulate, walk)
-            } else {
-                kernel::<12, true>(kc, a, b, c, ldc, accumulate, walk)
-            }
-        }
+        // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F was
+        // detected before this kernel was selected.
+        unsafe { kernel::<12, FETCH>(kc, a, b, c, ldc, accumulate, walk) }
     }
 
     unsafe fn run_rows(

@@ -27,20 +27,7 @@ impl MicroKernel for Avx512Bf16 {
         pairs: Some(pair_rows),
     };
 
-    unsafe fn run(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F and AVX-512 BF16 were
-        // detected before this kernel was selected.
-        unsafe { kernel::<false>(kc, a, b, c, ldc, accumulate, Walk::NONE) }
-    }
-
-    unsafe fn run_fetching(
+    unsafe fn run<const FETCH: bool>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -49,14 +36,9 @@ impl MicroKernel for Avx512Bf16 {
         accumulate: bool,
         walk: Walk,
     ) {
-        // SAFETY: as in `run`.
-        unsafe {
-            if walk.is_empty() {
-                kernel::<false>(kc, a, b, c, ldc, accumulate, walk)
-            } else {
-                kernel::<true>(kc, a, b, c, ldc, accumulate, walk)
-            }
-        }
+        // SAFETY: forwarded contract of `MicroKernel::run`; AVX-512F and AVX-512 BF16 were
+        // detected before this kernel was selected.
+        unsafe { kernel::<FETCH>(kc, a, b, c, ldc, accumulate, walk) }
     }
 }
 

@@ -3,7 +3,7 @@
 //! architecture without a hand-written kernel and is the reference the SIMD kernels are
 //! tested against (`XKERN_CPU_ISA=generic`).
 
-use super::MicroKernel;
+use super::{MicroKernel, Walk};
 
 /// The portable kernel.
 pub(crate) struct Generic;
@@ -15,14 +15,17 @@ impl MicroKernel for Generic {
     const MR: usize = MR;
     const NR: usize = NR;
 
-    unsafe fn run(
+    unsafe fn run<const FETCH: bool>(
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        walk: Walk,
     ) {
+        // No walk: its lines are left to the packing's own prefetches.
+        let _ = walk;
         // SAFETY: the caller passes panels of kc·MR and kc·NR floats (`MicroKernel::run`).
         let (a, b) = unsafe {
             (

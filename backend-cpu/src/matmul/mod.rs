@@ -103,36 +103,23 @@ pub(crate) trait MicroKernel {
         gather: None,
         pairs: None,
     };
-    /// K-steps per [`Walk::step`] in [`MicroKernel::run_fetching`]: more where a step is
-    /// short, so that the walk's few scalar operations stay hidden behind its FMAs.
+    /// K-steps per [`Walk::step`] in [`MicroKernel::run`] with `FETCH`: more where a step
+    /// is short, so that the walk's few scalar operations stay hidden behind its FMAs.
     const STEPS_PER_FETCH: usize = 1;
 
     /// Runs `kc` packed steps. `a` is a packed A micro-panel (`a[p·MR + i]`), `b` a packed
     /// B micro-panel (`b[p·NR + j]`), `c` the top-left of an `MR × NR` tile with row stride
-    /// `ldc`; `accumulate` adds to C instead of overwriting it.
+    /// `ldc`; `accumulate` adds to C instead of overwriting it. With `FETCH`, the kernel
+    /// also fetches `walk`'s lines into L2 for the work after the call, a [`Walk::step`]
+    /// every [`MicroKernel::STEPS_PER_FETCH`] k-steps (a kernel that does not walk, the
+    /// portable one, leaves them to the packing's own prefetches); without, `walk` is
+    /// ignored ([`Walk::NONE`] by convention).
     ///
     /// # Safety
     /// `a` and `b` point to `kc·MR` and `kc·NR` readable 32-bit slots, `c` to a writable
     /// `MR × NR` tile (rows `ldc` apart) that no other thread touches, and the CPU has the
     /// kernel's instruction set.
-    unsafe fn run(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    );
-
-    /// As [`MicroKernel::run`], also fetching `walk`'s lines into L2 for the work after
-    /// the call: a [`Walk::step`] every [`MicroKernel::STEPS_PER_FETCH`] k-steps. This
-    /// default, for kernels that do not walk (the portable one), leaves them to the
-    /// packing's own prefetches.
-    ///
-    /// # Safety
-    /// As [`MicroKernel::run`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run_fetching(
+    unsafe fn run<const FETCH: bool>(
         kc: usize,
         a: *const f32,
         b: *const f32,
@@ -140,11 +127,7 @@ pub(crate) trait MicroKernel {
         ldc: usize,
         accumulate: bool,
         walk: Walk,
-    ) {
-        let _ = walk;
-        // SAFETY: the caller's contract.
-        unsafe { Self::run(kc, a, b, c, ldc, accumulate) }
-    }
+    );
 
     /// As [`MicroKernel::run`] for the first `rows < MR` rows of the tile only (`c` then
     /// points to `rows` writable rows; `a` is still a whole MR-tall panel); `false`, with
@@ -899,7 +882,13 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
             if rows == mr && cols == nr {
                 // SAFETY: panels hold kc·MR and kc·NR floats; the full tile is inside C and
                 // ours alone; the kernel's ISA was detected when it was chosen.
-                unsafe { K::run_fetching(kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate, walk) };
+                unsafe {
+                    if walk.is_empty() {
+                        K::run::<false>(kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate, walk)
+                    } else {
+                        K::run::<true>(kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate, walk)
+                    }
+                };
             } else if cols == nr
                 // SAFETY: as above, for the tile's `rows` rows, all inside C.
                 && unsafe { K::run_rows(rows, kc, a.as_ptr(), b.as_ptr(), tile, ldc, accumulate) }
@@ -920,13 +909,14 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
                 }
                 // SAFETY: scratch holds MR × NR floats with row stride NR.
                 unsafe {
-                    K::run(
+                    K::run::<false>(
                         kc,
                         a.as_ptr(),
                         b.as_ptr(),
                         edge.as_mut_ptr(),
                         nr,
                         accumulate,
+                        Walk::NONE,
                     )
                 };
                 for i in 0..rows {
@@ -1406,7 +1396,17 @@ mod kernel_speed {
             let t = std::time::Instant::now();
             for _ in 0..iters {
                 // SAFETY: panels and tile sized for the kernel; ISA checked below.
-                unsafe { K::run(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), K::NR, true) };
+                unsafe {
+                    K::run::<false>(
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        c.as_mut_ptr(),
+                        K::NR,
+                        true,
+                        Walk::NONE,
+                    )
+                };
             }
             let flops = 2.0 * (K::MR * K::NR * kc * K::KU * iters) as f64;
             println!(

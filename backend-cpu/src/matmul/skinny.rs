@@ -26,7 +26,8 @@
 //! would share a few cache sets (reading them there cost a third of the time).
 //!
 //! Every output is summed in the same order whatever the chunk width or thread count: a
-//! chain of fused multiply-adds per depth block, the blocks' sums added in depth order. AVX-512 only; other ISAs take the packed GEMM.
+//! chain of fused multiply-adds per depth block, the blocks' sums added in depth order.
+//! AVX-512 only; other ISAs take the packed GEMM.
 
 use super::{Epilogue, View};
 use crate::storage::{Scalar, try_vec};
