@@ -521,16 +521,7 @@ fn decode<T: Scalar>(
         o: vec![0.0; rows * dv],
     };
     let (k_unit, v_unit) = (spec.k.strides[3] == 1, spec.v.strides[3] == 1);
-    let k_src = match (ops, k_unit.then(|| T::as_f32(k)).flatten()) {
-        (Some(o), _) if k_unit => Row::Typed(k, o),
-        (_, Some(k32)) => Row::F32(k32),
-        _ => Row::Converted,
-    };
-    let v_src = match (ops, v_unit.then(|| T::as_f32(v)).flatten()) {
-        (Some(o), _) if v_unit => Row::Typed(v, o),
-        (_, Some(v32)) => Row::F32(v32),
-        _ => Row::Converted,
-    };
+    let (k_src, v_src) = (Row::of(k, k_unit, ops), Row::of(v, v_unit, ops));
     let converted = |src: &Row<'_, T>, len| match src {
         Row::Converted => len,
         _ => 0,
@@ -573,14 +564,13 @@ fn decode<T: Scalar>(
             match &k_src {
                 // SAFETY: `ops` were chosen for an ISA detected on this CPU.
                 Row::Typed(k, o) => unsafe { (o.dots)(&qs, &k[kb..kb + d], &mut dots[..rows]) },
-                Row::F32(k32) => {
+                portable => {
+                    let krow = match portable {
+                        Row::F32(k32) => &k32[kb..kb + d],
+                        _ => &kr[..],
+                    };
                     for (x, qr) in dots.iter_mut().zip(qs.chunks_exact(d)) {
-                        *x = dot8(qr, &k32[kb..kb + d]);
-                    }
-                }
-                Row::Converted => {
-                    for (x, qr) in dots.iter_mut().zip(qs.chunks_exact(d)) {
-                        *x = dot8(qr, &kr);
+                        *x = dot8(qr, krow);
                     }
                 }
             }
@@ -663,6 +653,18 @@ enum Row<'a, T> {
     F32(&'a [f32]),
     /// Converted (or gathered, when strided) into a buffer first.
     Converted,
+}
+
+impl<'a, T: Scalar> Row<'a, T> {
+    /// Where rows of `x` are read from: contiguous rows (`unit`) in place, through `ops`
+    /// where the ISA has them, or as f32 through the portable loops; all others converted.
+    fn of(x: &'a [T], unit: bool, ops: Option<RowOps<T>>) -> Self {
+        match (ops, unit.then(|| T::as_f32(x)).flatten()) {
+            (Some(o), _) if unit => Row::Typed(x, o),
+            (_, Some(x32)) => Row::F32(x32),
+            _ => Row::Converted,
+        }
+    }
 }
 
 /// Σ q·k in eight lanes (element i into lane i mod 8, lanes summed in order at the end).

@@ -752,12 +752,11 @@ impl Ahead<'_> {
             acc: 0,
             count,
             steps,
-            lines: count,
         }
     }
 }
 
-/// One micro-kernel call's share of an [`Ahead`] block: `lines` consecutive lines of it,
+/// One micro-kernel call's share of an [`Ahead`] block: `count` consecutive lines of it,
 /// which the kernel fetches one step at a time ([`Walk::step`] per k-step: step `p` is at
 /// line `⌊p·count / steps⌋`, an integer error term deciding when to move on, so `steps`
 /// steps visit exactly lines `0..count`), so the fetches never queue up behind each
@@ -776,10 +775,9 @@ pub(crate) struct Walk {
     stride: usize,
     /// The error term: `p·count mod steps` after step `p`.
     acc: usize,
-    /// Lines over steps (`count ≤ steps`; 0: the walk stays on its first line).
+    /// The lines walked, over `steps` steps (`count ≤ steps`; 0: nothing to fetch).
     count: usize,
     steps: usize,
-    lines: usize,
 }
 
 impl Walk {
@@ -793,12 +791,11 @@ impl Walk {
         acc: 0,
         count: 0,
         steps: 1,
-        lines: 0,
     };
 
     /// Whether the walk fetches nothing.
     pub(crate) fn is_empty(&self) -> bool {
-        self.lines == 0
+        self.count == 0
     }
 
     /// The current line's address (a prefetch hint), then moves on to the next line
@@ -854,6 +851,7 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
         .lines()
         .div_ceil(((i1 - i0).div_ceil(mr) * calls).max(1));
     let mut next_line = 0;
+    let steps = kc.div_ceil(K::STEPS_PER_FETCH);
     for ir in (i0..i1).step_by(mr) {
         let a = &p.a[ir / mr * p.a_stride..][..mr * kc];
         let rows = mr.min(i1 - ir);
@@ -872,7 +870,6 @@ pub(crate) unsafe fn macro_tile<K: MicroKernel>(
             // walk step. Lines beyond that, and those of ragged calls, are not fetched
             // here (the packing's own prefetches take them): fetched in a burst, they
             // would stall the core as long as they save.
-            let steps = kc.div_ceil(K::STEPS_PER_FETCH);
             let walk = p.next.walk(next_line, per_call, steps);
             next_line += per_call;
             let b = &p.b[jr / nr * p.b_stride..][..nr * kc];
@@ -1516,7 +1513,7 @@ mod fetch_walk {
         let v = View { cs: 1, ..v };
         assert_eq!(v.ahead((0, 0), (0, 10)).lines(), 0);
         assert_eq!(v.ahead((0, 10), (0, 0)).lines(), 0);
-        assert!(v.ahead((0, 3), (0, 10)).walk(0, 5, 4).lines == 4);
+        assert!(v.ahead((0, 3), (0, 10)).walk(0, 5, 4).count == 4);
         assert!(v.ahead((60, 3), (0, 10)).walk(0, 5, 4).is_empty());
         assert!(Walk::NONE.is_empty());
     }
