@@ -713,17 +713,9 @@ fn prefetch_row<T>(src: &[T], base: usize, stride: usize, len: usize) {
     }
 }
 
-/// Reads `dst.len()` elements `base + c·stride` as f32 (a vectorised widening copy when
-/// the row is contiguous).
+/// Reads `dst.len()` elements `base + c·stride` as f32: one row of `storage::gather`.
 fn gather_row<T: Scalar>(src: &[T], base: usize, stride: usize, dst: &mut [f32]) {
-    if stride == 1 {
-        let n = dst.len();
-        T::widen_into(&src[base..base + n], dst);
-    } else {
-        for (c, x) in dst.iter_mut().enumerate() {
-            *x = src[base + c * stride].to_f32();
-        }
-    }
+    crate::storage::gather(src, base, 0, stride, dst.len(), dst);
 }
 
 /// Merges the states of consecutive key ranges, in order.

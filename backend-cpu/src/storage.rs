@@ -292,8 +292,8 @@ impl Scalar for u32 {
 }
 
 /// Copies `rows × cols` elements at `offset + r·row_stride + c·col_stride` into `dst`
-/// (row-major), converted to f32.
-fn gather<T: Scalar>(
+/// (row-major), converted to f32 (a vectorised widening copy per contiguous row).
+pub(crate) fn gather<T: Scalar>(
     src: &[T],
     offset: usize,
     row_stride: usize,
